@@ -1,0 +1,1 @@
+"""Neural building blocks, losses, dataset and trainer shared by all reenactment models."""

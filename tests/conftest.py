@@ -1,0 +1,45 @@
+"""Shared test fixtures.
+
+Third-party assets and media live outside the repository (``../shared`` next to the
+checkout in CI). ``FACEGEO_ASSETS`` is honoured when set; otherwise it defaults to
+``<repo>/../shared/assets`` when that folder exists. ``FACEGEO_MEDIA`` (default
+``<repo>/../shared/media``) holds the real photos and videos used by integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SHARED = REPO.parent / "shared"
+
+if not os.environ.get("FACEGEO_ASSETS") and (_SHARED / "assets").is_dir():
+    os.environ["FACEGEO_ASSETS"] = str(_SHARED / "assets")
+if not os.environ.get("FACEGEO_MEDIA") and (_SHARED / "media").is_dir():
+    os.environ["FACEGEO_MEDIA"] = str(_SHARED / "media")
+# Tests never write into the real user cache.
+os.environ.setdefault("FACEGEO_CACHE", str(REPO / ".pytest_cache" / "facegeo-cache"))
+
+
+def _require_dir(var: str) -> Path:
+    value = os.environ.get(var)
+    if not value or not Path(value).is_dir():
+        # In CI these folders always exist; locally, say what is missing instead of skipping
+        # silently.
+        pytest.fail(f"{var} is not set to an existing folder (expected ../shared next to the repo)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    """The third-party assets folder (``$FACEGEO_ASSETS``)."""
+    return _require_dir("FACEGEO_ASSETS")
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """The real test media folder (``$FACEGEO_MEDIA``: photos, driving videos, media.json)."""
+    return _require_dir("FACEGEO_MEDIA")
