@@ -1,0 +1,348 @@
+"""Perceptual losses: VGG-19 multi-scale (the papers' loss) and a face-feature substitute.
+
+* :class:`VGG19Features` is our own definition of torchvision's ``vgg19().features`` (same
+  parameter names ``features.<i>.weight``), loaded from a torchvision-format state dict
+  found with ``facegeo.assets.resolve("vgg19")``. :class:`VGGPerceptualLoss` is the
+  FOMM/FSRT loss: for each scale of an anti-aliased pyramid, sum over relu1_1 ... relu5_1 of
+  ``w_l * mean |phi_l(x) - phi_l(y)|`` (ImageNet-normalized input).
+* :class:`MobileFaceNet` is our own definition of foamliu/MobileFaceNet's ``MobileFaceNet``
+  (an ArcFace-loss face-recognition network, 307-key state dict, strict load).
+  :class:`FacePerceptualLoss` compares its intermediate activations (56x56 ... 7x7) and the
+  cosine distance of its 128-d embeddings. It is the substitute used where VGG-19 weights
+  are unavailable (see docs/training.md).
+
+:func:`build_perceptual` makes either from a config entry (or ``None`` for ``"none"``).
+Both losses are frozen (no trainable parameters, always in eval mode) and take images
+(B, 3, H, W) in [0, 1], returning a scalar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegeo import assets
+
+from .blocks import ImagePyramid
+
+__all__ = [
+    "VGG19Features",
+    "VGGPerceptualLoss",
+    "MobileFaceNet",
+    "FacePerceptualLoss",
+    "build_perceptual",
+    "load_vgg19_state_dict",
+    "load_mobilefacenet_state_dict",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# torchvision VGG-19 "E" configuration: channels, "M" = 2x2 max pool.
+_VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+# Index (in ``features``) just after the ReLU of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+_VGG_SLICES = (2, 7, 12, 21, 30)
+
+
+class _Frozen(nn.Module):
+    """A module whose parameters never train and which stays in eval mode."""
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):  # noqa: D102 - always eval
+        return super().train(False)
+
+
+class VGG19Features(nn.Module):
+    """torchvision ``vgg19().features`` layout: 16 conv3x3 (+ReLU), 5 max pools, 37 modules.
+
+    forward(x) with x (B, 3, H, W) *ImageNet-normalized* returns the list of the 5 feature
+    maps relu1_1 (B, 64, H, W), relu2_1 (B, 128, H/2, W/2), relu3_1 (B, 256, H/4, W/4),
+    relu4_1 (B, 512, H/8, W/8), relu5_1 (B, 512, H/16, W/16)."""
+
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in _VGG19_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=False)]
+                cin = v
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        start = 0
+        for end in _VGG_SLICES:
+            for i in range(start, end):
+                x = self.features[i](x)
+            outs.append(x)
+            start = end
+        return outs
+
+
+def load_vgg19_state_dict(path: str | None = None, *, download: bool = True) -> dict:
+    """Read a torchvision VGG-19 state dict (``vgg19-dcbb9e9d.pth``) safely and return only
+    its ``features.*`` tensors. The file must contain exactly the torchvision keys
+    (features + ``classifier.{0,3,6}.{weight,bias}``); anything else is a ValueError.
+    Missing file: :class:`facegeo.assets.AssetNotFoundError` saying where to get it."""
+    p = assets.resolve("vgg19", path=path, download=download)
+    sd = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(sd, dict):
+        raise ValueError(f"{p}: expected a torchvision VGG-19 state dict, got {type(sd)}")
+    feats = {k: v for k, v in sd.items() if k.startswith("features.")}
+    rest = set(sd) - set(feats)
+    allowed = {f"classifier.{i}.{n}" for i in (0, 3, 6) for n in ("weight", "bias")}
+    if not rest <= allowed:
+        raise ValueError(f"{p}: not a torchvision VGG-19 state dict (unexpected keys "
+                         f"{sorted(rest - allowed)[:5]})")
+    return feats
+
+
+class VGGPerceptualLoss(_Frozen):
+    """Multi-scale VGG-19 perceptual loss (FOMM / FSRT).
+
+    loss(x, y) = sum_s sum_l w_l * mean |phi_l(P_s x) - phi_l(P_s y)|, with P_s the
+    anti-aliased pyramid level at scale s and phi_l(y) detached. x, y (B, 3, H, W) in [0, 1].
+
+    Args:
+        weights: path of a torchvision state dict, or None to resolve asset ``"vgg19"``
+            (raises AssetNotFoundError if absent: there is no silent fallback).
+        scales: pyramid scales (FOMM: 1, 0.5, 0.25, 0.125).
+        layer_weights: 5 weights for relu1_1 ... relu5_1 (FOMM: 10 each).
+        download: allow downloading the weights into the cache.
+    """
+
+    def __init__(self, weights: str | None = None, scales=(1.0, 0.5, 0.25, 0.125),
+                 layer_weights=(10.0, 10.0, 10.0, 10.0, 10.0), download: bool = True):
+        super().__init__()
+        if len(layer_weights) != 5:
+            raise ValueError(f"layer_weights needs 5 entries, got {len(layer_weights)}")
+        self.vgg = VGG19Features()
+        self.vgg.load_state_dict(load_vgg19_state_dict(weights, download=download), strict=True)
+        self.pyramid = ImagePyramid(list(scales), 3)
+        self.layer_weights = [float(w) for w in layer_weights]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+        self.freeze()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_pair(x, y)
+        px, py = self.pyramid(x), self.pyramid(y)
+        total = x.new_zeros(())
+        for s in px:
+            fx = self.vgg((px[s] - self.mean) / self.std)
+            with torch.no_grad():
+                fy = self.vgg((py[s] - self.mean) / self.std)
+            for w, a, b in zip(self.layer_weights, fx, fy):
+                total = total + w * (a - b.detach()).abs().mean()
+        return total
+
+
+# ------------------------------------------------------------------------ MobileFaceNet
+def _conv_bn_relu6(cin: int, cout: int, k: int = 3, stride: int = 1,
+                   groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups,
+                                   bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6())
+
+
+class _DWSeparable(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.pointwise = nn.Conv2d(c, c, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.depthwise(x)))
+        return F.relu(self.bn2(self.pointwise(x)))
+
+
+class _GDConv(nn.Module):
+    def __init__(self, c: int, k: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(c, c, k, groups=c, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return self.bn(self.depthwise(x))
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        self.residual = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            _conv_bn_relu6(cin, hidden, 1),
+            _conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x):
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+# (expansion t, channels c, repeats n, first stride s), MobileFaceNet paper table 1.
+_MFN_SETTING = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
+# feature taps (index into ``features``) used by the perceptual loss
+_MFN_TAPS = (4, 11, 14)
+
+
+class MobileFaceNet(nn.Module):
+    """MobileFaceNet (Chen et al. 2018) with foamliu/MobileFaceNet's parameter names.
+
+    Input (B, 3, 112, 112) RGB normalized with ImageNet mean/std. ``forward`` returns the
+    128-d embedding (B, 128) (not L2-normalized); ``forward_features`` returns the list of
+    activations [conv1 (B,64,56,56), dw_conv (B,64,56,56), block 4 (B,64,28,28),
+    block 11 (B,128,14,14), block 14 (B,128,7,7), conv2 (B,512,7,7)] and the embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = _conv_bn_relu6(3, 64, 3, 2)
+        self.dw_conv = _DWSeparable(64)
+        blocks = []
+        cin = 64
+        for t, c, n, s in _MFN_SETTING:
+            for i in range(n):
+                blocks.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*blocks)
+        self.conv2 = _conv_bn_relu6(128, 512, 1)
+        self.gdconv = _GDConv(512, 7)
+        self.conv3 = nn.Conv2d(512, 128, 1)
+        self.bn = nn.BatchNorm2d(128)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if x.dim() != 4 or x.shape[1:] != (3, 112, 112):
+            raise ValueError(f"MobileFaceNet takes (B, 3, 112, 112), got {tuple(x.shape)}")
+        feats = []
+        x = self.conv1(x)
+        feats.append(x)
+        x = self.dw_conv(x)
+        feats.append(x)
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in _MFN_TAPS:
+                feats.append(x)
+        x = self.conv2(x)
+        feats.append(x)
+        emb = self.bn(self.conv3(self.gdconv(x))).flatten(1)
+        return feats, emb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[1]
+
+
+def load_mobilefacenet_state_dict(path: str | None = None, *, download: bool = True) -> dict:
+    """Read foamliu/MobileFaceNet's ``mobilefacenet.pt`` (plain state dict) with
+    ``torch.load(weights_only=True)`` onto the CPU."""
+    p = assets.resolve("mobilefacenet", path=path, download=download)
+    sd = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(sd, dict):
+        raise ValueError(f"{p}: expected a MobileFaceNet state dict, got {type(sd)}")
+    return sd
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"perceptual loss takes (B, 3, H, W) images, got {tuple(x.shape)}")
+    if x.shape != y.shape:
+        raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
+
+
+class FacePerceptualLoss(_Frozen):
+    """Face-feature perceptual loss on the ArcFace-type MobileFaceNet (VGG substitute).
+
+    The (optionally cropped) images are resized to 112x112 (bilinear, anti-aliased) and
+    ImageNet-normalized; then
+
+        loss = sum_l w_l * mean |f_l(x) - f_l(y)|  +  w_id * (1 - cos(e(x), e(y)))
+
+    over the 6 activations of :meth:`MobileFaceNet.forward_features` (y detached).
+
+    Args:
+        weights: path of the state dict or None for asset ``"mobilefacenet"``.
+        layer_weights: 6 weights for the activations (default 1 each).
+        identity_weight: weight of the embedding cosine term.
+        crop: (x0, y0, x1, y1) fractions of the image to keep before resizing (default
+            the whole image; FOMM-style 256 crops hold the face in about the centre 80%).
+    """
+
+    def __init__(self, weights: str | None = None, layer_weights=(1.0,) * 6,
+                 identity_weight: float = 1.0, crop=(0.0, 0.0, 1.0, 1.0),
+                 download: bool = True):
+        super().__init__()
+        if len(layer_weights) != 6:
+            raise ValueError(f"layer_weights needs 6 entries, got {len(layer_weights)}")
+        self.net = MobileFaceNet()
+        self.net.load_state_dict(load_mobilefacenet_state_dict(weights, download=download),
+                                 strict=True)
+        self.layer_weights = [float(w) for w in layer_weights]
+        self.identity_weight = float(identity_weight)
+        if not (0 <= crop[0] < crop[2] <= 1 and 0 <= crop[1] < crop[3] <= 1):
+            raise ValueError(f"crop must be fractions x0 < x1, y0 < y1 in [0, 1], got {crop}")
+        self.crop = tuple(float(c) for c in crop)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+        self.freeze()
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x0, y0, x1, y1 = self.crop
+        x = x[:, :, int(round(y0 * h)):int(round(y1 * h)), int(round(x0 * w)):int(round(x1 * w))]
+        x = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False,
+                          antialias=True)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_pair(x, y)
+        fx, ex = self.net.forward_features(self._prep(x))
+        with torch.no_grad():
+            fy, ey = self.net.forward_features(self._prep(y))
+        total = x.new_zeros(())
+        for w, a, b in zip(self.layer_weights, fx, fy):
+            total = total + w * (a - b).abs().mean()
+        cos = F.cosine_similarity(ex, ey, dim=1)
+        return total + self.identity_weight * (1 - cos).mean()
+
+
+def build_perceptual(cfg: Any) -> nn.Module | None:
+    """Perceptual loss from a config entry.
+
+    ``cfg`` is ``"none"``/None (returns None), ``"vgg19"``, ``"face"``, or a dict
+    ``{"type": "vgg19" | "face" | "none", **kwargs}`` whose other keys go to
+    :class:`VGGPerceptualLoss` / :class:`FacePerceptualLoss`."""
+    if cfg is None:
+        return None
+    if isinstance(cfg, str):
+        cfg = {"type": cfg}
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ValueError(f"perceptual config must be a name or a dict with 'type', got {cfg!r}")
+    kwargs = {k: v for k, v in cfg.items() if k != "type"}
+    kind = cfg["type"]
+    if kind == "none":
+        return None
+    if kind == "vgg19":
+        return VGGPerceptualLoss(**kwargs)
+    if kind in ("face", "mobilefacenet"):
+        return FacePerceptualLoss(**kwargs)
+    raise ValueError(f"unknown perceptual loss {kind!r}; expected vgg19, face or none")
