@@ -1,0 +1,314 @@
+"""Evaluation metrics shared by the five reenactment papers (batched torch).
+
+Every function takes batched tensors and returns one value per item (shape (B,)) unless it
+says otherwise, so callers can aggregate per video and over a data set as they wish.
+
+Images are (B, C, H, W) floats in [0, 1]. Landmarks are (B, 68, 2) pixel coordinates.
+
+* L1, PSNR, SSIM, MS-SSIM: :func:`l1`, :func:`psnr`, :func:`ssim`, :func:`ms_ssim`
+* AKD and the missing-keypoint rate: :func:`akd`
+* CSIM / ISIM: :func:`cosine_similarity` of face-recognition embeddings
+* PRMSE, PSIM: :func:`pose_rmse`, :func:`pose_similarity`
+* AUCON, ESIM, ED analogues on fitted expression weights: :func:`expression_agreement`,
+  :func:`cosine_similarity`, :func:`expression_distance`
+* FID: :func:`frechet_distance` of :func:`gaussian_statistics` of Inception features
+* SMS (S2D eq. 9) and flicker: :func:`sms`, :func:`flicker`
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "l1",
+    "psnr",
+    "ssim",
+    "ms_ssim",
+    "akd",
+    "cosine_similarity",
+    "pose_rmse",
+    "pose_similarity",
+    "expression_agreement",
+    "expression_distance",
+    "frechet_distance",
+    "gaussian_statistics",
+    "sms",
+    "flicker",
+    "MS_SSIM_WEIGHTS",
+]
+
+#: Per-scale exponents of MS-SSIM (Wang, Simoncelli and Bovik 2003), finest scale first.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _pair(pred: torch.Tensor, target: torch.Tensor, name: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    if pred.dim() != 4:
+        raise ValueError(f"{name}: expected images (B, C, H, W), got {tuple(pred.shape)}")
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per image. (B, C, H, W) x2 -> (B,)."""
+    _pair(pred, target, "l1")
+    return (pred - target).abs().flatten(1).mean(1)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image, 10 log10(max^2 / MSE).
+    (B, C, H, W) x2 -> (B,); identical images give +inf."""
+    _pair(pred, target, "psnr")
+    mse = (pred - target).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(max_val**2 / mse)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g.view(1, 1, 1, size).expand(channels, 1, 1, size)
+
+
+def _blur(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    # separable 'valid' Gaussian filter, per channel
+    c = x.shape[1]
+    x = F.conv2d(x, win, groups=c)
+    return F.conv2d(x, win.transpose(2, 3), groups=c)
+
+
+def _ssim_maps(
+    x: torch.Tensor, y: torch.Tensor, win: torch.Tensor, max_val: float, k1: float, k2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+    mu_x, mu_y = _blur(x, win), _blur(y, win)
+    sxx = _blur(x * x, win) - mu_x**2
+    syy = _blur(y * y, win) - mu_y**2
+    sxy = _blur(x * y, win) - mu_x * mu_y
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    lum = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return lum * cs, cs
+
+
+def ssim(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    window: int = 11,
+    sigma: float = 1.5,
+    max_val: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) per image, Gaussian window (11, sigma 1.5),
+    valid filtering (no padding), averaged over channels and positions.
+    (B, C, H, W) x2 -> (B,). Needs H, W >= window."""
+    _pair(pred, target, "ssim")
+    if min(pred.shape[-2:]) < window:
+        raise ValueError(f"ssim: images must be at least {window}x{window}")
+    win = _gaussian_window(window, sigma, pred.shape[1], pred)
+    s, _ = _ssim_maps(pred, target, win, max_val, k1, k2)
+    return s.flatten(1).mean(1)
+
+
+def ms_ssim(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    window: int = 11,
+    sigma: float = 1.5,
+    max_val: float = 1.0,
+    weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
+) -> torch.Tensor:
+    """Multi-scale SSIM (Wang et al. 2003): contrast-structure terms at the finer scales and
+    the full SSIM at the coarsest, combined as prod_j cs_j^w_j * ssim_M^w_M, with 2x average
+    pooling between scales. Negative per-scale values are clamped to 0 (the usual guard
+    against NaN from fractional powers). Each channel is scored on its own and the channel
+    scores are averaged (as pytorch-msssim does). (B, C, H, W) x2 -> (B,).
+    Needs min(H, W) > (window - 1) * 2^(scales - 1) (160 px for the defaults)."""
+    _pair(pred, target, "ms_ssim")
+    n = len(weights)
+    need = (window - 1) * 2 ** (n - 1)
+    if min(pred.shape[-2:]) <= need:
+        raise ValueError(f"ms_ssim: images must be larger than {need} px for {n} scales")
+    win = _gaussian_window(window, sigma, pred.shape[1], pred)
+    w = torch.tensor(weights, dtype=pred.dtype, device=pred.device)
+    values = []
+    x, y = pred, target
+    for j in range(n):
+        s, cs = _ssim_maps(x, y, win, max_val, 0.01, 0.03)
+        values.append((s if j == n - 1 else cs).flatten(2).mean(2).clamp_min(0))  # (B, C)
+        if j < n - 1:
+            pad = [0, x.shape[-1] % 2, 0, x.shape[-2] % 2]
+            x = F.avg_pool2d(F.pad(x, pad, mode="replicate"), 2)
+            y = F.avg_pool2d(F.pad(y, pad, mode="replicate"), 2)
+    v = torch.stack(values, dim=-1)  # (B, C, n)
+    return torch.prod(v**w, dim=-1).mean(1)
+
+
+def akd(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    pred_found: torch.Tensor | None = None,
+    target_found: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average keypoint distance and missing-keypoint rate (FOMM/FSRT protocol).
+
+    Args:
+        pred: (B, N, 2) landmarks detected on the generated frames (pixels).
+        target: (B, N, 2) landmarks detected on the ground-truth frames.
+        pred_found, target_found: (B,) bool, whether a face was found in each frame
+            (default: all True).
+
+    Returns:
+        (akd, mkr): scalar tensors. ``akd`` is the mean Euclidean distance in pixels over the
+        landmarks of frames where both faces were found (NaN when there is none); ``mkr`` is
+        the fraction of frames with a ground-truth face where the generated frame has none.
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"akd: expected two (B, N, 2) tensors, got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    b = pred.shape[0]
+    ones = torch.ones(b, dtype=torch.bool, device=pred.device)
+    pf = ones if pred_found is None else pred_found.to(torch.bool)
+    tf = ones if target_found is None else target_found.to(torch.bool)
+    both = pf & tf
+    dist = (pred - target).norm(dim=-1).mean(-1)
+    value = dist[both].mean() if both.any() else torch.tensor(float("nan"), device=pred.device)
+    mkr = (tf & ~pf).sum() / tf.sum().clamp_min(1)
+    return value, mkr.to(pred.dtype)
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity of embeddings. (B, D) x2 -> (B,).
+
+    CSIM/ISIM use it on face-recognition embeddings of the source and generated faces;
+    ESIM (analogue) on expression vectors; PSIM on rotation-angle vectors."""
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"expected two (B, D) tensors, got {tuple(a.shape)}, {tuple(b.shape)}")
+    return F.cosine_similarity(a, b, dim=1, eps=1e-12)
+
+
+def _angles(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape or pred.dim() != 2 or pred.shape[-1] != 3:
+        raise ValueError(f"expected (B, 3) yaw/pitch/roll, got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+
+
+def pose_rmse(pred_deg: torch.Tensor, target_deg: torch.Tensor) -> torch.Tensor:
+    """PRMSE: root mean squared error of (yaw, pitch, roll) in degrees, per item.
+    (B, 3) x2 -> (B,). (MeshG reports the mean of this over frames.)"""
+    _angles(pred_deg, target_deg)
+    return (pred_deg - target_deg).pow(2).mean(-1).sqrt()
+
+
+def pose_similarity(pred_deg: torch.Tensor, target_deg: torch.Tensor) -> torch.Tensor:
+    """PSIM: cosine similarity between the head-rotation angle vectors in radians (as the
+    FD-GAN and PFP-MLS papers define it with OpenFace angles; here from our 3DMM fit).
+    (B, 3) x2 -> (B,). Undefined (0) when one vector is all zeros."""
+    _angles(pred_deg, target_deg)
+    return cosine_similarity(torch.deg2rad(pred_deg), torch.deg2rad(target_deg))
+
+
+def expression_agreement(
+    pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.2
+) -> torch.Tensor:
+    """AUCON analogue: the fraction of expression channels whose activation (value above
+    ``threshold``) agrees between generated and driving faces.
+
+    The original AUCON counts agreeing OpenFace action-unit activations. Here the channels are
+    the fitted 3DMM expression blendshape weights (ICT: 53 ARKit-style shapes in [0, 1]),
+    which are FACS-inspired but not action units; the threshold plays the role of OpenFace's
+    AU presence classifier. (B, K) x2 -> (B,)."""
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"expected two (B, K) tensors, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}")
+    return ((pred > threshold) == (target > threshold)).to(pred.dtype).mean(-1)
+
+
+def expression_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ED analogue: L2 distance between expression vectors (fitted blendshape weights in
+    place of OpenFace action-unit intensities). (B, K) x2 -> (B,)."""
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ValueError(f"expected two (B, K) tensors, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}")
+    return (pred - target).norm(dim=-1)
+
+
+def gaussian_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of (N, D) features, in float64 (for FID)."""
+    f = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features,
+                   dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"need (N >= 2, D) features, got {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between two Gaussians (the FID formula):
+    |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+    Computed in float64 with scipy's matrix square root; if the product is singular, a small
+    ``eps`` is added to the diagonals (as pytorch-fid does). Inputs (D,), (D, D) x2."""
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError("frechet_distance: inconsistent shapes")
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        off = np.eye(s1.shape[0]) * eps
+        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+    covmean = np.real(covmean)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def sms(landmarks: torch.Tensor) -> torch.Tensor:
+    """Landmark temporal smoothness, S2D eq. 9:
+    SMS = 1/T sum_t |(D^{t-1} + D^{t+1}) / 2 - D^t|.
+
+    ``|.|`` is taken as the Euclidean norm per landmark, averaged over landmarks, and the sum
+    runs over the T - 2 frames that have both neighbours (so 1/T becomes 1/(T - 2)). Units
+    are pixels; lower is smoother. A trajectory moving at constant velocity scores 0.
+
+    Args:
+        landmarks: (T, N, 2) or (B, T, N, 2) landmark tracks, T >= 3.
+    Returns:
+        () or (B,).
+    """
+    x = landmarks if landmarks.dim() == 4 else landmarks.unsqueeze(0)
+    if x.dim() != 4 or x.shape[-1] != 2 or x.shape[1] < 3:
+        raise ValueError(f"sms: expected (T>=3, N, 2) or (B, T>=3, N, 2), got "
+                         f"{tuple(landmarks.shape)}")
+    accel = 0.5 * (x[:, :-2] + x[:, 2:]) - x[:, 1:-1]
+    out = accel.norm(dim=-1).mean(dim=(1, 2))
+    return out if landmarks.dim() == 4 else out[0]
+
+
+def flicker(frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Temporal flicker: mean absolute frame-to-frame difference inside ``mask`` (e.g. the
+    static background: pixels away from the face in every frame).
+
+    Args:
+        frames: (T, C, H, W) in [0, 1], T >= 2.
+        mask: (H, W) bool, or None for the whole frame.
+    Returns:
+        () tensor, in intensity units (x255 for 8-bit levels).
+    """
+    if frames.dim() != 4 or frames.shape[0] < 2:
+        raise ValueError(f"flicker: expected (T>=2, C, H, W), got {tuple(frames.shape)}")
+    diff = (frames[1:] - frames[:-1]).abs().mean(1)  # (T-1, H, W)
+    if mask is None:
+        return diff.mean()
+    if mask.shape != frames.shape[-2:]:
+        raise ValueError(f"flicker: mask {tuple(mask.shape)} vs frames {tuple(frames.shape)}")
+    m = mask.to(torch.bool)
+    if not m.any():
+        raise ValueError("flicker: empty mask")
+    return diff[:, m].mean()
+
