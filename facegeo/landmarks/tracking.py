@@ -1,0 +1,402 @@
+"""Landmark tracking over video, temporal stabilization and the SMS smoothness metric.
+
+Tracking (:class:`LandmarkTracker`): the detector runs on the first frame (and whenever the
+face is lost). On every later frame the previous landmarks are moved by pyramidal
+Lucas-Kanade optical flow (OpenCV), a detector-style box is placed around the moved points
+(with the box/landmark relation measured at the last detection) and the backend's
+landmark predictor (dlib shape predictor or FAN) is re-run in that box. The face counts as
+lost, and the detector is run again, when fewer than half of the points are tracked by the
+flow, when the new landmarks disagree with the flow prediction by more than
+``lost_threshold`` inter-ocular distances on average, or when the box leaves the frame.
+
+Stabilization (:class:`OneEuroFilter`, Casiez et al., CHI 2012): per landmark, an
+exponential smoother whose cut-off frequency rises with the speed of the point::
+
+    alpha(fc) = 1 / (1 + fps / (2 pi fc))
+    dx_t  = alpha(d_cutoff) * (x_t - xhat_{t-1}) * fps + (1 - alpha(d_cutoff)) * dx_{t-1}
+    fc    = min_cutoff + beta * |dx_t|          (|.|: speed of the point, in units / s)
+    xhat_t = alpha(fc) * x_t + (1 - alpha(fc)) * xhat_{t-1}
+
+The tracker filters landmarks in units of the inter-ocular distance measured at the first
+detection, so ``min_cutoff`` (Hz) and ``beta`` (s / IOD) do not depend on the face size.
+
+SMS (eq. 9 of the S2D paper, ../shared/papers/s2d--sparse-to-dense-motion-transfer.txt)::
+
+    SMS = 1/T sum_t | (D_{t-1} + D_{t+1}) / 2 - D_t |
+
+with D_t the concatenated landmark vector of frame t and |.| the L1 norm (sum over all
+68 x 2 coordinates, pixels), averaged over the T - 2 frames that have two neighbours.
+:func:`sms` returns it; ``per_coordinate=True`` divides by the number of coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facegeo.image_io import as_uint8_rgb
+from facegeo.landmarks.backends import (
+    Face,
+    LandmarkDetector,
+    NoFaceError,
+    _iou,
+    get_detector,
+)
+from facegeo.landmarks.conventions import inter_ocular_distance
+
+__all__ = [
+    "OneEuroFilter",
+    "one_euro_smooth",
+    "sms",
+    "LandmarkTracker",
+    "TrackResult",
+    "track_video",
+    "detect_every_frame",
+]
+
+
+def _alpha(cutoff: torch.Tensor | float, fps: float) -> torch.Tensor | float:
+    return 1.0 / (1.0 + fps / (2.0 * math.pi * cutoff))
+
+
+class OneEuroFilter:
+    """One-Euro filter for point sets (any shape (..., D); the speed is the norm over D).
+
+    Args:
+        fps: sampling rate (frames per second).
+        min_cutoff: minimum cut-off frequency in Hz (lower = smoother at rest).
+        beta: speed coefficient (higher = less lag on fast motion).
+        d_cutoff: cut-off frequency of the derivative estimate in Hz.
+    """
+
+    def __init__(self, fps: float = 30.0, min_cutoff: float = 1.0, beta: float = 0.0,
+                 d_cutoff: float = 1.0) -> None:
+        if fps <= 0 or min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("need fps > 0, min_cutoff > 0, d_cutoff > 0, beta >= 0; got "
+                             f"{fps}, {min_cutoff}, {d_cutoff}, {beta}")
+        self.fps, self.min_cutoff, self.beta, self.d_cutoff = fps, min_cutoff, beta, d_cutoff
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the state (next call returns its input)."""
+        self._x: torch.Tensor | None = None
+        self._dx: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Filter one sample (..., D) and return the smoothed sample (same shape)."""
+        if self._x is None:
+            self._x = x.clone()
+            self._dx = torch.zeros_like(x)
+            return x.clone()
+        if x.shape != self._x.shape:
+            raise ValueError(f"sample shape changed from {tuple(self._x.shape)} to "
+                             f"{tuple(x.shape)}; call reset() first")
+        a_d = _alpha(self.d_cutoff, self.fps)
+        dx = a_d * (x - self._x) * self.fps + (1 - a_d) * self._dx
+        speed = torch.linalg.vector_norm(dx, dim=-1, keepdim=True)
+        a = _alpha(self.min_cutoff + self.beta * speed, self.fps)
+        self._x = a * x + (1 - a) * self._x
+        self._dx = dx
+        return self._x.clone()
+
+
+def one_euro_smooth(seq: torch.Tensor, fps: float, min_cutoff: float = 1.0, beta: float = 0.0,
+                    d_cutoff: float = 1.0, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Filter a whole sequence causally with a :class:`OneEuroFilter`.
+
+    Args:
+        seq: (T, ..., D) samples (e.g. (T, 68, 2) landmarks).
+        fps: frame rate.
+        scale: the filter runs on ``seq / scale`` (e.g. the inter-ocular distance, making
+            ``beta`` size-independent); the result is scaled back.
+
+    Returns:
+        (T, ..., D) filtered sequence.
+    """
+    f = OneEuroFilter(fps, min_cutoff, beta, d_cutoff)
+    return torch.stack([f(x / scale) * scale for x in seq])
+
+
+def sms(seq: torch.Tensor, per_coordinate: bool = False) -> float:
+    """Temporal smoothness (S2D eq. 9) of a landmark sequence; lower is smoother.
+
+    Args:
+        seq: (T, N, 2) landmarks in pixels, T >= 3.
+        per_coordinate: divide by N * 2 (mean absolute deviation per coordinate, px).
+
+    Returns:
+        SMS as a float (pixels).
+    """
+    if seq.ndim != 3 or seq.shape[0] < 3:
+        raise ValueError(f"seq must be (T>=3, N, D), got {tuple(seq.shape)}")
+    dev = (seq[:-2] + seq[2:]) / 2 - seq[1:-1]
+    val = dev.abs().flatten(1).sum(-1).mean()
+    if per_coordinate:
+        val = val / (seq.shape[1] * seq.shape[2])
+    return float(val)
+
+
+@dataclass
+class TrackResult:
+    """Output of :meth:`LandmarkTracker.track`.
+
+    Attributes:
+        landmarks: (T, 68, 2) raw tracked landmarks.
+        smoothed: (T, 68, 2) One-Euro filtered landmarks (equal to ``landmarks`` when
+            smoothing is off).
+        boxes: (T, 4) boxes ``(x0, y0, x1, y1)`` the predictor ran in.
+        detected: (T,) bool, True where the detector ran (first frame, re-detections).
+        lost: (T,) bool, True where no face was found and the landmarks were only moved
+            by the optical flow.
+        fps: frame rate used for the filter.
+    """
+
+    landmarks: torch.Tensor
+    smoothed: torch.Tensor
+    boxes: torch.Tensor
+    detected: torch.Tensor
+    lost: torch.Tensor
+    fps: float
+
+
+class LandmarkTracker:
+    """Detect once, then track 68 landmarks frame to frame (see module docstring).
+
+    Args:
+        detector: backend name or instance; it must support ``landmarks_in_box``
+            (``dlib``, ``dlib_hog``, ``dlib_cnn``, ``fan``).
+        index: which face to follow at the first detection (0 = largest).
+        fps: frame rate for the One-Euro filter.
+        smooth: apply the One-Euro filter to the output.
+        min_cutoff, beta, d_cutoff: One-Euro parameters (landmarks in IOD units).
+        lost_threshold: re-detect when the predictor's landmarks differ from the flow
+            prediction by more than this many inter-ocular distances (mean over points).
+        redetect_every: also re-detect every this many frames (``None``: only on loss).
+        max_scale_change: re-detect when the tracked box side differs from the side at
+            the last detection by more than this (as ``|log(ratio)|``); guards against
+            the slow scale drift of the box -> predictor -> box feedback loop.
+        flow_window: Lucas-Kanade window side in pixels (of the downscaled region).
+        flow_face_px: the flow runs on a region around the face downscaled so that the
+            face is at most this many pixels wide.
+    """
+
+    def __init__(
+        self,
+        detector: str | LandmarkDetector | None = "dlib",
+        *,
+        index: int = 0,
+        fps: float = 30.0,
+        smooth: bool = True,
+        min_cutoff: float = 1.0,
+        beta: float = 5.0,
+        d_cutoff: float = 1.0,
+        lost_threshold: float = 0.25,
+        redetect_every: int | None = 60,
+        max_scale_change: float = 0.2,
+        flow_window: int = 15,
+        flow_face_px: float = 96.0,
+    ) -> None:
+        self.detector = get_detector(detector)
+        if not self.detector.can_refine:
+            raise ValueError(f"backend {self.detector.name!r} cannot re-run its landmark "
+                             "predictor in a box; use 'dlib' or 'fan' for tracking")
+        if redetect_every is not None and redetect_every < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
+        self.index = index
+        self.fps = fps
+        self.smooth = smooth
+        self.filter_args = (min_cutoff, beta, d_cutoff)
+        self.lost_threshold = lost_threshold
+        self.redetect_every = redetect_every
+        self.max_scale_change = max_scale_change
+        self.flow_window = flow_window
+        self.flow_face_px = flow_face_px
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the tracked face (the next frame runs the detector)."""
+        self._prev_gray: np.ndarray | None = None
+        self._prev_lm: torch.Tensor | None = None
+        self._rel: tuple[float, float, float] | None = None
+        self._scale: float = 1.0
+        self._since_detect = 0
+        self._det_side = 1.0
+        self._frame = 0
+        self._filter = OneEuroFilter(self.fps, *self.filter_args)
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _relation(box: torch.Tensor, lm: torch.Tensor) -> tuple[float, float, float]:
+        lo, hi = lm.amin(0), lm.amax(0)
+        wh = (hi - lo).clamp(min=1e-3)
+        bc = (box[:2] + box[2:]) / 2
+        off = (bc - (lo + hi) / 2) / wh
+        side = float(((box[2:] - box[:2]).mean()) / wh.mean())
+        return float(off[0]), float(off[1]), side
+
+    def _box_for(self, lm: torch.Tensor) -> torch.Tensor:
+        from facegeo.landmarks.backends import box_from_landmarks
+
+        return box_from_landmarks(lm, *self._rel)
+
+    def _accept_detection(self, face: Face, img: np.ndarray) -> torch.Tensor:
+        self._rel = self._relation(face.box, face.landmarks)
+        self._det_side = float((face.box[2:] - face.box[:2]).mean())
+        self._since_detect = 0
+        return face.landmarks
+
+    def _detect(self, img: np.ndarray, near: torch.Tensor | None) -> Face | None:
+        faces = self.detector.detect(img)
+        if not faces:
+            return None
+        if near is None:
+            if not -len(faces) <= self.index < len(faces):
+                raise NoFaceError(f"frame {self._frame}: face index {self.index} requested but "
+                                  f"only {len(faces)} face(s) found")
+            return faces[self.index]
+        ious = [_iou(f.box, near) for f in faces]
+        best = int(np.argmax(ious))
+        return faces[best] if ious[best] > 0.1 else None
+
+    def _flow(self, gray: np.ndarray) -> tuple[torch.Tensor, float]:
+        """Move the previous landmarks to this frame with pyramidal Lucas-Kanade flow,
+        computed in a region around the face downscaled so the face is about
+        ``flow_face_px`` pixels wide (the flow only has to place the box)."""
+        import cv2
+
+        prev = self._prev_lm
+        h, w = gray.shape
+        lo, hi = prev.amin(0), prev.amax(0)
+        size = float((hi - lo).max())
+        c = (lo + hi) / 2
+        half = 0.8 * size + 2 * self.flow_window
+        x0, y0 = max(int(c[0] - half), 0), max(int(c[1] - half), 0)
+        x1, y1 = min(int(c[0] + half) + 1, w), min(int(c[1] + half) + 1, h)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return prev.clone(), 0.0
+        s = min(1.0, self.flow_face_px / max(size, 1.0))
+        a = self._prev_gray[y0:y1, x0:x1]
+        b = gray[y0:y1, x0:x1]
+        if s < 1.0:
+            dsize = (max(int((x1 - x0) * s), 8), max(int((y1 - y0) * s), 8))
+            a = cv2.resize(a, dsize, interpolation=cv2.INTER_AREA)
+            b = cv2.resize(b, dsize, interpolation=cv2.INTER_AREA)
+            sx, sy = dsize[0] / (x1 - x0), dsize[1] / (y1 - y0)
+        else:
+            sx = sy = 1.0
+        scale = np.array([sx, sy], np.float32)
+        off = np.array([x0, y0], np.float32)
+        # pixel-centre convention: u = (x - x0 + 0.5) * s - 0.5
+        p0 = ((prev.numpy().astype(np.float32) - off + 0.5) * scale - 0.5).reshape(-1, 1, 2)
+        win = self.flow_window
+        p1, st, _ = cv2.calcOpticalFlowPyrLK(
+            a, b, p0, None, winSize=(win, win), maxLevel=2,
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        ok = st.reshape(-1).astype(bool)
+        p1 = torch.from_numpy((p1.reshape(-1, 2) + 0.5) / scale - 0.5 + off).float()
+        if ok.any():
+            shift = (p1[ok] - prev[ok]).median(0).values
+        else:
+            shift = torch.zeros(2)
+        pred = torch.where(torch.from_numpy(ok)[:, None], p1, prev + shift)
+        return pred, float(ok.mean())
+
+    # -- main API ------------------------------------------------------------------------
+    def update(self, frame) -> dict:
+        """Process the next frame.
+
+        Args:
+            frame: (3, H, W) float tensor in [0, 1] or (H, W, 3) uint8 array.
+
+        Returns:
+            dict with ``landmarks`` (68, 2) raw, ``smoothed`` (68, 2), ``box`` (4,),
+            ``detected`` (bool) and ``lost`` (bool).
+
+        Raises:
+            NoFaceError: no face on the first frame (nothing to track yet).
+        """
+        import cv2
+
+        img = as_uint8_rgb(frame)
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)  # for the optical flow only
+        h, w = gray.shape
+        detected = lost = False
+        if self._prev_lm is None:
+            face = self._detect(img, None)
+            if face is None:
+                raise NoFaceError(f"frame {self._frame}: no face found to start tracking")
+            lm = self._accept_detection(face, img)
+            self._scale = max(float(inter_ocular_distance(lm)), 1.0)
+            box, detected = face.box, True
+        else:
+            pred, frac_ok = self._flow(gray)
+            box = self._box_for(pred)
+            c = (box[:2] + box[2:]) / 2
+            side = float((box[2:] - box[:2]).mean())
+            ok = (frac_ok >= 0.5 and 0 <= c[0] < w and 0 <= c[1] < h
+                  and abs(math.log(side / self._det_side)) <= self.max_scale_change)
+            lm = None
+            if ok:
+                lm = self.detector.landmarks_in_box(img, box)
+                iod = max(float(inter_ocular_distance(pred)), 1.0)
+                err = float(torch.linalg.vector_norm(lm - pred, dim=-1).mean()) / iod
+                if err > self.lost_threshold:
+                    lm = None
+            due = self.redetect_every is not None and self._since_detect >= self.redetect_every
+            if lm is None or due:
+                face = self._detect(img, box)
+                if face is not None:
+                    lm, box, detected = self._accept_detection(face, img), face.box, True
+                elif lm is None:
+                    lm, lost = pred, True
+        self._since_detect += 1
+        self._frame += 1
+        self._prev_gray, self._prev_lm = gray, lm
+        if self.smooth:
+            sm = self._filter(lm / self._scale) * self._scale
+        else:
+            sm = lm.clone()
+        return {"landmarks": lm, "smoothed": sm, "box": box, "detected": detected, "lost": lost}
+
+    def track(self, frames: Iterable) -> TrackResult:
+        """Track over a sequence of frames ((T, H, W, 3) uint8 array, (T, 3, H, W) tensor,
+        or any iterable of frames). Resets first."""
+        self.reset()
+        outs = [self.update(f) for f in frames]
+        if not outs:
+            raise ValueError("track: no frames given")
+        return TrackResult(
+            landmarks=torch.stack([o["landmarks"] for o in outs]),
+            smoothed=torch.stack([o["smoothed"] for o in outs]),
+            boxes=torch.stack([o["box"] for o in outs]),
+            detected=torch.tensor([o["detected"] for o in outs]),
+            lost=torch.tensor([o["lost"] for o in outs]),
+            fps=self.fps,
+        )
+
+
+def track_video(frames: Iterable, fps: float = 30.0, detector: str | LandmarkDetector = "dlib",
+                **kwargs) -> TrackResult:
+    """Convenience: ``LandmarkTracker(detector, fps=fps, **kwargs).track(frames)``."""
+    return LandmarkTracker(detector, fps=fps, **kwargs).track(frames)
+
+
+def detect_every_frame(frames: Iterable, detector: str | LandmarkDetector = "dlib",
+                       index: int = 0) -> torch.Tensor:
+    """Reference: run the full detector on every frame.
+
+    Returns:
+        (T, 68, 2); raises NoFaceError naming the first frame without a face.
+    """
+    det = get_detector(detector)
+    out = []
+    for t, f in enumerate(frames):
+        faces = det.detect(f)
+        if len(faces) <= index:
+            raise NoFaceError(f"frame {t}: no face (index {index}) found")
+        out.append(faces[index].landmarks)
+    return torch.stack(out)

@@ -1,0 +1,290 @@
+"""Reading and writing videos (PyAV / FFmpeg).
+
+* :func:`read_video` -> ``(frames, fps)`` with ``frames`` a uint8 array (T, H, W, 3) RGB, or
+  an iterator of (H, W, 3) arrays with ``stream=True`` (constant memory for long clips).
+* :func:`video_info` -> :class:`VideoInfo` (fps, frame count, size, audio presence).
+* :func:`write_video` writes H.264 (yuv420p) MP4 atomically (temporary file + rename),
+  optionally copying the audio track of another file (``audio_from=``), trimmed to the
+  video's duration.
+* :func:`frames_to_tensor` converts uint8 frames to the facegeo image convention
+  (T, 3, H, W) float in [0, 1].
+
+Unreadable files, files without a video stream and videos without decodable frames raise
+:class:`VideoReadError` (a ``ValueError``) naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "VideoReadError",
+    "VideoInfo",
+    "video_info",
+    "read_video",
+    "iter_video",
+    "write_video",
+    "frames_to_tensor",
+]
+
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+class VideoReadError(ValueError):
+    """A video file is missing, unreadable, has no video stream or no decodable frame."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Container-level facts about a video file.
+
+    Attributes:
+        fps: average frame rate (frames per second).
+        frames: number of frames reported by the container (0 when unknown).
+        width, height: frame size in pixels.
+        has_audio: whether the file has at least one audio stream.
+        duration: duration in seconds (``frames / fps`` when the container does not say).
+    """
+
+    fps: float
+    frames: int
+    width: int
+    height: int
+    has_audio: bool
+    duration: float
+
+
+def _open(path: str | os.PathLike):
+    import av
+
+    p = Path(path)
+    if not p.is_file():
+        raise VideoReadError(f"video file does not exist: {p}")
+    if p.stat().st_size == 0:
+        raise VideoReadError(f"video file is empty: {p}")
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
+        raise VideoReadError(f"cannot open video {p}: {e}") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"file has no video stream: {p}")
+    return container
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    """Frame rate, frame count, size and audio presence of a video file."""
+    with _open(path) as c:
+        v = c.streams.video[0]
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        fps = float(rate) if rate else 0.0
+        n = int(v.frames or 0)
+        if v.duration is not None and v.time_base is not None:
+            duration = float(v.duration * v.time_base)
+        elif c.duration is not None:
+            duration = c.duration / 1e6
+        else:
+            duration = n / fps if fps else 0.0
+        return VideoInfo(fps=fps, frames=n, width=v.codec_context.width,
+                         height=v.codec_context.height, has_audio=bool(c.streams.audio),
+                         duration=duration)
+
+
+def iter_video(
+    path: str | os.PathLike, *, start: int = 0, max_frames: int | None = None, step: int = 1
+) -> Iterator[np.ndarray]:
+    """Yield decoded frames as (H, W, 3) uint8 RGB arrays.
+
+    Args:
+        path: video file.
+        start: index of the first frame to yield.
+        max_frames: stop after this many yielded frames (``None``: to the end).
+        step: yield every ``step``-th frame.
+    """
+    import av
+
+    if start < 0 or step < 1 or (max_frames is not None and max_frames < 0):
+        raise ValueError(f"bad frame range start={start} step={step} max_frames={max_frames}")
+    container = _open(path)
+    try:
+        count = 0
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(stream)):
+            if max_frames is not None and count >= max_frames:
+                break
+            if i < start or (i - start) % step:
+                continue
+            yield frame.to_ndarray(format="rgb24")
+            count += 1
+    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+        raise VideoReadError(f"error while decoding {path}: {e}") from e
+    finally:
+        container.close()
+
+
+def read_video(
+    path: str | os.PathLike,
+    *,
+    start: int = 0,
+    max_frames: int | None = None,
+    step: int = 1,
+    stream: bool = False,
+) -> tuple[np.ndarray | Iterator[np.ndarray], float]:
+    """Decode a video.
+
+    Args:
+        path: video file (anything FFmpeg reads).
+        start, max_frames, step: frame selection (see :func:`iter_video`).
+        stream: return an iterator of frames instead of one array.
+
+    Returns:
+        ``(frames, fps)``: frames is (T, H, W, 3) uint8 RGB (or an iterator of (H, W, 3)
+        arrays with ``stream=True``); fps is the frame rate of the file divided by ``step``.
+
+    Raises:
+        VideoReadError: missing/corrupt file, no video stream, or no frame decoded.
+    """
+    info = video_info(path)
+    fps = info.fps / step
+    it = iter_video(path, start=start, max_frames=max_frames, step=step)
+    if stream:
+        return it, fps
+    frames = list(it)
+    if not frames:
+        raise VideoReadError(f"no frames decoded from {path} (start={start})")
+    return np.stack(frames), fps
+
+
+def frames_to_tensor(frames: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, H, W, 3) uint8 RGB -> (T, 3, H, W) float32 in [0, 1]."""
+    from facegeo.image_io import from_uint8_hwc
+
+    return from_uint8_hwc(frames, device)
+
+
+def _frame_to_uint8(frame) -> np.ndarray:
+    if isinstance(frame, torch.Tensor):
+        from facegeo.image_io import to_uint8_hwc
+
+        if frame.ndim != 3 or frame.shape[0] != 3:
+            raise ValueError(f"tensor frames must be (3, H, W), got {tuple(frame.shape)}")
+        return to_uint8_hwc(frame) if frame.dtype != torch.uint8 else \
+            np.ascontiguousarray(frame.permute(1, 2, 0).cpu().numpy())
+    a = np.asarray(frame)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"array frames must be (H, W, 3), got {a.shape}")
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"array frames must be uint8 or float in [0, 1], got {a.dtype}")
+        a = (np.clip(a, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def _iter_frames(frames) -> Iterator[np.ndarray]:
+    if isinstance(frames, torch.Tensor):
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frame tensor must be (T, 3, H, W), got {tuple(frames.shape)}")
+        for f in frames:
+            yield _frame_to_uint8(f)
+    elif isinstance(frames, np.ndarray):
+        if frames.ndim != 4 or frames.shape[3] != 3:
+            raise ValueError(f"frame array must be (T, H, W, 3), got {frames.shape}")
+        for f in frames:
+            yield _frame_to_uint8(f)
+    else:
+        for f in frames:
+            yield _frame_to_uint8(f)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray | torch.Tensor | Iterable,
+    fps: float,
+    *,
+    audio_from: str | os.PathLike | None = None,
+    crf: int = 18,
+    preset: str = "medium",
+) -> Path:
+    """Encode frames as H.264 and write the file atomically.
+
+    Args:
+        path: output (.mp4, .mov, .mkv); its folder must exist.
+        frames: (T, H, W, 3) uint8 (or float [0, 1]) array, (T, 3, H, W) float tensor in
+            [0, 1], or an iterable of per-frame (H, W, 3) arrays / (3, H, W) tensors.
+            Odd sizes are padded by one replicated row/column (yuv420p needs even sizes).
+        fps: frame rate (> 0).
+        audio_from: copy the first audio stream of this file (if it has one), cut at the
+            video's duration.
+        crf, preset: libx264 quality settings.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: no frames, inconsistent frame sizes, bad fps or an unknown suffix.
+    """
+    import av
+
+    from facegeo.assets import atomic_write
+
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unsupported video suffix {path.suffix!r}; use one of {list(_FORMATS)}")
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    rate = Fraction(fps).limit_denominator(1001)
+
+    def write(tmp: Path) -> None:
+        it = _iter_frames(frames)
+        first = next(it, None)
+        if first is None:
+            raise ValueError("write_video: no frames given")
+        h, w = first.shape[:2]
+        with av.open(str(tmp), mode="w", format=fmt) as out:
+            vs = out.add_stream("libx264", rate=rate)
+            vs.width, vs.height = w + w % 2, h + h % 2
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"crf": str(crf), "preset": preset}
+            src = _open(audio_from) if audio_from is not None else None
+            try:
+                ain = src.streams.audio[0] if src is not None and src.streams.audio else None
+                aout = out.add_stream_from_template(ain) if ain is not None else None
+                n = 0
+                for a in _chain(first, it):
+                    if a.shape[:2] != (h, w):
+                        raise ValueError(f"frame {n} has size {a.shape[:2]}, expected {(h, w)}")
+                    if h % 2 or w % 2:
+                        a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                    for packet in vs.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                        out.mux(packet)
+                    n += 1
+                for packet in vs.encode():
+                    out.mux(packet)
+                if ain is not None:
+                    duration = n / float(rate)
+                    for packet in src.demux(ain):
+                        if packet.dts is None:
+                            continue
+                        if packet.pts is not None and float(packet.pts * ain.time_base) >= duration:
+                            break
+                        packet.stream = aout
+                        out.mux(packet)
+            finally:
+                if src is not None:
+                    src.close()
+
+    return atomic_write(path, write)
+
+
+def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
