@@ -117,6 +117,13 @@ def test_deep3d_front(geo, tmp_path):
     assert m.vertex_sets["skin"].numel() == int(d["skinmask"].sum())
     # std: bases are pre-scaled
     assert torch.equal(m.id_std, torch.ones(K_ID))
+    # texture model: linear in the coefficients, 0-255 -> [0, 1]
+    c = torch.tensor([[0.5, -2.0]])
+    ref = (d["meantex"].reshape(-1, 3) + 0.5 * d["texBase"][:, 0].reshape(-1, 3)
+           - 2.0 * d["texBase"][:, 1].reshape(-1, 3)) / 255
+    np.testing.assert_allclose(m.texture(c)[0].numpy(), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="tex_coeffs"):
+        m.texture(torch.zeros(1, 3))
 
 
 def test_deep3d_front_flipped_winding_and_units(geo, tmp_path):
