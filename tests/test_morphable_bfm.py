@@ -241,12 +241,15 @@ def test_restricted_unpickler(tmp_path):
         restricted_pickle_load(tmp_path / "evil.pkl")
     with pytest.raises(pickle.UnpicklingError):
         load_3ddfa(tmp_path / "evil.pkl")
-    good = {"a": np.arange(5, dtype=np.int32), "b": [1.5, "x"], "c": np.float64(2.0)}
-    with open(tmp_path / "good.pkl", "wb") as f:
-        pickle.dump(good, f)
-    out = restricted_pickle_load(tmp_path / "good.pkl")
-    np.testing.assert_array_equal(out["a"], good["a"])
-    assert out["b"] == [1.5, "x"] and out["c"] == 2.0
+    good = {"a": np.arange(5, dtype=np.int32), "b": [1.5, "x"], "c": np.float64(2.0),
+            "d": np.ones((2, 3), dtype=np.float32).T}
+    for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        with open(tmp_path / "good.pkl", "wb") as f:
+            pickle.dump(good, f, protocol=proto)
+        out = restricted_pickle_load(tmp_path / "good.pkl")
+        np.testing.assert_array_equal(out["a"], good["a"])
+        np.testing.assert_array_equal(out["d"], good["d"])
+        assert out["b"] == [1.5, "x"] and out["c"] == 2.0
 
 
 def test_bfm2017_h5(geo, tmp_path):

@@ -704,9 +704,9 @@ class MorphableModel:
             if "faces" in d and "landmarks68" in d:
                 return cls.from_ict_arrays(d, device=device, dtype=dtype)
             if "w_shp" in d and "u" in d:
-                from facegeo.morphable.bfm import from_3ddfa_dict
+                from facegeo.morphable.bfm import load_3ddfa
 
-                return from_3ddfa_dict(d, device=device, dtype=dtype, **kwargs)
+                return load_3ddfa(p, device=device, dtype=dtype, **kwargs)
             raise ValueError(f"{p}: unrecognised .npz model layout (keys {sorted(d)[:12]})")
         from facegeo.morphable import bfm
 
