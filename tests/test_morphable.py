@@ -274,6 +274,18 @@ def test_missing_bfm_says_where_to_register(monkeypatch, tmp_path):
             MorphableModel.load(name)
 
 
+def test_matches_eos_draw_sample(ict):
+    """Independent reference: eos-py builds the same model and draws the same sample."""
+    small = ict.truncate(n_id=20)
+    em = small.to_eos()
+    g = torch.Generator().manual_seed(5)
+    a, e = torch.randn(1, 20, generator=g), torch.rand(1, ict.n_exp, generator=g)
+    mesh = em.draw_sample(a[0].tolist(), e[0].tolist(), [])
+    ref = np.asarray(mesh.vertices)
+    np.testing.assert_allclose(small.vertices(a, e)[0].numpy(), ref, atol=2e-4)
+    assert np.array_equal(np.asarray(mesh.tvi), ict.triangles.numpy())
+
+
 def test_unit_scale():
     assert unit_scale("dm", "cm") == pytest.approx(10.0)
     assert unit_scale("um", "cm") == pytest.approx(1e-4)

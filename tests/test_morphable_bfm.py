@@ -124,6 +124,10 @@ def test_deep3d_front(geo, tmp_path):
     np.testing.assert_allclose(m.texture(c)[0].numpy(), ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="tex_coeffs"):
         m.texture(torch.zeros(1, 3))
+    # PCA expression model against eos-py's reconstruction of the same arrays
+    a, e = torch.tensor([[1.0, -0.5, 2.0]]), torch.tensor([[0.3, -1.2]])
+    ref = np.asarray(m.to_eos().draw_sample(a[0].tolist(), e[0].tolist(), []).vertices)
+    np.testing.assert_allclose(m.vertices(a, e)[0].numpy(), ref, atol=1e-4)
 
 
 def test_deep3d_front_flipped_winding_and_units(geo, tmp_path):

@@ -539,6 +539,40 @@ class MorphableModel:
 
         return atomic_write(path, write)
 
+    def to_eos(self):
+        """The same model as an ``eos.morphablemodel.MorphableModel`` (eos-py, the reference
+        C++ 3DMM fitting library), e.g. to compare fitting results.
+
+        eos' PCA models take an orthonormal basis and eigenvalues and use
+        ``basis * sqrt(eigenvalues)``; each basis vector b_k is passed as ``b_k / |b_k|`` with
+        eigenvalue ``|b_k|^2``, so eos' coefficients equal this model's coefficients (eos'
+        prior is standard normal; this matches ``id_std`` = ones). Blendshape expressions
+        become eos blendshapes; a PCA expression basis an eos PCA model. Colour is left
+        empty. ``draw_sample(a, e, [])`` then reproduces :meth:`vertices`.
+        """
+        import eos
+
+        mm = eos.morphablemodel
+        tri = self.triangles.cpu().tolist()
+
+        def pca(mean, basis):
+            b = basis.detach().cpu().double().reshape(basis.shape[0], -1).numpy()
+            norms = np.linalg.norm(b, axis=1)
+            if np.any(norms == 0):
+                raise ValueError("a basis vector is zero; eos needs positive eigenvalues")
+            m = mean.detach().cpu().double().reshape(-1, 1).numpy().astype(np.float32)
+            return mm.PcaModel(m, (b / norms[:, None]).T.astype(np.float32),
+                               (norms**2).reshape(-1, 1).astype(np.float32), tri)
+
+        shape = pca(self.mean, self.id_basis)
+        if self.exp_kind == "blendshape":
+            names = self.exp_names
+            exp = [mm.Blendshape(names[j], self.exp_basis[j].detach().cpu().reshape(-1, 1)
+                                 .numpy().astype(np.float32)) for j in range(self.n_exp)]
+        else:
+            exp = pca(torch.zeros_like(self.mean), self.exp_basis)
+        return mm.MorphableModel(shape, exp, mm.PcaModel())
+
     def to_numpy_dict(self, basis_dtype=np.float16) -> dict[str, np.ndarray]:
         """The native-format arrays (what :meth:`save` writes), see :meth:`save`."""
         def f(t, dt=np.float32):
