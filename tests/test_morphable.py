@@ -164,6 +164,12 @@ def test_vertex_normals_tetrahedron_outward(tiny):
     torch.testing.assert_close(n[0, 0], -torch.ones(3) / 3**0.5)  # analytic: corner at origin
 
 
+def test_vertex_normals_gradcheck(tiny):
+    m = tiny.to(dtype=torch.float64)
+    v = (m.mean + 0.05 * torch.randn(4, 3, dtype=torch.float64)).unsqueeze(0)
+    assert torch.autograd.gradcheck(m.vertex_normals, (v.requires_grad_(),))
+
+
 def test_to_device_dtype(ict, tiny):
     m64 = tiny.to(dtype=torch.float64)
     assert m64.mean.dtype == torch.float64 and m64.triangles.dtype == torch.int64
