@@ -303,3 +303,26 @@ def test_orient_outward_tetrahedron():
     assert not orient_outward(v, out)[1]
     with pytest.raises(ValueError):
         orient_outward(v, out, winding="cw")
+
+
+def test_bfm2009_matlab_v73(tmp_path):
+    """MATLAB v7.3 (HDF5) .mat files are read through h5py (column-major -> transposed)."""
+    v_um = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]) * 1e5  # 10 cm tetrahedron
+    tl = np.array([[1, 3, 2], [1, 2, 4], [1, 4, 3], [2, 3, 4]], dtype=np.float64)  # outward
+    pc = np.linalg.qr(_rng(5).standard_normal((12, 2)))[0]
+    arrays = dict(shapeMU=v_um.reshape(-1, 1), shapePC=pc, shapeEV=np.array([[2.0], [1.0]]),
+                  tl=tl)
+    path = tmp_path / "01_MorphableModel.mat"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for k, a in arrays.items():
+            f[k] = a.T  # MATLAB writes column-major: h5py sees the transpose
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: test HDF5 schema 1.00 ."
+    with open(path, "r+b") as fh:
+        fh.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02IM")
+    with pytest.raises(NotImplementedError):
+        scipy.io.loadmat(path)  # really a v7.3 file
+    m = load_bfm2009(path)
+    np.testing.assert_allclose(m.mean.numpy(), v_um * 1e-4, atol=1e-6)
+    np.testing.assert_array_equal(m.triangles.numpy(), tl.astype(int) - 1)
+    np.testing.assert_allclose(m.id_basis[0].numpy(), pc[:, 0].reshape(4, 3) * 2e-4, atol=1e-7)
+    assert m.landmarks68 is None and m.n_exp == 0
