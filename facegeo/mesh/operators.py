@@ -571,8 +571,8 @@ def laplacian_smooth(
     * ``method="uniform"``: ``W = D^-1 A`` (umbrella operator);
     * ``method="cotangent"``: ``W_ij = w_ij / sum_j w_ij`` with the cotangent weights
       ``w_ij = (cot a + cot b)/2`` recomputed each iteration (reproduces linear functions, so
-      a flat patch stays put; weights are clamped to be >= 0 so the step is a convex
-      combination).
+      a flat patch stays put); negative edge weights (non-Delaunay edges) are clamped to 0 so
+      the step is a convex combination.
     * ``taubin_mu`` (< -lam, e.g. -0.53 for lam=0.5): Taubin lambda|mu smoothing, each
       iteration is a ``lam`` step followed by a ``mu`` step (counteracts shrinkage).
 
@@ -607,20 +607,24 @@ def laplacian_smooth(
     has_nb = (deg > 0).to(v.dtype)[None, :, None]
     Acsr = _csr(A)
     # edge list for the cotangent weights: corner k opposite edge (k+1, k+2)
-    ei = torch.cat([faces[:, 1], faces[:, 2], faces[:, 0]])
-    ej = torch.cat([faces[:, 2], faces[:, 0], faces[:, 1]])
+    ci = torch.cat([faces[:, 1], faces[:, 2], faces[:, 0]])
+    cj = torch.cat([faces[:, 2], faces[:, 0], faces[:, 1]])
+    ekey, einv = torch.unique(torch.minimum(ci, cj) * V + torch.maximum(ci, cj),
+                              return_inverse=True)
+    ei, ej = ekey // V, ekey % V
 
     def average(x: torch.Tensor) -> torch.Tensor:
         if method == "uniform":
             return spmm(Acsr, x, Acsr) / deg.clamp_min(1)[None, :, None]
-        cot = _face_geometry(x, faces)[0].clamp_min(0)
-        w = 0.5 * torch.cat([cot[..., 0], cot[..., 1], cot[..., 2]], -1)  # (B, 3F)
+        cot = _face_geometry(x, faces)[0]
+        wc = 0.5 * torch.cat([cot[..., 0], cot[..., 1], cot[..., 2]], -1)  # (B, 3F)
+        w = torch.zeros(x.shape[0], ekey.numel(), dtype=x.dtype, device=x.device)
+        w = w.index_add(1, einv, wc).clamp_min(0)  # per-edge (cot a + cot b) / 2, >= 0
         num = torch.zeros_like(x)
         den = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
-        num.index_add_(1, ei, w[..., None] * x[:, ej])
-        num.index_add_(1, ej, w[..., None] * x[:, ei])
-        den.index_add_(1, ei, w)
-        den.index_add_(1, ej, w)
+        num = num.index_add(1, ei, w[..., None] * x[:, ej])
+        num = num.index_add(1, ej, w[..., None] * x[:, ei])
+        den = den.index_add(1, ei, w).index_add(1, ej, w)
         ok = den > 0
         return torch.where(ok[..., None], num / den.clamp_min(1e-30)[..., None], x)
 
