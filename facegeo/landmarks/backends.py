@@ -60,10 +60,11 @@ __all__ = [
 #: images whose smaller side is below this many pixels are rejected (ValueError)
 MIN_IMAGE_SIZE = 16
 
-# dlib's HOG box relative to the bounding box of its own 68 landmarks (median over 179
-# detections on ../shared/media driving videos; see benchmarks/bench_landmarks.py
-# --calibrate): box centre = landmark-box centre + (DX * w, DY * h), side = S * (w + h) / 2.
-HOG_BOX_DX, HOG_BOX_DY, HOG_BOX_S = -0.009, -0.074, 1.07
+# dlib's HOG box relative to the bounding box of its own 68 landmarks (median over 128
+# detections on the ../shared/media driving videos lp_d*.mp4, every 15th frame; reproduce
+# with `python benchmarks/bench_landmarks.py --calibrate`):
+# box centre = landmark-box centre + (DX * w, DY * h), side = S * (w + h) / 2.
+HOG_BOX_DX, HOG_BOX_DY, HOG_BOX_S = -0.007, -0.070, 1.058
 
 
 class NoFaceError(ValueError):

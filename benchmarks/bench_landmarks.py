@@ -1,0 +1,278 @@
+"""Landmark tracking benchmark on the driving videos of ../shared/media.
+
+For every driving video (``lp_d*.mp4``, all frames unless ``--max-frames``):
+
+* reference: the full detector on every frame (dlib HOG + 68-point shape predictor);
+* ours: :class:`facegeo.landmarks.tracking.LandmarkTracker` (detect once / on loss /
+  every 60 frames, otherwise optical flow + shape predictor in the tracked box), with
+  its One-Euro stabilization;
+* time per frame (wall clock and process CPU time, measured in the same run), speed-up,
+  mean / median / 95th-percentile landmark distance between tracked and per-frame
+  landmarks (pixels and % of the inter-ocular distance), the SMS smoothness metric
+  (S2D eq. 9, L1 over the 136 coordinates, pixels) of per-frame detection, raw tracking
+  and smoothed tracking, and the error the smoothing introduces (smoothed vs raw track).
+
+``--sweep`` adds a One-Euro parameter sweep (SMS vs smoothing error) on the raw tracks;
+``--figures`` writes docs/img/landmarks_overlay.png and docs/img/landmarks_tracking.png;
+``--calibrate`` re-measures the HOG-box / landmark-box relation used by
+``facegeo.landmarks.backends.box_from_landmarks``.
+
+Run: ``python benchmarks/bench_landmarks.py [--max-frames N] [--sweep] [--figures]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facegeo.landmarks import get_detector, inter_ocular_distance
+from facegeo.landmarks.tracking import LandmarkTracker, one_euro_smooth, sms
+from facegeo.video import read_video
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = Path(os.environ.get("FACEGEO_MEDIA", REPO.parent / "shared" / "media"))
+
+
+def per_frame(frames: np.ndarray, det) -> tuple[torch.Tensor, float, float]:
+    """Detector on every frame -> (T, 68, 2) (NaN where no face), wall s/frame, CPU s/frame."""
+    out = torch.full((len(frames), 68, 2), float("nan"))
+    w0, c0 = time.perf_counter(), time.process_time()
+    for t, f in enumerate(frames):
+        faces = det.detect(f)
+        if faces:
+            out[t] = faces[0].landmarks
+    n = len(frames)
+    return out, (time.perf_counter() - w0) / n, (time.process_time() - c0) / n
+
+
+def tracked(frames: np.ndarray, fps: float, **kw):
+    tr = LandmarkTracker("dlib", fps=fps, **kw)
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = tr.track(frames)
+    n = len(frames)
+    return res, (time.perf_counter() - w0) / n, (time.process_time() - c0) / n
+
+
+def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
+    det = get_detector("dlib_hog")
+    rows = []
+    raw_tracks = {}
+    for name in videos:
+        frames, fps = read_video(MEDIA / name, max_frames=max_frames)
+        ref, ref_wall, ref_cpu = per_frame(frames, det)
+        res, tr_wall, tr_cpu = tracked(frames, fps)
+        ok = ~torch.isnan(ref).any(-1).any(-1)
+        d = (res.landmarks[ok] - ref[ok]).norm(dim=-1)           # (T', 68)
+        iod = inter_ocular_distance(ref[ok])
+        dsm = (res.smoothed - res.landmarks).norm(dim=-1)
+        dsm_ref = (res.smoothed[ok] - ref[ok]).norm(dim=-1)
+        # SMS over the longest run of frames where the reference found a face
+        ref_sms = sms(ref[ok]) if bool(ok.all()) else float("nan")
+        row = {
+            "video": name, "frames": len(frames), "size": f"{frames.shape[2]}x{frames.shape[1]}",
+            "fps": fps, "ref_ms": 1e3 * ref_wall, "track_ms": 1e3 * tr_wall,
+            "ref_cpu_ms": 1e3 * ref_cpu, "track_cpu_ms": 1e3 * tr_cpu,
+            "speedup_wall": ref_wall / tr_wall, "speedup_cpu": ref_cpu / tr_cpu,
+            "ref_missing": int((~ok).sum()), "detections": int(res.detected.sum()),
+            "lost": int(res.lost.sum()),
+            "diff_mean_px": float(d.mean()), "diff_median_px": float(d.median()),
+            "diff_p95_px": float(d.quantile(0.95)),
+            "diff_mean_pct_iod": float((d.mean(-1) / iod).mean() * 100),
+            "iod_px": float(iod.mean()),
+            "sms_per_frame": ref_sms, "sms_track": sms(res.landmarks),
+            "sms_smoothed": sms(res.smoothed),
+            "smooth_err_px": float(dsm.mean()), "smooth_err_pct_iod":
+                float((dsm.mean(-1) / inter_ocular_distance(res.landmarks)).mean() * 100),
+            "smoothed_vs_ref_px": float(dsm_ref.mean()),
+        }
+        rows.append(row)
+        raw_tracks[name] = (res.landmarks, fps, float(inter_ocular_distance(res.landmarks[0])))
+        print(f"{name:12s} {row['size']:>9s} T={row['frames']:4d}  per-frame {row['ref_ms']:6.1f} "
+              f"ms  track {row['track_ms']:5.1f} ms  x{row['speedup_wall']:4.1f} "
+              f"(cpu x{row['speedup_cpu']:4.1f})  diff {row['diff_mean_px']:5.2f} px "
+              f"({row['diff_mean_pct_iod']:4.2f}% iod)  SMS det {row['sms_per_frame']:6.1f} "
+              f"track {row['sms_track']:6.1f} smooth {row['sms_smoothed']:6.1f}  "
+              f"smooth err {row['smooth_err_px']:4.2f} px  det {row['detections']} "
+              f"lost {row['lost']} miss {row['ref_missing']}", flush=True)
+    summary = {}
+    for k in ("ref_ms", "track_ms", "ref_cpu_ms", "track_cpu_ms", "diff_mean_px",
+              "diff_mean_pct_iod", "sms_per_frame", "sms_track", "sms_smoothed",
+              "smooth_err_px", "smooth_err_pct_iod"):
+        w = np.array([r["frames"] for r in rows], float)
+        summary[k] = float(np.nansum(np.array([r[k] for r in rows]) * w) / w.sum())
+    summary["speedup_wall"] = summary["ref_ms"] / summary["track_ms"]
+    summary["speedup_cpu"] = summary["ref_cpu_ms"] / summary["track_cpu_ms"]
+    print("frame-weighted mean: per-frame {ref_ms:.1f} ms, tracking {track_ms:.1f} ms -> "
+          "x{speedup_wall:.1f} wall (x{speedup_cpu:.1f} CPU); tracked vs per-frame "
+          "{diff_mean_px:.2f} px ({diff_mean_pct_iod:.2f}% IOD); SMS per-frame "
+          "{sms_per_frame:.1f} / tracked {sms_track:.1f} / smoothed {sms_smoothed:.1f}; "
+          "smoothing error {smooth_err_px:.2f} px ({smooth_err_pct_iod:.2f}% IOD)".format(
+              **summary))
+    out = {"videos": rows, "summary": summary}
+    if sweep:
+        out["sweep"] = one_euro_sweep(raw_tracks)
+    return out
+
+
+def one_euro_sweep(raw_tracks: dict) -> list[dict]:
+    print("\nOne-Euro sweep (landmarks in IOD units; frame-weighted over videos)")
+    print(f"{'min_cutoff':>10s} {'beta':>6s} {'SMS raw':>8s} {'SMS smooth':>10s} "
+          f"{'ratio':>6s} {'err px':>7s} {'err %IOD':>8s}")
+    rows = []
+    for mc in (0.5, 1.0, 2.0, 4.0):
+        for beta in (0.0, 1.0, 5.0, 20.0):
+            s0 = s1 = e = epct = n = 0.0
+            for lm, fps, iod in raw_tracks.values():
+                sm = one_euro_smooth(lm, fps, mc, beta, scale=iod)
+                t = lm.shape[0]
+                s0 += sms(lm) * t
+                s1 += sms(sm) * t
+                err = (sm - lm).norm(dim=-1).mean()
+                e += float(err) * t
+                epct += float(err) / iod * 100 * t
+                n += t
+            r = {"min_cutoff": mc, "beta": beta, "sms_raw": s0 / n, "sms_smoothed": s1 / n,
+                 "err_px": e / n, "err_pct_iod": epct / n}
+            rows.append(r)
+            print(f"{mc:10.1f} {beta:6.1f} {r['sms_raw']:8.1f} {r['sms_smoothed']:10.1f} "
+                  f"{r['sms_smoothed'] / r['sms_raw']:6.2f} {r['err_px']:7.2f} "
+                  f"{r['err_pct_iod']:8.2f}")
+    return rows
+
+
+def calibrate(videos: list[str]) -> None:
+    det = get_detector("dlib_hog")
+    rel = []
+    for name in videos:
+        frames, _ = read_video(MEDIA / name, step=15, max_frames=20)
+        for f in frames:
+            for face in det.detect(f):
+                lm, b = face.landmarks, face.box
+                lo, hi = lm.amin(0), lm.amax(0)
+                wh = hi - lo
+                c = (b[:2] + b[2:]) / 2 - (lo + hi) / 2
+                rel.append([float(c[0] / wh[0]), float(c[1] / wh[1]),
+                            float((b[2] - b[0]) / wh.mean())])
+    r = np.median(np.array(rel), 0)
+    print(f"{len(rel)} detections: DX={r[0]:.3f} DY={r[1]:.3f} S={r[2]:.3f} (median)")
+
+
+# ----------------------------------------------------------------------------- figures
+def _draw(img: np.ndarray, lm: torch.Tensor, color, r: int = 2) -> None:
+    import cv2
+
+    from facegeo.landmarks.conventions import GROUPS_68
+
+    pts = lm.numpy()
+    closed = {"right_eye", "left_eye", "outer_lips", "inner_lips"}
+    for g in ("jaw", "right_brow", "left_brow", "nose_bridge", "nose_lower", "right_eye",
+              "left_eye", "outer_lips", "inner_lips"):
+        p = pts[list(GROUPS_68[g])].round().astype(np.int32)
+        cv2.polylines(img, [p], g in closed, color, max(1, r // 2), cv2.LINE_AA)
+    for x, y in pts:
+        cv2.circle(img, (round(x), round(y)), r, color, -1, cv2.LINE_AA)
+
+
+def figures() -> None:
+    import cv2
+
+    from facegeo.image_io import as_uint8_rgb, load_image, save_image
+    from facegeo.landmarks import detect
+    from facegeo.landmarks.crops import crop_images, face_boxes
+
+    out_dir = REPO / "docs" / "img"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # 1) overlay: two-face photo + a driving frame with its 256 crop
+    img = as_uint8_rgb(load_image(MEDIA / "3ddfa_trump_hillary.jpg")).copy()
+    for i, f in enumerate(detect(img)):
+        x0, y0, x1, y1 = f.box.round().int().tolist()
+        cv2.rectangle(img, (x0, y0), (x1, y1), (255, 220, 0), 2)
+        cv2.putText(img, f"#{i} score {f.score:.2f}", (x0, y0 - 8), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.8, (255, 220, 0), 2, cv2.LINE_AA)
+        _draw(img, f.landmarks, (0, 255, 0), 3)
+    h = 320
+    left = cv2.resize(img, (round(img.shape[1] * h / img.shape[0]), h), cv2.INTER_AREA)
+    frames, _ = read_video(MEDIA / "lp_d10.mp4", max_frames=1)
+    fr = frames[0]
+    face = detect(fr)[0]
+    box = face_boxes(face.landmarks[None])
+    t = torch.from_numpy(fr).permute(2, 0, 1)[None].float() / 255
+    crop = as_uint8_rgb(crop_images(t, box, 256)[0]).copy()
+    from facegeo.landmarks.crops import points_to_crop
+
+    _draw(crop, points_to_crop(face.landmarks[None], box, 256)[0], (0, 255, 0), 2)
+    fr = fr.copy()
+    cx, cy, s = box[0].tolist()
+    cv2.rectangle(fr, (round(cx - s / 2), round(cy - s / 2)), (round(cx + s / 2),
+                  round(cy + s / 2)), (255, 80, 80), 2)
+    _draw(fr, face.landmarks, (0, 255, 0), 2)
+    fr = cv2.resize(fr, (h, h), cv2.INTER_AREA)
+    crop = cv2.resize(crop, (h, h), cv2.INTER_LINEAR)
+    canvas = np.concatenate([left, fr, crop], 1)
+    save_image(out_dir / "landmarks_overlay.png", cv2.resize(
+        canvas, (canvas.shape[1] * 2 // 3, canvas.shape[0] * 2 // 3), cv2.INTER_AREA))
+    # 2) trajectory plot: y of the chin (8) and the upper-lip centre (51), lp_d3 frames 0-150
+    frames, fps = read_video(MEDIA / "lp_d3.mp4", max_frames=150)
+    ref, _, _ = per_frame(frames, get_detector("dlib_hog"))
+    res, _, _ = tracked(frames, fps)
+    W, H, pad, legend = 900, 360, 40, 200
+    plot = np.full((H, W, 3), 255, np.uint8)
+    series = [(ref, (200, 60, 60), "per-frame detection"),
+              (res.landmarks, (60, 60, 220), "tracked (raw)"),
+              (res.smoothed, (30, 160, 30), "tracked + One-Euro")]
+    for k, (idx, label) in enumerate(((8, "chin y"), (51, "upper lip y"))):
+        ys = torch.cat([s[0][:, idx, 1] for s in series])
+        lo, hi = float(ys.min()) - 2, float(ys.max()) + 2
+        top = pad // 2 + k * (H // 2)
+        hh = H // 2 - pad
+        cv2.putText(plot, f"{label}: {hi - lo:.0f} px range", (5, top + 12),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        for s, col, _ in series:
+            y = s[:, idx, 1].numpy()
+            xs = pad + np.arange(len(y)) * (W - 2 * pad - legend) / (len(y) - 1)
+            yy = top + 15 + (hi - y) / (hi - lo) * (hh - 15)
+            cv2.polylines(plot, [np.stack([xs, yy], 1).round().astype(np.int32)], False, col,
+                          1, cv2.LINE_AA)
+    for i, (_, col, label) in enumerate(series):
+        cv2.putText(plot, label, (W - legend, 40 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    col, 1, cv2.LINE_AA)
+    cv2.putText(plot, "lp_d3.mp4, frames 0-149", (pad, H - 8), cv2.FONT_HERSHEY_SIMPLEX,
+                0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    save_image(out_dir / "landmarks_tracking.png", plot)
+    for p in ("landmarks_overlay.png", "landmarks_tracking.png"):
+        print(f"wrote docs/img/{p} ({(out_dir / p).stat().st_size // 1024} KB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", nargs="*", default=None,
+                    help="file names in $FACEGEO_MEDIA (default: all lp_d*.mp4)")
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--figures", action="store_true")
+    ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    a = ap.parse_args(argv)
+    videos = a.videos or sorted(p.name for p in MEDIA.glob("lp_d*.mp4"))
+    torch.set_num_threads(1)
+    if a.calibrate:
+        calibrate(videos)
+        return 0
+    if a.figures:
+        figures()
+        return 0
+    res = run(videos, a.max_frames, a.sweep)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
