@@ -1,0 +1,513 @@
+"""Video datasets of (source, driving) pairs for training the reenactment models.
+
+Layouts (``root`` as in FOMM / FSRT's VoxCeleb):
+
+* ``root/train/<video>/`` folders of frames (``*.png`` / ``*.jpg``, sorted by name), with
+  optional ``landmarks.npy`` (T, 68, 2) float32 crop-pixel landmarks written by
+  :func:`preprocess_video`;
+* ``root/train/<video>.mp4`` (or any FFmpeg format), with optional
+  ``<video>.landmarks.npy``;
+* ``root/test/...`` likewise. Without ``train/`` and ``test/`` sub-folders, ``root`` is
+  any folder of face videos and the split is made *by identity* (:func:`split_by_identity`).
+
+Identities: VoxCeleb names ``id10001#<yt-id>#...`` use the part before the first ``#``;
+otherwise ``root/identities.json`` (``{video name: identity}``) when present, else each
+video is its own identity.
+
+Each item is a dict::
+
+    source             (3, S, S) or (n_src, 3, S, S) float in [0, 1]
+    driving            (3, S, S)
+    source_landmarks   (68, 2) or (n_src, 68, 2) pixel coordinates   (when cached)
+    driving_landmarks  (68, 2)                                      (when cached)
+    video_index        int;  frame_index (n_src + 1,) int64
+
+Items are indexed by ``(index, seed)`` (see :mod:`~facegeo_models.common.sampling`): the
+frame choice and the augmentation use only ``seed``, so batches are reproducible across
+worker processes and resumes. A plain ``int`` index uses seed = index.
+
+Augmentation (the same draw for every frame of an item, as FOMM): horizontal flip with
+landmark mirroring (x -> S - 1 - x and left/right indices swapped), and color jitter
+(brightness, contrast, saturation, hue; FSRT / FOMM use 0.1 each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+__all__ = [
+    "VIDEO_EXTS",
+    "IMAGE_EXTS",
+    "color_jitter",
+    "hflip_sample",
+    "PairDataset",
+    "TensorVideoDataset",
+    "VideoFolderDataset",
+    "identity_of",
+    "split_by_identity",
+    "build_dataset",
+    "preprocess_video",
+    "preprocess_folder",
+]
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+# -------------------------------------------------------------------------- augmentation
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :])
+
+
+def color_jitter(images: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0,
+                 saturation: float = 0.0, hue: float = 0.0) -> torch.Tensor:
+    """Apply ONE colour transform to all images (..., 3, H, W) in [0, 1].
+
+    brightness: multiply by b; contrast: blend with the mean gray level (per image) by c;
+    saturation: blend with the grayscale image by s; hue: rotate the chroma (YIQ) by
+    ``hue`` turns (hue in [-0.5, 0.5]). Factors 1 / hue 0 leave the image unchanged.
+    Output clamped to [0, 1]."""
+    x = images
+    if brightness != 1.0:
+        x = (x * brightness).clamp(0, 1)
+    if contrast != 1.0:
+        m = _gray(x).mean(dim=(-1, -2, -3), keepdim=True)
+        x = (m + contrast * (x - m)).clamp(0, 1)
+    if saturation != 1.0:
+        g = _gray(x)
+        x = (g + saturation * (x - g)).clamp(0, 1)
+    if hue != 0.0:
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                               [0.211, -0.523, 0.312]], dtype=x.dtype)
+        th = 2 * np.pi * hue
+        rot = torch.tensor([[1, 0, 0], [0, np.cos(th), -np.sin(th)],
+                            [0, np.sin(th), np.cos(th)]], dtype=x.dtype)
+        m = torch.linalg.inv(to_yiq) @ rot @ to_yiq
+        x = torch.einsum("ij,...jhw->...ihw", m, x).clamp(0, 1)
+    return x
+
+
+def hflip_sample(images: torch.Tensor, landmarks: torch.Tensor | None):
+    """Horizontal flip of (..., 3, H, W) images and (..., 68, 2) pixel landmarks
+    (x -> W - 1 - x, left/right indices swapped via
+    :func:`facegeo.landmarks.conventions.flip_landmarks`)."""
+    images = images.flip(-1)
+    if landmarks is not None:
+        from facegeo.landmarks.conventions import flip_landmarks
+
+        landmarks = flip_landmarks(landmarks, images.shape[-1])
+    return images, landmarks
+
+
+# ------------------------------------------------------------------------------ base
+class PairDataset(Dataset):
+    """(source, driving) pairs from videos. Subclasses implement :meth:`num_videos`,
+    :meth:`num_frames`, :meth:`load_frames` and optionally :meth:`load_landmarks` and
+    :meth:`identity`.
+
+    Args:
+        n_src: number of source frames per item (>1 for multi-source models).
+        image_size: output side S (frames are resized if needed, landmarks scaled).
+        augment: ``{"flip": bool, "jitter": {"brightness": .1, "contrast": .1,
+            "saturation": .1, "hue": .1}}`` or None.
+        repeats: items per video per epoch (FOMM's ``num_repeats``).
+        max_gap: maximal frame distance between sources and driving (None: any).
+    """
+
+    def __init__(self, n_src: int = 1, image_size: int | None = None,
+                 augment: dict | None = None, repeats: int = 1, max_gap: int | None = None):
+        if n_src < 1:
+            raise ValueError(f"n_src must be >= 1, got {n_src}")
+        self.n_src, self.image_size, self.repeats, self.max_gap = n_src, image_size, repeats, \
+            max_gap
+        self.augment = augment or {}
+
+    # -- to implement
+    def num_videos(self) -> int:
+        raise NotImplementedError
+
+    def num_frames(self, v: int) -> int:
+        raise NotImplementedError
+
+    def load_frames(self, v: int, idx: list[int]) -> torch.Tensor:
+        """(len(idx), 3, H, W) float in [0, 1]."""
+        raise NotImplementedError
+
+    def load_landmarks(self, v: int, idx: list[int]) -> torch.Tensor | None:
+        """(len(idx), 68, 2) pixel landmarks in the frames' resolution, or None."""
+        return None
+
+    def identity(self, v: int) -> str:
+        return str(v)
+
+    def video_name(self, v: int) -> str:
+        return str(v)
+
+    # -- common
+    def __len__(self) -> int:
+        return self.num_videos() * self.repeats
+
+    def summary(self) -> dict:
+        """Training-data summary for the model card."""
+        nv = self.num_videos()
+        return {"videos": nv, "frames": int(sum(self.num_frames(v) for v in range(nv))),
+                "identities": len({self.identity(v) for v in range(nv)}),
+                "n_src": self.n_src, "image_size": self.image_size,
+                "augment": self.augment}
+
+    def choose_frames(self, v: int, rng: np.random.Generator) -> list[int]:
+        """n_src source indices then the driving index, distinct when the video allows."""
+        t = self.num_frames(v)
+        k = self.n_src + 1
+        if t <= 0:
+            raise ValueError(f"video {self.video_name(v)} has no frames")
+        if self.max_gap is not None and t > self.max_gap + 1:
+            start = int(rng.integers(0, t - self.max_gap))
+            pool = np.arange(start, start + self.max_gap + 1)
+        else:
+            pool = np.arange(t)
+        if len(pool) >= k:
+            return [int(i) for i in rng.choice(pool, size=k, replace=False)]
+        return [int(i) for i in rng.choice(pool, size=k, replace=True)]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = (key if isinstance(key, (tuple, list)) else (int(key), int(key)))
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        v = index % self.num_videos()
+        rng = np.random.default_rng(int(seed))
+        idx = self.choose_frames(v, rng)
+        frames = self.load_frames(v, idx)
+        lms = self.load_landmarks(v, idx)
+        s = self.image_size
+        if s is not None and frames.shape[-2:] != (s, s):
+            h, w = frames.shape[-2:]
+            frames = F.interpolate(frames, size=(s, s), mode="bilinear", align_corners=False,
+                                   antialias=True).clamp(0, 1)
+            if lms is not None:
+                scale = torch.tensor([s / w, s / h], dtype=lms.dtype)
+                lms = (lms + 0.5) * scale - 0.5
+        aug = self.augment
+        if aug.get("flip") and rng.random() < 0.5:
+            frames, lms = hflip_sample(frames, lms)
+        jit = aug.get("jitter")
+        if jit:
+            def f(name):
+                a = float(jit.get(name, 0.0))
+                return float(rng.uniform(max(0.0, 1 - a), 1 + a)) if a else 1.0
+            b, c, sat = f("brightness"), f("contrast"), f("saturation")
+            h = float(jit.get("hue", 0.0))
+            hue = float(rng.uniform(-h, h)) if h else 0.0
+            frames = color_jitter(frames, b, c, sat, hue)
+        src = frames[:-1] if self.n_src > 1 else frames[0]
+        item = {"source": src.contiguous(), "driving": frames[-1].contiguous(),
+                "video_index": v, "frame_index": torch.tensor(idx)}
+        if lms is not None:
+            item["source_landmarks"] = (lms[:-1] if self.n_src > 1 else lms[0]).float()
+            item["driving_landmarks"] = lms[-1].float()
+        return item
+
+
+class TensorVideoDataset(PairDataset):
+    """In-memory videos: list of (T, 3, H, W) float tensors, optional (T, 68, 2)
+    landmarks and identities."""
+
+    def __init__(self, videos: list[torch.Tensor], landmarks: list[torch.Tensor] | None = None,
+                 identities: list[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not videos:
+            raise ValueError("no videos given")
+        for v in videos:
+            if v.dim() != 4 or v.shape[1] != 3:
+                raise ValueError(f"videos must be (T, 3, H, W), got {tuple(v.shape)}")
+        self.videos, self.landmarks = videos, landmarks
+        self.identities = identities
+
+    def num_videos(self):
+        return len(self.videos)
+
+    def num_frames(self, v):
+        return self.videos[v].shape[0]
+
+    def load_frames(self, v, idx):
+        return self.videos[v][idx].float()
+
+    def load_landmarks(self, v, idx):
+        return None if self.landmarks is None else self.landmarks[v][idx].float()
+
+    def identity(self, v):
+        return self.identities[v] if self.identities else str(v)
+
+
+# ------------------------------------------------------------------------ disk layout
+def identity_of(name: str, mapping: dict[str, str] | None = None) -> str:
+    """Identity of a video name: ``mapping[name]``, else VoxCeleb's prefix before ``#``,
+    else the name itself."""
+    if mapping and name in mapping:
+        return str(mapping[name])
+    return name.split("#", 1)[0]
+
+
+def split_by_identity(names: list[str], test_fraction: float = 0.2,
+                      mapping: dict[str, str] | None = None, seed: int = 0
+                      ) -> tuple[list[str], list[str]]:
+    """Deterministic split of video names so no identity is in both parts. Identities
+    are shuffled with ``seed`` and assigned to test until ``test_fraction`` of the videos
+    is reached (at least one identity on each side when there are >= 2)."""
+    ids = sorted({identity_of(n, mapping) for n in names})
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    test_ids: set[str] = set()
+    target = test_fraction * len(names)
+    count = 0
+    for ident in order:
+        if count >= target or len(test_ids) >= len(ids) - 1:
+            break
+        test_ids.add(ident)
+        count += sum(identity_of(n, mapping) == ident for n in names)
+    train = [n for n in names if identity_of(n, mapping) not in test_ids]
+    test = [n for n in names if identity_of(n, mapping) in test_ids]
+    return train, test
+
+
+def _list_videos(folder: Path) -> list[Path]:
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() and any(q.suffix.lower() in IMAGE_EXTS for q in p.iterdir()):
+            out.append(p)
+        elif p.is_file() and p.suffix.lower() in VIDEO_EXTS:
+            out.append(p)
+    return out
+
+
+class VideoFolderDataset(PairDataset):
+    """Videos on disk (see the module docstring for the layouts).
+
+    Args:
+        root: dataset root.
+        split: ``"train"`` or ``"test"``.
+        test_fraction, split_seed: identity split used when ``root`` has no split folders.
+        cache_videos: how many decoded video files to keep in memory per process.
+        require_landmarks: raise if a video has no cached landmarks.
+        other keyword arguments: see :class:`PairDataset`.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", *,
+                 test_fraction: float = 0.2, split_seed: int = 0, cache_videos: int = 4,
+                 require_landmarks: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset root not found: {root}")
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.root, self.split = root, split
+        mp = root / "identities.json"
+        self.id_map = json.loads(mp.read_text()) if mp.is_file() else None
+        if (root / "train").is_dir() or (root / "test").is_dir():
+            if not (root / split).is_dir():
+                raise FileNotFoundError(f"no {split}/ folder in {root}")
+            self.items = _list_videos(root / split)
+        else:
+            allv = _list_videos(root)
+            names = [p.name for p in allv]
+            train, test = split_by_identity(names, test_fraction, self.id_map, split_seed)
+            keep = set(train if split == "train" else test)
+            self.items = [p for p in allv if p.name in keep]
+        if not self.items:
+            raise FileNotFoundError(f"no videos found for split {split!r} under {root}")
+        self._frame_lists: dict[int, list[Path]] = {}
+        self._lengths: dict[int, int] = {}
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.cache_videos = cache_videos
+        self.require_landmarks = require_landmarks
+        self._lm_cache: dict[int, np.ndarray | None] = {}
+
+    def num_videos(self):
+        return len(self.items)
+
+    def video_name(self, v):
+        p = self.items[v]
+        return p.name if p.is_dir() else p.stem
+
+    def identity(self, v):
+        return identity_of(self.items[v].name, self.id_map)
+
+    def _frames_of_dir(self, v) -> list[Path]:
+        if v not in self._frame_lists:
+            self._frame_lists[v] = sorted(q for q in self.items[v].iterdir()
+                                          if q.suffix.lower() in IMAGE_EXTS)
+        return self._frame_lists[v]
+
+    def num_frames(self, v):
+        if v not in self._lengths:
+            p = self.items[v]
+            if p.is_dir():
+                self._lengths[v] = len(self._frames_of_dir(v))
+            else:
+                lm = self._landmark_array(v)
+                if lm is not None:
+                    self._lengths[v] = len(lm)
+                else:
+                    self._lengths[v] = self._decode(v).shape[0]
+        return self._lengths[v]
+
+    def _decode(self, v) -> torch.Tensor:
+        if v in self._cache:
+            self._cache.move_to_end(v)
+            return self._cache[v]
+        from facegeo.video import read_video
+
+        frames, _ = read_video(self.items[v])
+        t = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # uint8
+        self._cache[v] = t
+        while len(self._cache) > max(1, self.cache_videos):
+            self._cache.popitem(last=False)
+        return t
+
+    def load_frames(self, v, idx):
+        p = self.items[v]
+        if p.is_dir():
+            import cv2
+
+            files = self._frames_of_dir(v)
+            out = []
+            for i in idx:
+                a = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+                if a is None:
+                    raise ValueError(f"cannot read frame {files[i]}")
+                out.append(torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1])))
+            x = torch.stack(out).permute(0, 3, 1, 2)
+        else:
+            x = self._decode(v)[idx]
+        return x.float() / 255.0
+
+    def _landmark_array(self, v) -> np.ndarray | None:
+        if v not in self._lm_cache:
+            p = self.items[v]
+            f = p / "landmarks.npy" if p.is_dir() else p.with_name(p.stem + ".landmarks.npy")
+            if f.is_file():
+                self._lm_cache[v] = np.load(f, allow_pickle=False)
+            elif self.require_landmarks:
+                raise FileNotFoundError(f"no cached landmarks for {p} (run preprocessing)")
+            else:
+                self._lm_cache[v] = None
+        return self._lm_cache[v]
+
+    def load_landmarks(self, v, idx):
+        a = self._landmark_array(v)
+        return None if a is None else torch.from_numpy(a[idx].astype(np.float32))
+
+    def summary(self) -> dict:
+        s = super().summary()
+        s.update({"root": str(self.root), "split": self.split})
+        return s
+
+
+def build_dataset(cfg: dict, split: str = "train") -> PairDataset:
+    """Dataset from a config ``data`` section: ``{root, image_size, n_src, augment,
+    repeats, max_gap, test_fraction, split_seed, require_landmarks}``. The test split
+    never augments."""
+    if "root" not in cfg:
+        raise ValueError("data config needs a 'root' folder")
+    kw = {k: cfg[k] for k in ("image_size", "n_src", "repeats", "max_gap", "test_fraction",
+                              "split_seed", "require_landmarks", "cache_videos") if k in cfg}
+    if split == "train":
+        kw["augment"] = cfg.get("augment")
+    else:
+        kw["repeats"] = 1
+    return VideoFolderDataset(os.path.expandvars(str(cfg["root"])), split, **kw)
+
+
+# ----------------------------------------------------------------------- preprocessing
+def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, size: int = 256,
+                     detector: str = "dlib", margin: float = 0.4, shift_up: float = 0.1,
+                     box_mode: str = "fixed", max_frames: int | None = None,
+                     step: int = 1) -> dict:
+    """Track the face through a video, crop FOMM-style, resize to ``size`` and write
+    ``out_dir/%06d.png`` frames + ``landmarks.npy`` (T, 68, 2) float32 crop-pixel
+    landmarks + ``meta.json``.
+
+    Uses :func:`facegeo.landmarks.tracking.track_video` (detect once, then track),
+    :func:`facegeo.landmarks.crops.face_boxes` / ``clip_boxes`` (``"fixed"``: one box
+    holding the face in every frame, as FOMM's crop-video) and ``crop_images``.
+    Returns the meta dict."""
+    import cv2
+
+    from facegeo.assets import atomic_write
+    from facegeo.landmarks.crops import clip_boxes, crop_images, face_boxes, points_to_crop
+    from facegeo.landmarks.tracking import track_video
+    from facegeo.video import read_video
+
+    frames, fps = read_video(video, max_frames=max_frames, step=step)
+    track = track_video(list(frames), fps=fps, detector=detector)
+    lms = track.smoothed.float()
+    boxes = clip_boxes(face_boxes(lms, margin=margin, shift_up=shift_up), mode=box_mode)
+    if boxes.dim() == 1:
+        boxes = boxes.expand(len(frames), 3)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    crop_lms = points_to_crop(lms, boxes, size)
+    chunk = 32
+    for s in range(0, len(frames), chunk):
+        x = torch.from_numpy(frames[s:s + chunk]).permute(0, 3, 1, 2).float() / 255
+        crops = crop_images(x, boxes[s:s + chunk], size)
+        arr = (crops.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i, a in enumerate(arr):
+            ok, buf = cv2.imencode(".png", np.ascontiguousarray(a[:, :, ::-1]))
+            if not ok:
+                raise RuntimeError("PNG encoding failed")
+            data = buf.tobytes()
+            atomic_write(out_dir / f"{s + i:06d}.png", lambda t, d=data: t.write_bytes(d))
+    lm_np = crop_lms.numpy().astype(np.float32)
+    atomic_write(out_dir / "landmarks.npy", lambda t: np.save(open(t, "wb"), lm_np))
+    meta = {"source": str(video), "frames": int(len(frames)), "fps": float(fps),
+            "size": size, "detector": detector, "box_mode": box_mode,
+            "boxes": boxes.tolist() if box_mode != "fixed" else boxes[0].tolist(),
+            "lost_frames": int(track.lost.sum())}
+    text = json.dumps(meta, indent=1)
+    atomic_write(out_dir / "meta.json", lambda t: t.write_text(text))
+    return meta
+
+
+def preprocess_folder(inputs: list[str | os.PathLike], out_root: str | os.PathLike, *,
+                      split: str = "auto", test_fraction: float = 0.2, **kwargs) -> list[dict]:
+    """Preprocess many videos into ``out_root/{train,test}/<name>/``. ``split`` is
+    ``"train"``, ``"test"`` or ``"auto"`` (by identity, :func:`split_by_identity`).
+    ``inputs`` are video files or folders of videos. Returns the list of meta dicts."""
+    files: list[Path] = []
+    for inp in inputs:
+        p = Path(inp)
+        if p.is_dir():
+            files += [q for q in sorted(p.iterdir()) if q.suffix.lower() in VIDEO_EXTS]
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    if not files:
+        raise FileNotFoundError("no videos to preprocess")
+    names = [f.stem for f in files]
+    if split == "auto":
+        train, _ = split_by_identity(names, test_fraction)
+        where = {n: "train" if n in set(train) else "test" for n in names}
+    elif split in ("train", "test"):
+        where = {n: split for n in names}
+    else:
+        raise ValueError(f"split must be train, test or auto, got {split!r}")
+    metas = []
+    for f in files:
+        meta = preprocess_video(f, Path(out_root) / where[f.stem] / f.stem, **kwargs)
+        meta["split"] = where[f.stem]
+        metas.append(meta)
+    return metas

@@ -1,0 +1,225 @@
+"""Trainer: phases, exact resume, checkpoints + model card, DDP gradient equality
+(2 CPU processes, gloo), validation / samples / logging, and an overfit test on real
+frames."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from facegeo_models.common import checkpoint as ckpt
+from facegeo_models.common.data import TensorVideoDataset
+from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
+
+CONFIG = Path(__file__).resolve().parents[1] / "models" / "common" / "configs" / "tiny_test.yaml"
+
+
+def _decode(path: Path, n: int, every: int, size: int) -> torch.Tensor:
+    import av
+
+    frames = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                frames.append(torch.from_numpy(f.to_ndarray(format="rgb24")))
+            if len(frames) >= n:
+                break
+    x = torch.stack(frames).permute(0, 3, 1, 2).float() / 255
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                           antialias=True, align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def real_videos(media_dir):
+    """Two real face videos as (T, 3, 32, 32) tensors (centre crops)."""
+    return [_decode(media_dir / "lp_d10.mp4", 12, 10, 32),
+            _decode(media_dir / "lp_d3.mp4", 12, 10, 32)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is much faster than two on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(**over) -> dict:
+    cfg = load_config(CONFIG)
+    cfg["train"]["progress"] = False
+    return merge_overrides(cfg, [f"{k}={v}" for k, v in over.items()])
+
+
+def _datasets(videos, augment=True):
+    aug = {"flip": True, "jitter": {"brightness": .1, "contrast": .1, "saturation": .1,
+                                    "hue": .1}} if augment else None
+    return (TensorVideoDataset(videos, augment=aug, repeats=4),
+            TensorVideoDataset(videos, repeats=1))
+
+
+def _losses(records):
+    return [(r["step"], r["loss/total"], r.get("loss/disc")) for r in records]
+
+
+def test_phases_checkpoint_card_and_exact_resume(tmp_path, real_videos):
+    cfg = _cfg()
+    tr, va = _datasets(real_videos)
+    full = Trainer(cfg, out_dir=tmp_path / "a", train_dataset=tr, val_dataset=va, device="cpu")
+    rec_full = full.fit()
+    assert len(rec_full) == 12
+    assert [r["phase"] for r in rec_full] == ["recon"] * 4 + ["recon+reg"] * 4 + ["gan"] * 4
+    assert "loss/flow_smoothness" in rec_full[5] and "loss/flow_smoothness" not in rec_full[1]
+    assert "loss/disc" in rec_full[9] and "loss/gan" in rec_full[9]
+    assert rec_full[0]["lr"] == 2e-3 and rec_full[9]["lr"] == 1e-3  # multistep at 8
+
+    # interrupted run: stop after step 6 (last checkpoint at 4), resume in a new Trainer
+    b_dir = tmp_path / "b"
+    part = Trainer(cfg, out_dir=b_dir, train_dataset=tr, val_dataset=va, device="cpu")
+    part.fit(until_step=6)
+    del part
+    resumed = Trainer(cfg, out_dir=b_dir, train_dataset=tr, val_dataset=va, device="cpu")
+    assert resumed.step == 4
+    rec_res = resumed.fit()
+    assert _losses(rec_res) == _losses(rec_full[4:])  # bit-identical loss curve
+    for (k, a), b in zip(full.raw_model.state_dict().items(),
+                         resumed.raw_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    # the log was truncated at the resume point, so every step appears once
+    steps = [json.loads(x)["step"] for x in (b_dir / "log.jsonl").read_text().splitlines()
+             if "loss/total" in json.loads(x)]
+    assert steps == list(range(1, 13))
+
+    # checkpoint folder: safetensors + training state + model card; keep_last=2
+    last = ckpt.latest_checkpoint(b_dir)
+    assert last is not None and last.name == "step_00000012"
+    assert sorted(p.name for p in (b_dir / "checkpoints").iterdir()) == [
+        "step_00000008", "step_00000012"]
+    names = sorted(p.name for p in last.iterdir())
+    assert names == ["discriminator.safetensors", "ema.safetensors", "model.safetensors",
+                     "model_card.json", "training_state.pt"]
+    card = ckpt.read_model_card(last)
+    assert card["model"]["name"] == "_test_tiny_warp" and card["step"] == 12
+    assert card["data"]["videos"] == 2 and card["data"]["identities"] == 2
+    assert set(card["metrics"]) == {"val/l1", "val/psnr"}
+    assert card["config"]["phases"][2]["name"] == "gan"
+    model, card2 = ckpt.load_model(last, verify=True)
+    for a, b in zip(model.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert sorted((b_dir / "samples").glob("*.png"))
+
+
+def test_validation_metrics_match_direct_computation(tmp_path, real_videos):
+    cfg = _cfg(**{"train.ema": "null"})
+    tr, va = _datasets(real_videos)
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=tr, val_dataset=va, device="cpu")
+    m = t.validate()
+    batch = next(iter(t._val_batches()))
+    with torch.no_grad():
+        t.raw_model.eval()
+        pred = t.raw_model(batch)["prediction"]
+    d = pred - batch["driving"]
+    assert m["val/l1"] == pytest.approx(d.abs().mean().item(), rel=1e-5)
+    psnr = (10 * torch.log10(1 / (d ** 2).flatten(1).mean(1))).mean().item()
+    assert m["val/psnr"] == pytest.approx(psnr, rel=1e-5)
+    # pluggable metric by import path
+    t.config["validation"]["metrics"] = ["l1", "torch.nn.functional:mse_loss"]
+    m2 = t.validate()
+    assert m2["val/torch.nn.functional:mse_loss"] == pytest.approx((d ** 2).mean().item(),
+                                                                   rel=1e-5)
+    # an unknown loss name in a phase is an error
+    bad = _cfg()
+    bad["phases"][0]["losses"]["nonexistent"] = 1.0
+    t2 = Trainer(bad, out_dir=tmp_path / "bad", train_dataset=tr, device="cpu")
+    with pytest.raises(ValueError, match="unknown losses"):
+        t2.fit(until_step=1)
+
+
+def test_wgan_gp_and_hinge_phases_run(tmp_path, real_videos):
+    tr, va = _datasets(real_videos)
+    for kind in ("wgan-gp", "hinge"):
+        cfg = _cfg(**{"discriminator.gan_loss": kind, "train.ckpt_every": 0,
+                      "train.val_every": 0, "train.sample_every": 0})
+        cfg["phases"] = [{"name": "gan", "steps": 2, "losses": {"l1": 1, "gan": 1}}]
+        t = Trainer(cfg, out_dir=tmp_path / kind, train_dataset=tr, device="cpu")
+        rec = t.fit()
+        assert all(np.isfinite(r["loss/disc"]) for r in rec)
+        assert ("loss/gp" in rec[0]) == (kind == "wgan-gp")
+
+
+# ------------------------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: dict, videos, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    tr, _ = _datasets(videos)
+    t = Trainer(cfg, out_dir=Path(out) / "ddp", train_dataset=tr, device="cpu", resume=None)
+    t.fit(until_step=1)
+    grads = {n: p.grad.detach().clone() for n, p in t.raw_model.named_parameters()}
+    torch.save({"grads": grads, "params": t.raw_model.state_dict()},
+               Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_match_single_process(tmp_path, real_videos):
+    cfg = _cfg(**{"train.ckpt_every": 0, "train.val_every": 0, "train.sample_every": 0,
+                  "train.grad_clip": "null", "train.ema": "null",
+                  # SGD: the update is lr * grad, so parameters compare as tightly as grads
+                  # (Adam's g / sqrt(v) amplifies round-off where grads are ~0)
+                  "train.optimizer": "{type: sgd, lr: 0.1}"})
+    cfg["phases"] = [{"name": "all", "steps": 1,
+                      "losses": {"l1": 1, "gan": 0.5, "feature_matching": 1}}]
+    cfg["train"]["ckpt_every"] = 0
+    single = Trainer(copy.deepcopy(cfg), out_dir=tmp_path / "single",
+                     train_dataset=_datasets(real_videos)[0], device="cpu", resume=None)
+    single.total_steps = 2  # avoid the end-of-training checkpoint in this comparison
+    single.fit(until_step=1)
+    ref_grads = {n: p.grad for n, p in single.raw_model.named_parameters()}
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, real_videos, str(tmp_path)), nprocs=2,
+             join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for n, g in ref_grads.items():
+            torch.testing.assert_close(got["grads"][n], g, rtol=1e-4, atol=1e-6, msg=n)
+        for n, p in single.raw_model.state_dict().items():
+            torch.testing.assert_close(got["params"][n], p, rtol=1e-4, atol=1e-6, msg=n)
+
+
+# --------------------------------------------------------------------------- overfit
+@pytest.mark.integration
+def test_overfit_fixed_batch_of_real_frames(tmp_path, real_videos):
+    """A tiny warping generator overfits 4 real (source, driving) pairs: L1 drops >= 5x
+    within 60 s on CPU."""
+    vids = [v[:2] for v in real_videos] * 2  # 4 videos of 2 frames: fixed pairs
+    ds = TensorVideoDataset(vids)
+    cfg = _cfg(**{"train.ckpt_every": 0, "train.val_every": 0, "train.sample_every": 0,
+                  "train.ema": "null", "train.scheduler.milestones": "[]",
+                  "train.optimizer.lr": 3e-3, "model.params.channels": 16,
+                  "model.params.num_down_blocks": 1})
+    cfg["phases"] = [{"name": "overfit", "steps": 1000, "losses": {"l1": 1.0}}]
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=ds, device="cpu", resume=None)
+    t0 = time.time()
+    first = t.train_step(torch.utils.data.default_collate([ds[(i, 0)] for i in range(4)]))
+    it = iter(t._loader(t.step))
+    best = first["loss/l1"]
+    while time.time() - t0 < 55 and best > first["loss/l1"] / 5.5:
+        best = min(best, t.train_step(next(it))["loss/l1"])
+    assert best <= first["loss/l1"] / 5, (first["loss/l1"], best, t.step)
