@@ -1,0 +1,616 @@
+"""Batched triangle rasterizer (z-buffer) and differentiable attribute interpolation.
+
+Conventions (see ``docs/raster.md``):
+
+* Vertices are given **in image space**, shape (B, V, 3): ``x`` (pixels, right), ``y``
+  (pixels, down), ``z`` (depth along the viewing direction: the camera looks down +z, so
+  the *smallest* depth wins). Pixel (row i, column j) has its centre at (x, y) = (j, i)
+  (the :mod:`facegeo.coords` convention); a pixel is covered by a triangle when its
+  centre lies inside the triangle or on its boundary.
+* ``perspective_correct=False`` (weak-perspective / orthographic, the default): ``z`` is
+  any depth that is affine over each triangle in screen space (e.g. the rotated and scaled
+  model z); barycentrics and depth are interpolated linearly in screen space.
+* ``perspective_correct=True`` (pinhole): ``(x, y)`` are the projected pixel coordinates
+  and ``z`` is the positive camera-space depth; ``1/z`` is interpolated linearly in screen
+  space (exact for a pinhole camera), barycentrics are perspective-corrected, and triangles
+  with a vertex at ``z <= 0`` are dropped (no near-plane clipping).
+* Winding: a triangle is *front-facing* when it is counter-clockwise as seen on the screen,
+  i.e. its signed area ``(x1-x0)(y2-y0) - (x2-x0)(y1-y0)`` in y-down pixel coordinates is
+  negative; equivalently its right-hand normal in the (x right, y down, z forward) frame
+  points towards the camera (normal z < 0). A mesh whose normals point outwards (ICT, BFM)
+  is front-facing after the usual y flip to image space. ``cull_backfaces=True`` drops
+  back-facing triangles before the depth test; otherwise both sides are rasterized.
+  Degenerate (zero-area) triangles are always dropped.
+
+The torch path is two vectorised passes: (1) every triangle enumerates the pixel centres
+of its bounding box (triangles are grouped by box size into square tiles), evaluates edge
+functions and depth, packs ``(depth, triangle id)`` into one int64 key whose order is the
+depth order, and a ``scatter_reduce(amin)`` over pixels is the z-buffer; (2) for every
+covered pixel the barycentrics are recomputed from the vertices with autograd, so
+gradients reach the vertex positions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "Fragments",
+    "rasterize",
+    "interpolate",
+    "vertex_normals",
+    "face_normals",
+    "shade_lambert",
+    "available_backends",
+]
+
+_INT64_MAX = torch.iinfo(torch.int64).max
+_BG_KEY = 0x7F800000 << 32  # packed key of a +inf depth: not covered
+_TILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
+_MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk (cache-sized)
+
+
+@dataclass
+class Fragments:
+    """Result of :func:`rasterize`.
+
+    Dense per-pixel outputs (B = batch, H x W image):
+
+    * ``face_id``: (B, H, W) int64, index into ``faces`` of the visible triangle, -1 on
+      background.
+    * ``bary``: (B, H, W, 3) barycentric coordinates of the pixel centre w.r.t. the visible
+      triangle's corners (perspective-corrected if requested), zeros on background.
+      Differentiable w.r.t. the vertices.
+    * ``depth``: (B, H, W) interpolated depth of the visible surface (camera-space ``z``
+      for a pinhole camera), 0 on background. Differentiable w.r.t. the vertices.
+    * ``mask``: (B, H, W) bool, True where a triangle covers the pixel.
+
+    Sparse view of the covered pixels (N of them), used by :func:`interpolate`:
+
+    * ``pix``: (N,) int64 flat index ``b*H*W + i*W + j`` of each covered pixel.
+    * ``pix_face``: (N,) int64 visible triangle of each covered pixel.
+    * ``pix_bary``: (N, 3) its barycentrics (differentiable).
+    """
+
+    face_id: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+    mask: torch.Tensor
+    pix: torch.Tensor
+    pix_face: torch.Tensor
+    pix_bary: torch.Tensor
+    height: int
+    width: int
+
+    @property
+    def batch_size(self) -> int:
+        return self.face_id.shape[0]
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_mesh(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(verts, torch.Tensor) or not isinstance(faces, torch.Tensor):
+        raise TypeError("verts and faces must be torch tensors")
+    if verts.dim() != 3 or verts.shape[-1] != 3:
+        raise ValueError(f"verts must have shape (B, V, 3), got {tuple(verts.shape)}")
+    if not verts.is_floating_point():
+        raise TypeError(f"verts must be a floating point tensor, got {verts.dtype}")
+    if faces.dim() != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {tuple(faces.shape)}")
+    if faces.is_floating_point() or faces.dtype == torch.bool:
+        raise TypeError(f"faces must be an integer tensor, got {faces.dtype}")
+    faces = faces.to(device=verts.device, dtype=torch.int64)
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[1]):
+        raise ValueError(
+            f"faces index vertices out of range [0, {verts.shape[1]}): "
+            f"min {int(faces.min())}, max {int(faces.max())}"
+        )
+    if faces.shape[0] >= 2**31:
+        raise ValueError("too many faces (at most 2**31 - 1)")
+    return verts, faces
+
+
+def _check_size(height: int, width: int) -> None:
+    if int(height) != height or int(width) != width or height <= 0 or width <= 0:
+        raise ValueError(
+            f"image size must be positive integers, got height={height}, width={width}"
+        )
+
+
+# ----------------------------------------------------------------------------- pass 1
+def _sortable_int(z: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 whose signed order is the float order (for finite values)."""
+    bits = z.contiguous().view(torch.int32)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return bits.to(torch.int64)
+
+
+def _gather_corners(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(B, V, C), (F, 3) -> (B, F, 3, C) corner values (index_select: fast on CPU)."""
+    B, V, C = verts.shape
+    idx = faces.reshape(1, -1) + (torch.arange(B, device=verts.device) * V)[:, None]
+    return verts.reshape(B * V, C).index_select(0, idx.reshape(-1)).view(B, faces.shape[0], 3, C)
+
+
+def _key_depth(z: torch.Tensor, perspective_correct: bool) -> torch.Tensor:
+    # A quantity affine in screen space, increasing with distance.
+    return -1.0 / z if perspective_correct else z
+
+
+def _min3(a: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.minimum(a[..., 0], a[..., 1]), a[..., 2])
+
+
+def _max3(a: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.maximum(a[..., 0], a[..., 1]), a[..., 2])
+
+
+def _valid_faces(tv: torch.Tensor, cull_backfaces: bool, perspective_correct: bool) -> torch.Tensor:
+    """(..., 3, 3) corner xyz -> (...) bool: rasterizable (and front-facing if culling)."""
+    x, y, z = tv[..., 0], tv[..., 1], tv[..., 2]
+    area2 = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (
+        y[..., 1] - y[..., 0]
+    )
+    valid = area2 < 0 if cull_backfaces else area2 != 0
+    valid &= torch.isfinite(area2 + z[..., 0] + z[..., 1] + z[..., 2])
+    if perspective_correct:
+        valid &= _min3(z) > 0
+    return valid
+
+
+@torch.no_grad()
+def _zbuffer_torch(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    height: int,
+    width: int,
+    cull_backfaces: bool,
+    perspective_correct: bool,
+) -> torch.Tensor:
+    """Pass 1: (B*H*W,) int64 packed keys ``depth_bits << 32 | face``, INT64_MAX on background."""
+    B = verts.shape[0]
+    F = faces.shape[0]
+    dev = verts.device
+    v = verts.detach()
+    if v.dtype != torch.float64:
+        v = v.float()
+    npix = B * height * width
+    tv = _gather_corners(v, faces).reshape(B * F, 3, 3)  # (N, corner, xyz)
+    x, y = tv[..., 0], tv[..., 1]
+    xmin = torch.ceil(_min3(x)).clamp_(min=0)
+    xmax = torch.floor(_max3(x)).clamp_(max=width - 1)
+    ymin = torch.ceil(_min3(y)).clamp_(min=0)
+    ymax = torch.floor(_max3(y)).clamp_(max=height - 1)
+    bw = xmax - xmin + 1
+    bh = ymax - ymin + 1
+    valid = _valid_faces(tv, cull_backfaces, perspective_correct) & (bw > 0) & (bh > 0)
+    keep = torch.nonzero(valid).squeeze(1)
+    if keep.numel() == 0:
+        return torch.full((npix,), _INT64_MAX, dtype=torch.int64, device=dev)
+    # Group the kept triangles by tile size (square tile >= max(bbox width, height)).
+    size = torch.maximum(bw, bh).index_select(0, keep)
+    smax = int(size.max())
+    sizes = [s for s in _TILE_SIZES if s < smax] + [smax]
+    bucket = torch.bucketize(size, torch.tensor(sizes, device=dev, dtype=size.dtype))
+    perm = torch.argsort(bucket)
+    counts = torch.bincount(bucket, minlength=len(sizes)).tolist()
+    keep = keep.index_select(0, perm)
+    per_tri = torch.cat([tv.reshape(-1, 9), torch.stack([xmin, ymin, bw, bh], 1)], 1)
+    per_tri = per_tri.index_select(0, keep).T.contiguous()  # (13, T)
+    x0, y0, z0, x1, y1, z1, x2, y2, z2, xmin, ymin, bw, bh = per_tri.unbind(0)
+    # depth key, affine in screen space; shifted to >= 1 so that the int32 bit patterns of
+    # the (positive) float32 values are ordered like the values; masked-out candidates get
+    # +inf (0x7F800000), i.e. a key >= _BG_KEY.
+    zk0 = _key_depth(z0, perspective_correct)
+    zk1 = _key_depth(z1, perspective_correct)
+    zk2 = _key_depth(z2, perspective_correct)
+    zshift = 1.0 - torch.minimum(torch.minimum(zk0.amin(), zk1.amin()), zk2.amin())
+    # Corner coordinates relative to the tile origin (xmin, ymin), for precision.
+    rx0, rx1, rx2 = x0 - xmin, x1 - xmin, x2 - xmin
+    ry0, ry1, ry2 = y0 - ymin, y1 - ymin, y2 - ymin
+    # Edge function opposite corner i (j = i+1, k = i+2):
+    # w_i(p) = (xk - xj)(py - yj) - (yk - yj)(px - xj)  (affine in p)
+    ex0, ey0 = rx2 - rx1, ry2 - ry1
+    ex1, ey1 = rx0 - rx2, ry0 - ry2
+    ex2, ey2 = rx1 - rx0, ry1 - ry0
+    c0 = ey0 * rx1 - ex0 * ry1
+    c1 = ey1 * rx2 - ex1 * ry2
+    c2 = ey2 * rx0 - ex2 * ry0
+    area = c0 + c1 + c2  # w0 + w1 + w2 is the same everywhere
+    sgn = torch.where(area < 0, -1.0, 1.0).to(v.dtype)
+    zs0, zs1, zs2 = (zk0 + zshift) / area, (zk1 + zshift) / area, (zk2 + zshift) / area
+    one = torch.ones_like(bw)
+    zero = torch.zeros_like(bw)
+    # Six affine planes (value at the origin, d/dx, d/dy) per triangle: three edge functions
+    # and two bounding-box limits (all >= 0 inside), and the depth key
+    # zk(p) = sum_i w_i(p) zk_i / area.
+    planes = torch.stack(
+        [
+            torch.stack([c0 * sgn, -ey0 * sgn, ex0 * sgn], 1),
+            torch.stack([c1 * sgn, -ey1 * sgn, ex1 * sgn], 1),
+            torch.stack([c2 * sgn, -ey2 * sgn, ex2 * sgn], 1),
+            torch.stack([bw - 1, -one, zero], 1),
+            torch.stack([bh - 1, zero, -one], 1),
+            torch.stack(
+                [
+                    c0 * zs0 + c1 * zs1 + c2 * zs2,
+                    -(ey0 * zs0 + ey1 * zs1 + ey2 * zs2),
+                    ex0 * zs0 + ex1 * zs1 + ex2 * zs2,
+                ],
+                1,
+            ),
+        ]
+    )  # (6, T, 3)
+    bidx = torch.div(keep, F, rounding_mode="floor")
+    fid = keep - bidx * F
+    base = bidx * (height * width) + (ymin * width + xmin).to(torch.int64)
+    # Tiles may stick out of the bounding box (masked); pad the buffer so indices stay valid.
+    kmax = sizes[-1]
+    buf = torch.full((npix + kmax * (width + 1),), _INT64_MAX, dtype=torch.int64, device=dev)
+    start = 0
+    for bi, cnt in enumerate(counts):
+        if cnt == 0:
+            continue
+        k = sizes[bi]
+        ar = torch.arange(k, device=dev)
+        dx = ar.repeat(k)
+        dy = ar.repeat_interleave(k)
+        basis = torch.stack([torch.ones_like(dx), dx, dy]).to(v.dtype)  # (3, k*k)
+        offs = dx + dy * width
+        chunk = max(1, _MAX_CHUNK // (k * k))
+        for c in range(start, start + cnt, chunk):
+            e = min(c + chunk, start + cnt)
+            w = torch.matmul(planes[:, c:e], basis)  # (6, t, k*k)
+            zc = w[5].float()
+            zc.masked_fill_(w[:5].amin(0) < 0, math.inf)
+            key = zc.view(torch.int32).to(torch.int64)
+            key.bitwise_left_shift_(32)
+            key.add_(fid[c:e, None])
+            pix = base[c:e, None] + offs
+            buf.scatter_reduce_(0, pix.view(-1), key.view(-1), "amin")
+        start += cnt
+    buf = buf[:npix]
+    buf.masked_fill_(buf >= _BG_KEY, _INT64_MAX)
+    return buf
+
+
+# ----------------------------------------------------------------------------- backends
+def available_backends() -> list[str]:
+    """Names accepted by ``rasterize(..., backend=...)`` that work in this environment."""
+    out = ["torch"]
+    try:
+        import open3d  # noqa: F401
+
+        out.append("open3d")
+    except ImportError:
+        pass
+    try:
+        import pytorch3d.renderer.mesh.rasterize_meshes  # noqa: F401
+
+        out.append("pytorch3d")
+    except ImportError:
+        pass
+    return out
+
+
+def _face_subsets(verts, faces, cull_backfaces, perspective_correct):
+    tv = verts.detach()[:, faces]  # (B, F, 3, 3)
+    return _valid_faces(tv, cull_backfaces, perspective_correct)  # (B, F)
+
+
+@torch.no_grad()
+def _zbuffer_open3d(verts, faces, height, width, cull_backfaces, perspective_correct):
+    try:
+        import open3d as o3d
+    except ImportError as exc:  # pragma: no cover - open3d is a dev dependency
+        raise ImportError(
+            "backend='open3d' needs the open3d package (pip install open3d); "
+            "use backend='torch' otherwise"
+        ) from exc
+    import numpy as np
+
+    B = verts.shape[0]
+    valid = _face_subsets(verts, faces, cull_backfaces, perspective_correct).cpu()
+    v = verts.detach().to("cpu", torch.float32)
+    zk = _key_depth(v[..., 2], perspective_correct)
+    f_np = faces.cpu().numpy().astype(np.uint32)
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32),
+        torch.arange(width, dtype=torch.float32),
+        indexing="ij",
+    )
+    out = torch.full((B, height * width), _INT64_MAX, dtype=torch.int64)
+    for b in range(B):
+        keep = torch.nonzero(valid[b]).squeeze(1)
+        if keep.numel() == 0:
+            continue
+        pts = torch.stack([v[b, :, 0], v[b, :, 1], zk[b]], 1)
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(
+            o3d.core.Tensor(pts.numpy()), o3d.core.Tensor(np.ascontiguousarray(f_np[keep.numpy()]))
+        )
+        z_start = float(pts[:, 2].min()) - 1.0
+        rays = torch.zeros(height, width, 6)
+        rays[..., 0] = xs
+        rays[..., 1] = ys
+        rays[..., 2] = z_start
+        rays[..., 5] = 1.0
+        hit = scene.cast_rays(o3d.core.Tensor(rays.numpy()))
+        t = torch.from_numpy(hit["t_hit"].numpy()).reshape(-1)
+        prim = torch.from_numpy(hit["primitive_ids"].numpy().astype(np.int64)).reshape(-1)
+        ok = torch.isfinite(t)
+        fid = keep[prim.clamp(max=keep.numel() - 1)]
+        key = (_sortable_int(t + z_start) << 32) | fid
+        out[b] = torch.where(ok, key, _INT64_MAX)
+    return out.reshape(-1).to(verts.device)
+
+
+@torch.no_grad()
+def _zbuffer_pytorch3d(verts, faces, height, width, cull_backfaces, perspective_correct):
+    try:
+        from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
+        from pytorch3d.structures import Meshes
+    except ImportError as exc:
+        raise ImportError(
+            "backend='pytorch3d' needs PyTorch3D (see https://github.com/facebookresearch/"
+            "pytorch3d/blob/main/INSTALL.md); it is optional, use backend='torch' (always "
+            "available) or backend='open3d'"
+        ) from exc
+    B = verts.shape[0]
+    valid = _face_subsets(verts, faces, cull_backfaces, perspective_correct)
+    v = verts.detach().float()
+    zk = _key_depth(v[..., 2], perspective_correct)
+    z_shift = 1.0 - zk.amin(dim=1, keepdim=True)  # PyTorch3D skips faces behind z = 0
+    s = float(min(height, width))
+    # PyTorch3D NDC: +X left, +Y up; output pixel (i, j) centre at
+    # x = (W - 2j - 1) / min(H, W), y = (H - 2i - 1) / min(H, W).
+    ndc = torch.stack(
+        [(width - 2.0 * v[..., 0] - 1.0) / s, (height - 2.0 * v[..., 1] - 1.0) / s, zk + z_shift],
+        -1,
+    )
+    keeps = [torch.nonzero(valid[b]).squeeze(1) for b in range(B)]
+    mesh = Meshes(verts=list(ndc), faces=[faces[k] for k in keeps])
+    pix_to_face, zbuf, _, _ = rasterize_meshes(
+        mesh,
+        image_size=(height, width),
+        blur_radius=0.0,
+        faces_per_pixel=1,
+        perspective_correct=False,
+        cull_backfaces=False,
+    )
+    p2f = pix_to_face[..., 0].reshape(B, -1)
+    zb = zbuf[..., 0].reshape(B, -1) - z_shift
+    first = mesh.mesh_to_faces_packed_first_idx().to(p2f.device)
+    out = torch.full((B, height * width), _INT64_MAX, dtype=torch.int64, device=verts.device)
+    for b in range(B):
+        ok = p2f[b] >= 0
+        local = (p2f[b] - first[b]).clamp(min=0)
+        fid = keeps[b][local.clamp(max=max(keeps[b].numel() - 1, 0))] if keeps[b].numel() else local
+        key = (_sortable_int(zb[b].float()) << 32) | fid
+        out[b] = torch.where(ok, key, _INT64_MAX)
+    return out.reshape(-1)
+
+
+_BACKENDS = {"torch": _zbuffer_torch, "open3d": _zbuffer_open3d, "pytorch3d": _zbuffer_pytorch3d}
+
+
+# ----------------------------------------------------------------------------- pass 2
+def _barycentrics(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    pix: torch.Tensor,
+    pix_face: torch.Tensor,
+    height: int,
+    width: int,
+    perspective_correct: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable barycentrics (N, 3) and depth (N,) at the covered pixel centres."""
+    hw = height * width
+    F = faces.shape[0]
+    b = torch.div(pix, hw, rounding_mode="floor")
+    rem = pix - b * hw
+    py = torch.div(rem, width, rounding_mode="floor")
+    px = (rem - py * width).to(verts.dtype)
+    py = py.to(verts.dtype)
+    corners = _gather_corners(verts, faces).reshape(-1, 9)  # (B*F, 9)
+    tv = corners.index_select(0, b * F + pix_face).T  # (9, N)
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = tv.unbind(0)
+    rx0, rx1, rx2 = x0 - px, x1 - px, x2 - px
+    ry0, ry1, ry2 = y0 - py, y1 - py, y2 - py
+    w0 = rx1 * ry2 - rx2 * ry1  # edge function opposite corner 0, at the pixel centre
+    w1 = rx2 * ry0 - rx0 * ry2
+    w2 = rx0 * ry1 - rx1 * ry0
+    if perspective_correct:
+        w0, w1, w2 = w0 / z0, w1 / z1, w2 / z2
+    inv = 1.0 / (w0 + w1 + w2)
+    bary = torch.stack([w0 * inv, w1 * inv, w2 * inv], 1)
+    if perspective_correct:
+        # sum_i (w_i / area) / z_i = 1 / depth, and w / z above is that up to 1 / area
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        depth = inv * area
+    else:
+        depth = (w0 * z0 + w1 * z1 + w2 * z2) * inv
+    return bary, depth
+
+
+def rasterize(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    cull_backfaces: bool = False,
+    perspective_correct: bool = False,
+    backend: str = "torch",
+) -> Fragments:
+    """Rasterize image-space triangle meshes with a z-buffer (nearest surface wins).
+
+    Args:
+        verts: (B, V, 3) vertices in image space: x, y in pixels (pixel centres at
+            integers, y down), z = depth (smaller is nearer; see the module docstring).
+        faces: (F, 3) integer triangle indices, shared by the batch.
+        height, width: output image size H, W.
+        cull_backfaces: drop back-facing triangles (clockwise on screen) before the depth
+            test.
+        perspective_correct: treat z as positive pinhole camera depth and interpolate
+            perspective-correctly (see the module docstring).
+        backend: ``"torch"`` (built-in, any device), ``"open3d"`` (Embree ray casting on
+            the CPU) or ``"pytorch3d"`` (``rasterize_meshes``; optional dependency). The
+            backend only decides visibility; barycentrics and depth are always recomputed
+            in torch so they are differentiable w.r.t. ``verts``.
+
+    Returns:
+        :class:`Fragments` with ``face_id`` (B, H, W) int64 (-1 = background), ``bary``
+        (B, H, W, 3), ``depth`` (B, H, W) (0 on background), ``mask`` (B, H, W) bool and
+        the sparse per-covered-pixel view used by :func:`interpolate`.
+    """
+    verts, faces = _check_mesh(verts, faces)
+    _check_size(height, width)
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS)}")
+    B = verts.shape[0]
+    keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
+    covered = keys != _INT64_MAX
+    pix = torch.nonzero(covered).squeeze(1)
+    face_id = torch.where(covered, keys & 0xFFFFFFFF, -1)
+    pix_face = face_id.index_select(0, pix)
+    bary, depth = _barycentrics(verts, faces, pix, pix_face, height, width, perspective_correct)
+    npix = B * height * width
+    bary_img = verts.new_zeros(npix, 3).index_put((pix,), bary)
+    depth_img = verts.new_zeros(npix).index_put((pix,), depth)
+    shape = (B, height, width)
+    return Fragments(
+        face_id=face_id.view(shape),
+        bary=bary_img.view(*shape, 3),
+        depth=depth_img.view(shape),
+        mask=covered.view(shape),
+        pix=pix,
+        pix_face=pix_face,
+        pix_bary=bary,
+        height=height,
+        width=width,
+    )
+
+
+# ----------------------------------------------------------------------------- interpolation
+def interpolate(
+    attrs: torch.Tensor,
+    frags: Fragments,
+    faces: torch.Tensor,
+    *,
+    background: float | torch.Tensor = 0.0,
+) -> torch.Tensor:
+    """Interpolate vertex attributes at the pixel centres ("rasterize, then interpolate").
+
+    ``out[b, i, j] = sum_k bary[b, i, j, k] * attrs[b, faces[face_id[b, i, j], k]]`` on
+    covered pixels, ``background`` elsewhere. Differentiable w.r.t. ``attrs`` and, through
+    the barycentrics, w.r.t. the rasterized vertex positions (within each triangle; the
+    visibility itself is piecewise constant).
+
+    Args:
+        attrs: (B, A, C) or (A, C) per-vertex attributes (colors, normals, UVs, positions).
+        frags: output of :func:`rasterize` (batch B, image H x W).
+        faces: (F, 3) indices into ``attrs``: the rasterized faces, or a parallel index
+            array such as per-corner UV indices (``faces_uv``), which handles UV seams.
+        background: scalar or (C,) value for uncovered pixels.
+
+    Returns:
+        (B, H, W, C) interpolated attributes.
+    """
+    if not isinstance(attrs, torch.Tensor):
+        raise TypeError("attrs must be a torch tensor")
+    B, H, W = frags.face_id.shape
+    if attrs.dim() == 2:
+        attrs = attrs.unsqueeze(0).expand(B, -1, -1)
+    if attrs.dim() != 3 or attrs.shape[0] != B:
+        raise ValueError(f"attrs must have shape (B={B}, A, C) or (A, C), got {tuple(attrs.shape)}")
+    if faces.dim() != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {tuple(faces.shape)}")
+    faces = faces.to(device=attrs.device, dtype=torch.int64)
+    if frags.pix_face.numel() and int(frags.pix_face.max()) >= faces.shape[0]:
+        raise ValueError("faces has fewer rows than the rasterized mesh")
+    if faces.numel() and int(faces.max()) >= attrs.shape[1]:
+        raise ValueError(f"faces index attributes out of range ({attrs.shape[1]} rows)")
+    C = attrs.shape[2]
+    b = torch.div(frags.pix, H * W, rounding_mode="floor")
+    vals = attrs[b[:, None], faces[frags.pix_face]]  # (N, 3, C)
+    bary = frags.pix_bary.to(attrs.dtype)
+    out_pix = (bary.unsqueeze(-1) * vals).sum(1)
+    bg = torch.as_tensor(background, dtype=attrs.dtype, device=attrs.device)
+    if bg.dim() > 1 or (bg.dim() == 1 and bg.shape[0] not in (1, C)):
+        raise ValueError(f"background must be a scalar or have shape ({C},)")
+    out = bg.expand(C).repeat(B * H * W, 1)
+    out = out.index_put((frags.pix,), out_pix)
+    return out.view(B, H, W, C)
+
+
+def face_normals(
+    verts: torch.Tensor, faces: torch.Tensor, *, normalize: bool = True
+) -> torch.Tensor:
+    """Right-hand face normals ``(v1 - v0) x (v2 - v0)``: (B, V, 3), (F, 3) -> (B, F, 3)."""
+    verts, faces = _check_mesh(verts, faces)
+    tv = verts[:, faces]
+    n = torch.cross(tv[:, :, 1] - tv[:, :, 0], tv[:, :, 2] - tv[:, :, 0], dim=-1)
+    return torch.nn.functional.normalize(n, dim=-1, eps=1e-12) if normalize else n
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals: (B, V, 3), (F, 3) -> (B, V, 3)."""
+    verts, faces = _check_mesh(verts, faces)
+    fn = face_normals(verts, faces, normalize=False)  # length = 2 * area
+    B, V = verts.shape[:2]
+    vn = verts.new_zeros(B, V, 3)
+    for k in range(3):
+        vn = vn.index_add(1, faces[:, k], fn)
+    return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
+
+
+def shade_lambert(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    frags: Fragments,
+    *,
+    colors: torch.Tensor | None = None,
+    light_dir: tuple[float, float, float] | torch.Tensor = (0.0, 0.0, -1.0),
+    ambient: float = 0.3,
+    diffuse: float = 0.7,
+    background: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """Two-sided Lambertian shading of a rasterized mesh (for visualisation).
+
+    ``rgb = colors * (ambient + diffuse * max(0, n . l))`` with the interpolated unit vertex
+    normal ``n`` turned towards the camera (n_z <= 0) and ``l`` the unit direction *towards*
+    the light in image space (x right, y down, z away from the camera; the default
+    (0, 0, -1) is a light at the camera).
+
+    Args:
+        verts: (B, V, 3) image-space vertices that were rasterized.
+        faces: (F, 3) triangles.
+        frags: :func:`rasterize` output for ``verts``/``faces``.
+        colors: (B, V, 3) or (V, 3) vertex colors in [0, 1]; default light grey.
+        light_dir: (3,) or (B, 3) direction towards the light.
+        ambient, diffuse: weights.
+        background: scalar, (3,) or (B, 3, H, W) image used where nothing is covered.
+
+    Returns:
+        (B, 3, H, W) image in [0, 1] (not clamped if the weights sum above 1).
+    """
+    B, H, W = frags.face_id.shape
+    vn = vertex_normals(verts, faces)
+    n = torch.nn.functional.normalize(interpolate(vn, frags, faces), dim=-1, eps=1e-12)
+    n = torch.where(n[..., 2:3] > 0, -n, n)
+    light = torch.as_tensor(light_dir, dtype=n.dtype, device=n.device).reshape(-1, 3)
+    light = torch.nn.functional.normalize(light, dim=-1).view(-1, 1, 1, 3)
+    shade = ambient + diffuse * (n * light).sum(-1, keepdim=True).clamp(min=0)
+    if colors is None:
+        colors = verts.new_full((verts.shape[1], 3), 0.85)
+    rgb = interpolate(colors, frags, faces) * shade  # (B, H, W, 3)
+    rgb = rgb.permute(0, 3, 1, 2)
+    m = frags.mask.unsqueeze(1)
+    bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device)
+    if bg.dim() == 1:
+        bg = bg.view(1, -1, 1, 1)
+    return torch.where(m, rgb, bg.expand_as(rgb) if bg.dim() == 4 else bg)
