@@ -68,8 +68,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[..., 0:1, :, :] + 0.587 * x[..., 1:2, :, :] + 0.114 * x[..., 2:3, :, :])
 
 
-def color_jitter(images: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0, hue: float = 0.0) -> torch.Tensor:
+def color_jitter(images: torch.Tensor, brightness: float = 1.0, contrast: float = 1.0,
+                 saturation: float = 1.0, hue: float = 0.0) -> torch.Tensor:
     """Apply ONE colour transform to all images (..., 3, H, W) in [0, 1].
 
     brightness: multiply by b; contrast: blend with the mean gray level (per image) by c;
@@ -331,8 +331,13 @@ class VideoFolderDataset(PairDataset):
         self._lengths: dict[int, int] = {}
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self.cache_videos = cache_videos
-        self.require_landmarks = require_landmarks
         self._lm_cache: dict[int, np.ndarray | None] = {}
+        missing = [p for p in self.items if not self._landmark_file(p).is_file()]
+        if missing and require_landmarks:
+            raise FileNotFoundError(f"no cached landmarks for {len(missing)} video(s), e.g. "
+                                    f"{missing[0]} (run `apps/train.py preprocess`)")
+        # landmarks are returned only when every video has them (batches must agree)
+        self.has_landmarks = not missing
 
     def num_videos(self):
         return len(self.items)
@@ -393,19 +398,19 @@ class VideoFolderDataset(PairDataset):
             x = self._decode(v)[idx]
         return x.float() / 255.0
 
+    @staticmethod
+    def _landmark_file(p: Path) -> Path:
+        return p / "landmarks.npy" if p.is_dir() else p.with_name(p.stem + ".landmarks.npy")
+
     def _landmark_array(self, v) -> np.ndarray | None:
         if v not in self._lm_cache:
-            p = self.items[v]
-            f = p / "landmarks.npy" if p.is_dir() else p.with_name(p.stem + ".landmarks.npy")
-            if f.is_file():
-                self._lm_cache[v] = np.load(f, allow_pickle=False)
-            elif self.require_landmarks:
-                raise FileNotFoundError(f"no cached landmarks for {p} (run preprocessing)")
-            else:
-                self._lm_cache[v] = None
+            f = self._landmark_file(self.items[v])
+            self._lm_cache[v] = np.load(f, allow_pickle=False) if f.is_file() else None
         return self._lm_cache[v]
 
     def load_landmarks(self, v, idx):
+        if not self.has_landmarks:
+            return None
         a = self._landmark_array(v)
         return None if a is None else torch.from_numpy(a[idx].astype(np.float32))
 

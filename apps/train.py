@@ -1,0 +1,98 @@
+"""Train a reenactment model, or preprocess videos into a training set.
+
+Usage::
+
+    # train (single process)
+    python apps/train.py --config models/<name>/configs/<cfg>.yaml [--out runs/x]
+                         [--resume auto|none|<checkpoint dir>] [--set train.seed=1 ...]
+    # multi-GPU / multi-node: the same command under torchrun
+    torchrun --nproc_per_node 8 apps/train.py --config ...
+
+    # preprocess face videos into root/{train,test}/<video>/ (256 crops + landmarks.npy)
+    python apps/train.py preprocess VIDEO_OR_FOLDER ... --out ROOT [--split auto]
+                         [--size 256] [--detector dlib] [--max-frames N]
+
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "build_preprocess_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facegeo-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("--out", default=None, help="run folder (default: train.out_dir or "
+                   "runs/<config name>)")
+    p.add_argument("--resume", default="auto",
+                   help="'auto' (resume from <out>/latest.json if present), 'none', or a "
+                   "checkpoint folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a config entry (value in YAML)")
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: auto)")
+    p.add_argument("--until-step", type=int, default=None,
+                   help="stop after this global step (a checkpoint is written)")
+    return p
+
+
+def build_preprocess_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facegeo-train preprocess",
+                                description="Track, crop (FOMM-style) and cache landmarks.")
+    p.add_argument("inputs", nargs="+", help="video files or folders of videos")
+    p.add_argument("--out", required=True, help="dataset root to write")
+    p.add_argument("--split", default="auto", choices=["auto", "train", "test"])
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--detector", default="dlib")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--step", type=int, default=1, help="keep every step-th frame")
+    p.add_argument("--box-mode", default="fixed", choices=["fixed", "smooth", "none"])
+    return p
+
+
+def preprocess_main(argv: list[str]) -> int:
+    from facegeo_models.common.data import preprocess_folder
+
+    a = build_preprocess_parser().parse_args(argv)
+    metas = preprocess_folder(a.inputs, a.out, split=a.split, test_fraction=a.test_fraction,
+                              size=a.size, detector=a.detector, max_frames=a.max_frames,
+                              step=a.step, box_mode=a.box_mode)
+    for m in metas:
+        print(json.dumps({k: m[k] for k in ("source", "split", "frames", "lost_frames")}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "preprocess":
+        return preprocess_main(argv[1:])
+    a = build_parser().parse_args(argv)
+    from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
+
+    cfg = merge_overrides(load_config(a.config), a.overrides)
+    out = a.out or cfg.get("train", {}).get("out_dir") or str(Path("runs") /
+                                                               Path(a.config).stem)
+    resume = None if a.resume in ("none", "no", "false") else a.resume
+    trainer = Trainer(cfg, out_dir=out, device=a.device, resume=resume)
+    trainer.fit(until_step=a.until_step)
+    if a.until_step is not None and trainer.step < trainer.total_steps:
+        trainer.save()
+    if trainer.is_main:
+        print(json.dumps({"step": trainer.step, "out_dir": str(trainer.out_dir),
+                          **trainer.metrics}))
+    if trainer.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
