@@ -13,9 +13,15 @@ from facegeo.raster.core import (
     shade_lambert,
     vertex_normals,
 )
+from facegeo.raster.flow import MeshFlow, flow_to_color, flow_to_grid, mesh_flow, warp
 
 __all__ = [
     "Fragments",
+    "MeshFlow",
+    "flow_to_color",
+    "flow_to_grid",
+    "mesh_flow",
+    "warp",
     "available_backends",
     "face_normals",
     "interpolate",
