@@ -6,7 +6,8 @@ For every driving video (``lp_d*.mp4``, all frames unless ``--max-frames``):
 * ours: :class:`facegeo.landmarks.tracking.LandmarkTracker` (detect once / on loss /
   every 60 frames, otherwise optical flow + shape predictor in the tracked box), with
   its One-Euro stabilization;
-* time per frame (wall clock and process CPU time, measured in the same run), speed-up,
+* time per frame (wall clock and process CPU time; the two are called alternately on the
+  same frames so both see the same machine load), speed-up,
   mean / median / 95th-percentile landmark distance between tracked and per-frame
   landmarks (pixels and % of the inter-ocular distance), the SMS smoothness metric
   (S2D eq. 9, L1 over the 136 coordinates, pixels) of per-frame detection, raw tracking
@@ -33,31 +34,56 @@ import numpy as np
 import torch
 
 from facegeo.landmarks import get_detector, inter_ocular_distance
-from facegeo.landmarks.tracking import LandmarkTracker, one_euro_smooth, sms
+from facegeo.landmarks.tracking import LandmarkTracker, TrackResult, one_euro_smooth, sms
 from facegeo.video import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("FACEGEO_MEDIA", REPO.parent / "shared" / "media"))
 
 
-def per_frame(frames: np.ndarray, det) -> tuple[torch.Tensor, float, float]:
-    """Detector on every frame -> (T, 68, 2) (NaN where no face), wall s/frame, CPU s/frame."""
+def per_frame(frames: np.ndarray, det) -> torch.Tensor:
+    """Detector on every frame -> (T, 68, 2), NaN where no face was found."""
     out = torch.full((len(frames), 68, 2), float("nan"))
-    w0, c0 = time.perf_counter(), time.process_time()
     for t, f in enumerate(frames):
         faces = det.detect(f)
         if faces:
             out[t] = faces[0].landmarks
-    n = len(frames)
-    return out, (time.perf_counter() - w0) / n, (time.process_time() - c0) / n
+    return out
 
 
-def tracked(frames: np.ndarray, fps: float, **kw):
+def interleaved(frames: np.ndarray, fps: float, det, **kw):
+    """Run per-frame detection and the tracker on the same frames, alternating call by call
+    (so both see the same machine load), timing every call (wall and process CPU time).
+
+    Returns (reference (T, 68, 2) with NaN where no face, TrackResult, timings dict in s).
+    """
     tr = LandmarkTracker("dlib", fps=fps, **kw)
-    w0, c0 = time.perf_counter(), time.process_time()
-    res = tr.track(frames)
-    n = len(frames)
-    return res, (time.perf_counter() - w0) / n, (time.process_time() - c0) / n
+    tr.reset()
+    ref = torch.full((len(frames), 68, 2), float("nan"))
+    outs = []
+    calls: dict[str, list[float]] = {"ref": [], "track": []}
+    for t, f in enumerate(frames):
+        w0, c0 = time.perf_counter(), time.process_time()
+        faces = det.detect(f)
+        w1, c1 = time.perf_counter(), time.process_time()
+        outs.append(tr.update(f))
+        w2, c2 = time.perf_counter(), time.process_time()
+        calls["ref"].append((w1 - w0, c1 - c0))
+        calls["track"].append((w2 - w1, c2 - c1))
+        if faces:
+            ref[t] = faces[0].landmarks
+    res = TrackResult(
+        landmarks=torch.stack([o["landmarks"] for o in outs]),
+        smoothed=torch.stack([o["smoothed"] for o in outs]),
+        boxes=torch.stack([o["box"] for o in outs]),
+        detected=torch.tensor([o["detected"] for o in outs]),
+        lost=torch.tensor([o["lost"] for o in outs]), fps=fps)
+    tm = {}
+    for k, v in calls.items():
+        a = np.array(v)
+        tm[f"{k}_wall"], tm[f"{k}_cpu"] = a.mean(0)
+        tm[f"{k}_wall_median"], tm[f"{k}_cpu_median"] = np.median(a, 0)
+    return ref, res, tm
 
 
 def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
@@ -66,8 +92,9 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
     raw_tracks = {}
     for name in videos:
         frames, fps = read_video(MEDIA / name, max_frames=max_frames)
-        ref, ref_wall, ref_cpu = per_frame(frames, det)
-        res, tr_wall, tr_cpu = tracked(frames, fps)
+        ref, res, tm = interleaved(frames, fps, det)
+        ref_wall, ref_cpu, tr_wall, tr_cpu = (tm["ref_wall"], tm["ref_cpu"], tm["track_wall"],
+                                              tm["track_cpu"])
         ok = ~torch.isnan(ref).any(-1).any(-1)
         d = (res.landmarks[ok] - ref[ok]).norm(dim=-1)           # (T', 68)
         iod = inter_ocular_distance(ref[ok])
@@ -80,6 +107,8 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
             "fps": fps, "ref_ms": 1e3 * ref_wall, "track_ms": 1e3 * tr_wall,
             "ref_cpu_ms": 1e3 * ref_cpu, "track_cpu_ms": 1e3 * tr_cpu,
             "speedup_wall": ref_wall / tr_wall, "speedup_cpu": ref_cpu / tr_cpu,
+            "ref_cpu_median_ms": 1e3 * tm["ref_cpu_median"],
+            "track_cpu_median_ms": 1e3 * tm["track_cpu_median"],
             "ref_missing": int((~ok).sum()), "detections": int(res.detected.sum()),
             "lost": int(res.lost.sum()),
             "diff_mean_px": float(d.mean()), "diff_median_px": float(d.median()),
@@ -96,13 +125,15 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
         raw_tracks[name] = (res.landmarks, fps, float(inter_ocular_distance(res.landmarks[0])))
         print(f"{name:12s} {row['size']:>9s} T={row['frames']:4d}  per-frame {row['ref_ms']:6.1f} "
               f"ms  track {row['track_ms']:5.1f} ms  x{row['speedup_wall']:4.1f} "
-              f"(cpu x{row['speedup_cpu']:4.1f})  diff {row['diff_mean_px']:5.2f} px "
+              f"(cpu x{row['speedup_cpu']:4.1f}; median per-call cpu {row['ref_cpu_median_ms']:.1f}"
+              f" / {row['track_cpu_median_ms']:.1f} ms)  diff {row['diff_mean_px']:5.2f} px "
               f"({row['diff_mean_pct_iod']:4.2f}% iod)  SMS det {row['sms_per_frame']:6.1f} "
               f"track {row['sms_track']:6.1f} smooth {row['sms_smoothed']:6.1f}  "
               f"smooth err {row['smooth_err_px']:4.2f} px  det {row['detections']} "
               f"lost {row['lost']} miss {row['ref_missing']}", flush=True)
     summary = {}
-    for k in ("ref_ms", "track_ms", "ref_cpu_ms", "track_cpu_ms", "diff_mean_px",
+    for k in ("ref_ms", "track_ms", "ref_cpu_ms", "track_cpu_ms", "ref_cpu_median_ms",
+              "track_cpu_median_ms", "diff_mean_px",
               "diff_mean_pct_iod", "sms_per_frame", "sms_track", "sms_smoothed",
               "smooth_err_px", "smooth_err_pct_iod"):
         w = np.array([r["frames"] for r in rows], float)
@@ -110,7 +141,8 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
     summary["speedup_wall"] = summary["ref_ms"] / summary["track_ms"]
     summary["speedup_cpu"] = summary["ref_cpu_ms"] / summary["track_cpu_ms"]
     print("frame-weighted mean: per-frame {ref_ms:.1f} ms, tracking {track_ms:.1f} ms -> "
-          "x{speedup_wall:.1f} wall (x{speedup_cpu:.1f} CPU); tracked vs per-frame "
+          "x{speedup_wall:.1f} wall (x{speedup_cpu:.1f} CPU; median per-call CPU "
+          "{ref_cpu_median_ms:.1f} / {track_cpu_median_ms:.1f} ms); tracked vs per-frame "
           "{diff_mean_px:.2f} px ({diff_mean_pct_iod:.2f}% IOD); SMS per-frame "
           "{sms_per_frame:.1f} / tracked {sms_track:.1f} / smoothed {sms_smoothed:.1f}; "
           "smoothing error {smooth_err_px:.2f} px ({smooth_err_pct_iod:.2f}% IOD)".format(
@@ -220,8 +252,8 @@ def figures() -> None:
         canvas, (canvas.shape[1] * 2 // 3, canvas.shape[0] * 2 // 3), cv2.INTER_AREA))
     # 2) trajectory plot: y of the chin (8) and the upper-lip centre (51), lp_d3 frames 0-150
     frames, fps = read_video(MEDIA / "lp_d3.mp4", max_frames=150)
-    ref, _, _ = per_frame(frames, get_detector("dlib_hog"))
-    res, _, _ = tracked(frames, fps)
+    ref = per_frame(frames, get_detector("dlib_hog"))
+    res = LandmarkTracker("dlib", fps=fps).track(frames)
     W, H, pad, legend = 900, 360, 40, 200
     plot = np.full((H, W, 3), 255, np.uint8)
     series = [(ref, (200, 60, 60), "per-frame detection"),

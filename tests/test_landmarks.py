@@ -251,6 +251,13 @@ def test_one_euro_is_a_first_order_lowpass_when_beta_is_zero():
     assert (ramp[-1] - fast[-1]).abs().max() < (ramp[-1] - slow[-1]).abs().max()
     const = torch.full((5, 4, 2), 3.0)
     assert torch.allclose(tracking.one_euro_smooth(const, fps), const)
+    # numpy and torch inputs give the same result
+    g = torch.Generator().manual_seed(5)
+    seq = torch.randn(20, 6, 2, generator=g).cumsum(0)
+    ft, fn = tracking.OneEuroFilter(fps, 1.0, 2.0), tracking.OneEuroFilter(fps, 1.0, 2.0)
+    for x in seq:
+        yt, yn = ft(x), fn(x.double().numpy())
+        assert isinstance(yn, np.ndarray) and np.allclose(yt.numpy(), yn, atol=1e-5)
     with pytest.raises(ValueError):
         tracking.OneEuroFilter(fps, min_cutoff=0)
 

@@ -289,6 +289,15 @@ class DlibDetector(LandmarkDetector):
         """(H, W, 3) uint8 RGB (or (H, W) gray) + (4,) HOG-style box -> (68, 2) landmarks."""
         return _shape_to_tensor(self._sp(img, _to_rect(box)))
 
+    def landmarks_in_box_np(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Same as :meth:`landmarks_in_box` with numpy in and out ((4,) -> (68, 2) float32);
+        used by the tracker's per-frame path."""
+        import dlib
+
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        shape = self._sp(img, dlib.rectangle(x0, y0, x1, y1))
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
     def _detect(self, img: np.ndarray) -> list[Face]:
         faces = []
         for box, score, kind in self.detect_boxes(img):

@@ -46,7 +46,6 @@ from facegeo.landmarks.backends import (
     _iou,
     get_detector,
 )
-from facegeo.landmarks.conventions import inter_ocular_distance
 
 __all__ = [
     "OneEuroFilter",
@@ -86,22 +85,28 @@ class OneEuroFilter:
         self._x: torch.Tensor | None = None
         self._dx: torch.Tensor | None = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Filter one sample (..., D) and return the smoothed sample (same shape)."""
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Filter one sample (..., D) (torch tensor or numpy array) and return the smoothed
+        sample (same shape and type)."""
+        is_np = isinstance(x, np.ndarray)
+        copy = (lambda a: a.copy()) if is_np else (lambda a: a.clone())
         if self._x is None:
-            self._x = x.clone()
-            self._dx = torch.zeros_like(x)
-            return x.clone()
+            self._x = copy(x)
+            self._dx = np.zeros_like(x) if is_np else torch.zeros_like(x)
+            return copy(x)
         if x.shape != self._x.shape:
             raise ValueError(f"sample shape changed from {tuple(self._x.shape)} to "
                              f"{tuple(x.shape)}; call reset() first")
         a_d = _alpha(self.d_cutoff, self.fps)
         dx = a_d * (x - self._x) * self.fps + (1 - a_d) * self._dx
-        speed = torch.linalg.vector_norm(dx, dim=-1, keepdim=True)
+        if is_np:
+            speed = np.sqrt((dx * dx).sum(-1, keepdims=True))
+        else:
+            speed = torch.linalg.vector_norm(dx, dim=-1, keepdim=True)
         a = _alpha(self.min_cutoff + self.beta * speed, self.fps)
         self._x = a * x + (1 - a) * self._x
         self._dx = dx
-        return self._x.clone()
+        return copy(self._x)
 
 
 def one_euro_smooth(seq: torch.Tensor, fps: float, min_cutoff: float = 1.0, beta: float = 0.0,
@@ -219,9 +224,11 @@ class LandmarkTracker:
 
     def reset(self) -> None:
         """Forget the tracked face (the next frame runs the detector)."""
+        # per-frame state is kept in small numpy arrays: the hot path works on 68 points
+        # on the CPU (dlib, OpenCV), where torch's per-op overhead would dominate.
         self._prev_gray: np.ndarray | None = None
-        self._prev_lm: torch.Tensor | None = None
-        self._rel: tuple[float, float, float] | None = None
+        self._prev_lm: np.ndarray | None = None
+        self._rel: tuple[float, float, float] = (0.0, 0.0, 1.0)
         self._scale: float = 1.0
         self._since_detect = 0
         self._det_side = 1.0
@@ -230,26 +237,41 @@ class LandmarkTracker:
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod
-    def _relation(box: torch.Tensor, lm: torch.Tensor) -> tuple[float, float, float]:
-        lo, hi = lm.amin(0), lm.amax(0)
-        wh = (hi - lo).clamp(min=1e-3)
-        bc = (box[:2] + box[2:]) / 2
-        off = (bc - (lo + hi) / 2) / wh
-        side = float(((box[2:] - box[:2]).mean()) / wh.mean())
+    def _relation(box: np.ndarray, lm: np.ndarray) -> tuple[float, float, float]:
+        lo, hi = lm.min(0), lm.max(0)
+        wh = np.maximum(hi - lo, 1e-3)
+        off = ((box[:2] + box[2:]) / 2 - (lo + hi) / 2) / wh
+        side = float((box[2:] - box[:2]).mean() / wh.mean())
         return float(off[0]), float(off[1]), side
 
-    def _box_for(self, lm: torch.Tensor) -> torch.Tensor:
-        from facegeo.landmarks.backends import box_from_landmarks
+    def _box_for(self, lm: np.ndarray) -> np.ndarray:
+        """Detector-style box for landmarks, with the relation of the last detection
+        (same formula as :func:`facegeo.landmarks.backends.box_from_landmarks`)."""
+        dx, dy, s = self._rel
+        lo, hi = lm.min(0), lm.max(0)
+        wh = hi - lo
+        c = (lo + hi) / 2 + wh * np.array([dx, dy], np.float32)
+        half = s * wh.mean() / 2
+        return np.concatenate([c - half, c + half]).astype(np.float32)
 
-        return box_from_landmarks(lm, *self._rel)
-
-    def _accept_detection(self, face: Face, img: np.ndarray) -> torch.Tensor:
-        self._rel = self._relation(face.box, face.landmarks)
-        self._det_side = float((face.box[2:] - face.box[:2]).mean())
+    def _accept_detection(self, face: Face) -> np.ndarray:
+        box, lm = face.box.numpy(), face.landmarks.numpy()
+        self._rel = self._relation(box, lm)
+        self._det_side = float((box[2:] - box[:2]).mean())
         self._since_detect = 0
-        return face.landmarks
+        return lm.astype(np.float32)
 
-    def _detect(self, img: np.ndarray, near: torch.Tensor | None) -> Face | None:
+    @staticmethod
+    def _iod(lm: np.ndarray) -> float:
+        return max(float(np.hypot(*(lm[36] - lm[45]))), 1.0)
+
+    def _refine(self, img: np.ndarray, box: np.ndarray) -> np.ndarray:
+        fast = getattr(self.detector, "landmarks_in_box_np", None)
+        if fast is not None:
+            return fast(img, box)
+        return self.detector.landmarks_in_box(img, torch.from_numpy(box)).numpy()
+
+    def _detect(self, img: np.ndarray, near: np.ndarray | None) -> Face | None:
         faces = self.detector.detect(img)
         if not faces:
             return None
@@ -258,11 +280,11 @@ class LandmarkTracker:
                 raise NoFaceError(f"frame {self._frame}: face index {self.index} requested but "
                                   f"only {len(faces)} face(s) found")
             return faces[self.index]
-        ious = [_iou(f.box, near) for f in faces]
+        ious = [_iou(f.box, torch.from_numpy(near)) for f in faces]
         best = int(np.argmax(ious))
         return faces[best] if ious[best] > 0.1 else None
 
-    def _flow(self, gray: np.ndarray) -> tuple[torch.Tensor, float]:
+    def _flow(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
         """Move the previous landmarks to this frame with pyramidal Lucas-Kanade flow,
         computed in a region around the face downscaled so the face is about
         ``flow_face_px`` pixels wide (the flow only has to place the box)."""
@@ -270,39 +292,35 @@ class LandmarkTracker:
 
         prev = self._prev_lm
         h, w = gray.shape
-        lo, hi = prev.amin(0), prev.amax(0)
+        lo, hi = prev.min(0), prev.max(0)
         size = float((hi - lo).max())
         c = (lo + hi) / 2
         half = 0.8 * size + 2 * self.flow_window
         x0, y0 = max(int(c[0] - half), 0), max(int(c[1] - half), 0)
         x1, y1 = min(int(c[0] + half) + 1, w), min(int(c[1] + half) + 1, h)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            return prev.clone(), 0.0
+            return prev.copy(), 0.0
         s = min(1.0, self.flow_face_px / max(size, 1.0))
         a = self._prev_gray[y0:y1, x0:x1]
         b = gray[y0:y1, x0:x1]
         if s < 1.0:
             dsize = (max(int((x1 - x0) * s), 8), max(int((y1 - y0) * s), 8))
-            a = cv2.resize(a, dsize, interpolation=cv2.INTER_AREA)
-            b = cv2.resize(b, dsize, interpolation=cv2.INTER_AREA)
-            sx, sy = dsize[0] / (x1 - x0), dsize[1] / (y1 - y0)
+            a = cv2.resize(a, dsize, interpolation=cv2.INTER_LINEAR)
+            b = cv2.resize(b, dsize, interpolation=cv2.INTER_LINEAR)
+            scale = np.array([dsize[0] / (x1 - x0), dsize[1] / (y1 - y0)], np.float32)
         else:
-            sx = sy = 1.0
-        scale = np.array([sx, sy], np.float32)
+            scale = np.ones(2, np.float32)
         off = np.array([x0, y0], np.float32)
         # pixel-centre convention: u = (x - x0 + 0.5) * s - 0.5
-        p0 = ((prev.numpy().astype(np.float32) - off + 0.5) * scale - 0.5).reshape(-1, 1, 2)
+        p0 = ((prev - off + 0.5) * scale - 0.5).reshape(-1, 1, 2)
         win = self.flow_window
         p1, st, _ = cv2.calcOpticalFlowPyrLK(
             a, b, p0, None, winSize=(win, win), maxLevel=2,
             criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
         ok = st.reshape(-1).astype(bool)
-        p1 = torch.from_numpy((p1.reshape(-1, 2) + 0.5) / scale - 0.5 + off).float()
-        if ok.any():
-            shift = (p1[ok] - prev[ok]).median(0).values
-        else:
-            shift = torch.zeros(2)
-        pred = torch.where(torch.from_numpy(ok)[:, None], p1, prev + shift)
+        p1 = (p1.reshape(-1, 2) + 0.5) / scale - 0.5 + off
+        shift = np.median(p1[ok] - prev[ok], axis=0) if ok.any() else np.zeros(2, np.float32)
+        pred = np.where(ok[:, None], p1, prev + shift).astype(np.float32)
         return pred, float(ok.mean())
 
     # -- main API ------------------------------------------------------------------------
@@ -313,8 +331,8 @@ class LandmarkTracker:
             frame: (3, H, W) float tensor in [0, 1] or (H, W, 3) uint8 array.
 
         Returns:
-            dict with ``landmarks`` (68, 2) raw, ``smoothed`` (68, 2), ``box`` (4,),
-            ``detected`` (bool) and ``lost`` (bool).
+            dict with ``landmarks`` (68, 2) raw, ``smoothed`` (68, 2), ``box`` (4,)
+            (float32 tensors), ``detected`` (bool) and ``lost`` (bool).
 
         Raises:
             NoFaceError: no face on the first frame (nothing to track yet).
@@ -329,38 +347,36 @@ class LandmarkTracker:
             face = self._detect(img, None)
             if face is None:
                 raise NoFaceError(f"frame {self._frame}: no face found to start tracking")
-            lm = self._accept_detection(face, img)
-            self._scale = max(float(inter_ocular_distance(lm)), 1.0)
-            box, detected = face.box, True
+            lm = self._accept_detection(face)
+            self._scale = self._iod(lm)
+            box, detected = face.box.numpy(), True
         else:
             pred, frac_ok = self._flow(gray)
             box = self._box_for(pred)
-            c = (box[:2] + box[2:]) / 2
+            cx, cy = (box[:2] + box[2:]) / 2
             side = float((box[2:] - box[:2]).mean())
-            ok = (frac_ok >= 0.5 and 0 <= c[0] < w and 0 <= c[1] < h
+            ok = (frac_ok >= 0.5 and 0 <= cx < w and 0 <= cy < h
                   and abs(math.log(side / self._det_side)) <= self.max_scale_change)
             lm = None
             if ok:
-                lm = self.detector.landmarks_in_box(img, box)
-                iod = max(float(inter_ocular_distance(pred)), 1.0)
-                err = float(torch.linalg.vector_norm(lm - pred, dim=-1).mean()) / iod
+                lm = self._refine(img, box)
+                err = float(np.linalg.norm(lm - pred, axis=1).mean()) / self._iod(pred)
                 if err > self.lost_threshold:
                     lm = None
             due = self.redetect_every is not None and self._since_detect >= self.redetect_every
             if lm is None or due:
                 face = self._detect(img, box)
                 if face is not None:
-                    lm, box, detected = self._accept_detection(face, img), face.box, True
+                    lm, box, detected = self._accept_detection(face), face.box.numpy(), True
                 elif lm is None:
                     lm, lost = pred, True
         self._since_detect += 1
         self._frame += 1
         self._prev_gray, self._prev_lm = gray, lm
-        if self.smooth:
-            sm = self._filter(lm / self._scale) * self._scale
-        else:
-            sm = lm.clone()
-        return {"landmarks": lm, "smoothed": sm, "box": box, "detected": detected, "lost": lost}
+        sm = self._filter(lm / self._scale) * self._scale if self.smooth else lm.copy()
+        return {"landmarks": torch.from_numpy(lm), "smoothed": torch.from_numpy(sm.astype(
+            np.float32)), "box": torch.from_numpy(box).float(), "detected": detected,
+            "lost": lost}
 
     def track(self, frames: Iterable) -> TrackResult:
         """Track over a sequence of frames ((T, H, W, 3) uint8 array, (T, 3, H, W) tensor,
