@@ -14,8 +14,22 @@ from facegeo.raster.core import (
     vertex_normals,
 )
 from facegeo.raster.flow import MeshFlow, flow_to_color, flow_to_grid, mesh_flow, warp
+from facegeo.raster.landmarks import (
+    PART_COLORS_68,
+    PARTS_68,
+    draw_landmark_lines,
+    heatmaps,
+    part_maps,
+    part_segments,
+)
 
 __all__ = [
+    "PARTS_68",
+    "PART_COLORS_68",
+    "draw_landmark_lines",
+    "heatmaps",
+    "part_maps",
+    "part_segments",
     "Fragments",
     "MeshFlow",
     "flow_to_color",
