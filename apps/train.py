@@ -8,6 +8,9 @@ Usage::
     # multi-GPU / multi-node: the same command under torchrun
     torchrun --nproc_per_node 8 apps/train.py --config ...
 
+    # data-loading throughput of a config's dataset for several worker counts
+    python apps/train.py bench-data --config ... [--workers 0 1 2] [--batches 20]
+
     # preprocess face videos into root/{train,test}/<video>/ (256 crops + landmarks.npy)
     python apps/train.py preprocess VIDEO_OR_FOLDER ... --out ROOT [--split auto]
                          [--size 256] [--detector dlib] [--max-frames N]
@@ -69,10 +72,30 @@ def preprocess_main(argv: list[str]) -> int:
     return 0
 
 
+def bench_data_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="facegeo-train bench-data")
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--batches", type=int, default=20)
+    a = p.parse_args(argv)
+    from facegeo_models.common.data import benchmark_loader, build_dataset
+    from facegeo_models.common.trainer import load_config, merge_overrides
+
+    cfg = merge_overrides(load_config(a.config), a.overrides)
+    ds = build_dataset(cfg["data"], "train")
+    for w in a.workers:
+        r = benchmark_loader(ds, int(cfg["data"].get("batch_size", 8)), w, a.batches)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "preprocess":
         return preprocess_main(argv[1:])
+    if argv and argv[0] == "bench-data":
+        return bench_data_main(argv[1:])
     a = build_parser().parse_args(argv)
     from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
 

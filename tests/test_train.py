@@ -223,3 +223,47 @@ def test_overfit_fixed_batch_of_real_frames(tmp_path, real_videos):
     while time.time() - t0 < 55 and best > first["loss/l1"] / 5.5:
         best = min(best, t.train_step(next(it))["loss/l1"])
     assert best <= first["loss/l1"] / 5, (first["loss/l1"], best, t.step)
+
+
+def test_bf16_autocast_path_on_cpu(tmp_path, real_videos):
+    """amp: bf16 runs the forward under autocast (conv outputs in bfloat16) and still
+    trains (finite losses, parameters stay float32)."""
+    cfg = _cfg(**{"train.amp": "bf16", "train.ckpt_every": 0, "train.val_every": 0,
+                  "train.sample_every": 0})
+    cfg["phases"] = [{"name": "gan", "steps": 2, "losses": {"l1": 1, "gan": 1,
+                                                           "feature_matching": 1}}]
+    tr, _ = _datasets(real_videos)
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=tr, device="cpu", resume=None)
+    assert t.amp
+    seen = []
+    h = t.raw_model.generator.final.register_forward_hook(
+        lambda m, i, o: seen.append(o.dtype))
+    rec = t.fit()
+    h.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    assert all(np.isfinite(r["loss/total"]) and np.isfinite(r["loss/disc"]) for r in rec)
+    assert all(p.dtype == torch.float32 for p in t.raw_model.parameters())
+
+
+def test_face_perceptual_phase(tmp_path, real_videos, assets_dir):
+    """The documented VGG substitute plugs into a phase: the logged perceptual loss equals
+    FacePerceptualLoss evaluated on the same prediction."""
+    from facegeo_models.common.perceptual import FacePerceptualLoss
+
+    cfg = _cfg(**{"perceptual": "{type: face, identity_weight: 1.0}", "train.ckpt_every": 0,
+                  "train.val_every": 0, "train.sample_every": 0, "train.ema": "null"})
+    cfg["phases"] = [{"name": "perc", "steps": 1, "losses": {"l1": 1, "perceptual": 1}}]
+    tr, _ = _datasets(real_videos)
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=tr, device="cpu", resume=None)
+    assert isinstance(t.perceptual, FacePerceptualLoss)
+    batch = torch.utils.data.default_collate([tr[it] for it in
+                                             t._loader(0).batch_sampler.batch_at(0)])
+    with torch.no_grad():
+        t.raw_model.train()
+        expect = t.perceptual(t.raw_model(batch)["prediction"], batch["driving"]).item()
+    rec = t.fit()
+    assert rec[0]["loss/perceptual"] == pytest.approx(expect, rel=1e-5)
+    bad = _cfg()
+    bad["phases"][0]["losses"]["perceptual"] = 1.0
+    with pytest.raises(ValueError, match="perceptual is 'none'"):
+        Trainer(bad, out_dir=tmp_path / "bad", train_dataset=tr, device="cpu")

@@ -1,1 +1,24 @@
-"""Neural building blocks, losses, dataset and trainer shared by all reenactment models."""
+"""Neural building blocks, losses, dataset and trainer shared by all reenactment models.
+
+Sub-modules (imported lazily by the apps; import them directly):
+
+* :mod:`.blocks` - down/up/res blocks, hourglass, anti-aliased pyramid, keypoint detector
+  (soft-argmax, DSNT), warping, occlusion-aware generator
+* :mod:`.discriminator` - multi-scale patch discriminator, LSGAN / hinge / WGAN-GP losses,
+  gradient penalty, feature matching
+* :mod:`.perceptual` - VGG-19 multi-scale perceptual loss, MobileFaceNet face-feature loss
+* :mod:`.registry` - model name -> builder
+* :mod:`.checkpoint` - safetensors checkpoints with model card, safe loading
+* :mod:`.sampling` - deterministic resumable rank-sharded batch sampler
+* :mod:`.data` - (source, driving) video datasets, augmentation, preprocessing
+* :mod:`.trainer` - config-driven trainer (phases, AMP, EMA, GAN, DDP, exact resume)
+* :mod:`.testing` - tiny test-only model (``_test_tiny_warp``)
+
+See docs/training.md.
+"""
+
+from .checkpoint import load_model, save_checkpoint
+from .registry import build_model, register_model, registered_models
+
+__all__ = ["build_model", "register_model", "registered_models", "load_model",
+           "save_checkpoint"]

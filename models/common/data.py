@@ -516,3 +516,31 @@ def preprocess_folder(inputs: list[str | os.PathLike], out_root: str | os.PathLi
         meta["split"] = where[f.stem]
         metas.append(meta)
     return metas
+
+
+def benchmark_loader(dataset: PairDataset, batch_size: int = 8, num_workers: int = 2,
+                     batches: int = 20, warmup: int = 2) -> dict:
+    """Time a DataLoader over ``dataset`` (as the trainer builds it). Returns
+    ``{"num_workers", "batches", "items_per_s", "s_per_batch"}`` measured after
+    ``warmup`` batches (which include worker start-up)."""
+    import time
+
+    from torch.utils.data import DataLoader
+
+    from .sampling import StepBatchSampler
+
+    kw: dict[str, Any] = {}
+    if num_workers > 0:
+        kw = {"persistent_workers": True, "prefetch_factor": 4}
+    dl = DataLoader(dataset, batch_sampler=StepBatchSampler(len(dataset), batch_size, seed=0),
+                    num_workers=num_workers, **kw)
+    it = iter(dl)
+    for _ in range(warmup):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    dt = time.perf_counter() - t0
+    del it
+    return {"num_workers": num_workers, "batches": batches,
+            "items_per_s": batches * batch_size / dt, "s_per_batch": dt / batches}
