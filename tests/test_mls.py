@@ -488,3 +488,19 @@ def test_weighted_motion_at_feature_point_is_finite_one_hot():
     torch.testing.assert_close(wm.flow[0, 0, 0], k_s[0, 0].detach())
     (wm.flow.sum() + mls.weighted_motion_loss(wm.M, k_s, k_d, wm.weights)).backward()
     assert torch.isfinite(k_d.grad).all() and torch.isfinite(k_s.grad).all()
+
+
+def test_inductor_backend_matches_eager():
+    # one compiled kernel (second moments off) serves rigid and similarity
+    g = torch.Generator().manual_seed(14)
+    p = torch.rand(2, 7, 2, generator=g) * 60 + 2
+    q = p + torch.randn(2, 7, 2, generator=g) * 3
+    with torch.no_grad():
+        for kind in ("rigid", "similarity"):
+            fused = mls.mls_grid(q, p, 24, 32, kind, backend="inductor")
+            torch.testing.assert_close(fused, mls.mls_grid(q, p, 24, 32, kind), atol=1e-3,
+                                       rtol=0)
+    with pytest.raises(ValueError, match="inference only"):
+        mls.mls_deform(p.clone().requires_grad_(True), p, q, backend="inductor")
+    with pytest.raises(ValueError, match="backend"):
+        mls.mls_deform(p, p, q, backend="triton")
