@@ -1,0 +1,115 @@
+"""pfp_mls inference speed (paper config, 256x256, batch 1) and parameter count.
+
+Reference in the same run: a FOMM-shaped pipeline of the same size class built from
+``facegeo_models.common`` blocks (keypoint detector on both frames, hourglass dense-motion
+network with K+1 motions, occlusion-aware generator), i.e. the model the paper builds on.
+
+    python benchmarks/bench_pfp_mls.py [--device cpu|cuda] [--repeats 10] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegeo_models import pfp_mls
+from facegeo_models.common.blocks import (
+    AntiAliasInterpolation2d,
+    Hourglass,
+    KeypointDetector,
+    OcclusionAwareGenerator,
+    identity_grid,
+    keypoints_to_gaussian,
+)
+
+
+class FommShaped(nn.Module):
+    """Cost reference: FOMM vox-256 sizes (10 keypoints, no Jacobians)."""
+
+    def __init__(self, num_kp: int = 10):
+        super().__init__()
+        self.kp = KeypointDetector(num_kp, 3, 32, 1024, 5, 0.1, scale_factor=0.25)
+        self.down = AntiAliasInterpolation2d(3, 0.25)
+        self.hourglass = Hourglass(64, (num_kp + 1) * 4, 5, 1024)
+        self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, 7, padding=3)
+        self.occ = nn.Conv2d(self.hourglass.out_filters, 1, 7, padding=3)
+        self.gen = OcclusionAwareGenerator(3, 64, 512, 2, 6)
+
+    def forward(self, src, drv):
+        ks, kd = self.kp(src)["value"], self.kp(drv)["value"]
+        small = self.down(src)
+        b, _, h, w = small.shape
+        heat = keypoints_to_gaussian(kd, h, w, 0.1) - keypoints_to_gaussian(ks, h, w, 0.1)
+        heat = torch.cat([torch.zeros_like(heat[:, :1]), heat], 1)
+        ident = identity_grid(b, h, w, device=src.device)
+        grids = ident[:, None] - kd[:, :, None, None] + ks[:, :, None, None]
+        grids = torch.cat([ident[:, None], grids], 1)  # (B, K+1, h, w, 2)
+        k1 = grids.shape[1]
+        deformed = F.grid_sample(small.repeat_interleave(k1, 0), grids.flatten(0, 1),
+                                 align_corners=False).view(b, k1, 3, h, w)
+        feat = self.hourglass(torch.cat([heat[:, :, None], deformed], 2).flatten(1, 2))
+        mask = F.softmax(self.mask(feat), 1)
+        grid = (mask[..., None] * grids).sum(1)
+        return self.gen(src, grid, torch.sigmoid(self.occ(feat)))["prediction"]
+
+
+def _time(fns: dict, repeats: int, device: str) -> dict[str, float]:
+    """Best wall time of each function; the functions are interleaved in every repeat so
+    that load changes on a shared machine hit all of them alike."""
+    best = {k: float("inf") for k in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()  # warm-up
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    torch.manual_seed(0)
+    ours = pfp_mls.from_config("paper").to(dev).eval()
+    ref = FommShaped().to(dev).eval()
+    src = torch.rand(1, 3, 256, 256, device=dev)
+    drv = torch.rand(1, 3, 256, 256, device=dev)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_ref = sum(p.numel() for p in ref.parameters())
+    print(f"device {dev}, threads {torch.get_num_threads()}, 256x256, batch 1, "
+          f"best of {args.repeats}")
+    print(f"parameters: pfp_mls paper config {n_ours / 1e6:.2f} M "
+          f"(" + ", ".join(f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M"
+                           for k, m in ours.named_children()) + f"); "
+          f"FOMM-shaped reference {n_ref / 1e6:.2f} M")
+    t = _time({"ref": lambda: ref(src, drv), "ours": lambda: ours.reenact(src, drv),
+               "pts": lambda: ours.feature_points(src, drv),
+               "gen": lambda: ours.generator(src, torch.zeros(1, 64, 64, 2, device=dev),
+                                             torch.ones(1, 1, 64, 64, device=dev))},
+              args.repeats, dev)
+    t_ref, t_ours, t_pts = t["ref"], t["ours"], t["pts"]
+    print(f"reference (FOMM-shaped): {t_ref * 1e3:8.1f} ms  {1 / t_ref:6.2f} frames/s")
+    print(f"pfp_mls (full reenact):  {t_ours * 1e3:8.1f} ms  {1 / t_ours:6.2f} frames/s")
+    print(f"  of which embedder + transformer + points: {t_pts * 1e3:.1f} ms, "
+          f"occlusion-aware generator (shared with the reference): {t['gen'] * 1e3:.1f} ms")
+    print(f"ratio pfp_mls / reference time: {t_ours / t_ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Figure for docs/models/pfp_mls.md: the tiny pfp_mls model overfitted on CPU to four
+real (source, driving) pairs at 64x64 (same setting as tests/test_pfp_mls.py, longer).
+
+Rows: one pair each. Columns: source with k_s, driving with k_d, source warped by the
+dense motion, prediction, occlusion map. Also prints the loss curve.
+
+    python docs/make_figures_pfp_mls.py   # ~1 min on one CPU core
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facegeo.assets import atomic_write
+from facegeo.coords import normalized_to_pixel
+from facegeo_models import pfp_mls
+
+OUT = Path(__file__).resolve().parent / "img" / "pfp_mls_overfit.png"
+MEDIA = Path(os.environ.get("FACEGEO_MEDIA", Path(__file__).resolve().parents[2] / "shared"
+                            / "media"))
+COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+                   [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
+                   [210, 245, 60], [250, 190, 190]], dtype=np.uint8)
+
+
+def decode(path: Path, idx: list[int], size: int) -> torch.Tensor:
+    import av
+
+    frames = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in idx:
+                frames.append(torch.from_numpy(f.to_ndarray(format="rgb24")))
+            if i >= max(idx):
+                break
+    x = torch.stack(frames).permute(0, 3, 1, 2).float() / 255
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
+def to_uint8(x: torch.Tensor, scale: int) -> np.ndarray:
+    x = F.interpolate(x[None], scale_factor=scale, mode="nearest")[0]
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy().copy()
+
+
+def draw_points(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    for n, (x, y) in enumerate(pts):
+        xi, yi = int(round(x)), int(round(y))
+        img[max(0, yi - 2):yi + 3, max(0, xi - 2):xi + 3] = COLORS[n % len(COLORS)]
+    return img
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    a = decode(MEDIA / "lp_d9.mp4", [0, 40, 80, 120], 64)
+    b = decode(MEDIA / "lp_s18.mp4", [0, 40, 80, 120], 64)
+    batch = {"source": torch.cat([a[:2], b[:2]]), "driving": torch.cat([a[2:], b[2:]])}
+    model = pfp_mls.from_config("tiny")
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    weights = {"l1": 1.0, "motion": 10.0, "spread": 10.0}
+    copy_l1 = (batch["source"] - batch["driving"]).abs().mean().item()
+    for it in range(200):
+        out = model(batch)
+        total, terms = pfp_mls.total_loss(model, batch, out, weights=weights)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        if it % 25 == 0 or it == 199:
+            print(f"step {it:3d} " + " ".join(f"{k} {v.item():.4f}" for k, v in terms.items()))
+    print(f"L1 of copying the source: {copy_l1:.4f}")
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    print(f"eval-mode L1: {(out['prediction'] - batch['driving']).abs().mean().item():.4f}")
+    s = 2
+    rows = []
+    for i in range(4):
+        ks = normalized_to_pixel(out["kp_source"][i], 64 * s, 64 * s).numpy()
+        kd = normalized_to_pixel(out["kp_driving"][i], 64 * s, 64 * s).numpy()
+        cols = [draw_points(to_uint8(batch["source"][i], s), ks),
+                draw_points(to_uint8(batch["driving"][i], s), kd),
+                to_uint8(out["deformed"][i], s), to_uint8(out["prediction"][i], s),
+                to_uint8(F.interpolate(out["occlusion"][i:i + 1], size=(64, 64),
+                                       mode="bilinear")[0], s)]
+        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255)
+                                    for c in cols], 1))
+    grid = np.concatenate(rows, 0)
+    import cv2
+
+    ok, buf = cv2.imencode(".png", grid[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    atomic_write(OUT, lambda t: t.write_bytes(buf.tobytes()))
+    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
