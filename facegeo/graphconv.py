@@ -40,6 +40,83 @@ def _apply(M, Mt, x2):
     return _SpMM.apply(x2, M, Mt)
 
 
+def _cheb_forward_recursion(L: torch.Tensor, t0: torch.Tensor, K: int) -> list[torch.Tensor]:
+    """[T_0(L) t0, ..., T_{K-1}(L) t0] for t0 (V, N) contiguous."""
+    ts = [t0]
+    if K > 1:
+        ts.append(torch.sparse.mm(L, t0))
+        for _ in range(2, K):
+            ts.append(torch.sparse.mm(L, ts[-1]).mul_(2.0).sub_(ts[-2]))
+    return ts
+
+
+def _clenshaw(L: torch.Tensor, cs: list[torch.Tensor]) -> torch.Tensor:
+    """sum_k T_k(L) c_k for a list of K (V, N) tensors (Clenshaw's recurrence)."""
+    K = len(cs)
+    if K == 1:
+        return cs[0].clone()
+    b1, b2 = cs[K - 1], None
+    for k in range(K - 2, 0, -1):
+        nb = torch.sparse.mm(L, b1).mul_(2.0).add_(cs[k])
+        if b2 is not None:
+            nb.sub_(b2)
+        b1, b2 = nb, b1
+    out = torch.sparse.mm(L, b1).add_(cs[0])
+    if b2 is not None:
+        out.sub_(b2)
+    return out
+
+
+class _ChebFn(torch.autograd.Function):
+    """Fused Chebyshev convolution y = sum_k T_k(L) x W_k for a constant symmetric L.
+
+    x (B, V, Cin), W (K, Cin, Cout) -> (B, V, Cout). One stacked GEMM per product and
+    K-1 sparse products per direction; the recursion runs on min(Cin, Cout) channels."""
+
+    @staticmethod
+    def forward(ctx, x, W, L):
+        B, V, Cin = x.shape
+        K, _, Cout = W.shape
+        ctx.inputs_first = Cin <= Cout
+        x2 = x.transpose(0, 1).reshape(V * B, Cin)
+        if ctx.inputs_first:
+            ts = _cheb_forward_recursion(L, x2.view(V, B * Cin), K)
+            T = torch.stack([t.view(V * B, Cin) for t in ts], 1)  # (VB, K, Cin)
+            out = T.view(V * B, K * Cin) @ W.reshape(K * Cin, Cout)
+            ctx.save_for_backward(T, W)
+        else:
+            zs = [(x2 @ W[k]).view(V, B * Cout) for k in range(K)]
+            out = _clenshaw(L, zs).view(V * B, Cout)
+            ctx.save_for_backward(x2, W)
+        ctx.L, ctx.shape = L, (B, V, Cin, K, Cout)
+        return out.view(V, B, Cout).transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, g):
+        B, V, Cin, K, Cout = ctx.shape
+        L = ctx.L
+        gv = g.transpose(0, 1).reshape(V * B, Cout)
+        gx = gW = None
+        if ctx.inputs_first:
+            T, W = ctx.saved_tensors
+            if ctx.needs_input_grad[1]:
+                gW = (T.view(V * B, K * Cin).t() @ gv).view(K, Cin, Cout)
+            if ctx.needs_input_grad[0]:
+                # one contiguous (VB, Cin) product per order: no copies for the recursion
+                cs = [(gv @ W[k].t()).view(V, B * Cin) for k in range(K)]
+                gx = _clenshaw(L, cs).view(V, B, Cin).transpose(0, 1)
+        else:
+            x2, W = ctx.saved_tensors
+            Wc = W.permute(1, 0, 2).reshape(Cin, K * Cout)
+            gs = _cheb_forward_recursion(L, gv.view(V, B * Cout), K)
+            gZ = torch.stack([t.view(V * B, Cout) for t in gs], 1).view(V * B, K * Cout)
+            if ctx.needs_input_grad[1]:
+                gW = (x2.t() @ gZ).view(Cin, K, Cout).permute(1, 0, 2)
+            if ctx.needs_input_grad[0]:
+                gx = (gZ @ Wc.t()).view(V, B, Cin).transpose(0, 1)
+        return gx, gW, None
+
+
 class ChebConv(nn.Module):
     """Chebyshev graph convolution over a fixed graph.
 
@@ -70,6 +147,11 @@ class ChebConv(nn.Module):
         L = _as_sparse_matrix(laplacian, "laplacian")
         if L.shape[0] != L.shape[1]:
             raise ValueError(f"laplacian must be square, got {tuple(L.shape)}")
+        Lc = L if L.layout == torch.sparse_coo else L.to_sparse_coo().coalesce()
+        asym = (Lc - Lc.t()).coalesce().values()
+        if asym.numel() and float(asym.abs().max()) > 1e-6 * max(float(Lc.values().abs().max()),
+                                                                 1e-30):
+            raise ValueError("laplacian must be symmetric (the backward pass relies on it)")
         self.in_channels, self.out_channels, self.K = in_channels, out_channels, K
         self.num_vertices = L.shape[0]
         self.register_buffer("laplacian", _csr(L) if L.layout == torch.sparse_coo else L,
@@ -105,43 +187,12 @@ class ChebConv(nn.Module):
         unbatched = x.ndim == 2
         if unbatched:
             x = x[None]
-        B, V, Cin = x.shape
         L = self.laplacian
-        W = self.weight.to(x.dtype)
-        K, Cout = self.K, self.out_channels
-        xv = x.transpose(0, 1)  # (V, B, Cin) view
-        if Cin <= Cout:
-            # recursion on the inputs, then one GEMM with the stacked weights
-            t0 = xv.reshape(V, B * Cin)
-            ts = [t0]
-            if K > 1:
-                t1 = _apply(L, L, t0)
-                ts.append(t1)
-                for _ in range(2, K):
-                    t2 = 2.0 * _apply(L, L, t1) - t0
-                    ts.append(t2)
-                    t0, t1 = t1, t2
-            out = ts[0].view(V * B, Cin) @ W[0]
-            for k in range(1, K):
-                out = torch.addmm(out, ts[k].view(V * B, Cin), W[k])
-            out = out.view(V, B, Cout)
-        else:
-            # Clenshaw: y = sum_k T_k(L) z_k with z_k = x W_k
-            Z = (xv.reshape(V * B, Cin) @ W.permute(1, 0, 2).reshape(Cin, K * Cout))
-            Z = Z.view(V, B, K, Cout)
-            z = [Z[:, :, k].reshape(V, B * Cout) for k in range(K)]
-            if K == 1:
-                out = z[0]
-            else:
-                b1 = z[K - 1]
-                b2 = torch.zeros_like(b1)
-                for k in range(K - 2, 0, -1):
-                    b1, b2 = z[k] + 2.0 * _apply(L, L, b1) - b2, b1
-                out = z[0] + _apply(L, L, b1) - b2
-            out = out.view(V, B, Cout)
+        if L.dtype != x.dtype or L.device != x.device:
+            L = L.to(device=x.device, dtype=x.dtype)
+        out = _ChebFn.apply(x, self.weight.to(x.dtype), L)
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
-        out = out.transpose(0, 1)
         return out[0] if unbatched else out
 
 

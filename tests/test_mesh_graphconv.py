@@ -145,3 +145,19 @@ def test_sparse_pool(sphere_graph):
     torch.testing.assert_close(pool(x[0]), y[0])
     with pytest.raises(ValueError, match="SparsePool expects"):
         pool(torch.randn(V + 1, 2))
+
+
+@pytest.mark.parametrize("cin,cout,K", [(2, 3, 3), (3, 2, 4), (2, 2, 1)])
+def test_chebconv_gradcheck(cin, cout, K):
+    s = trimesh.creation.icosphere(subdivisions=0)
+    f = torch.from_numpy(np.asarray(s.faces))
+    conv = ChebConv.from_faces(cin, cout, K, f).double()
+    x = torch.randn(2, 12, cin, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: torch.func.functional_call(
+        conv, {"weight": w, "bias": b}, (x,)), (x, conv.weight, conv.bias))
+
+
+def test_chebconv_rejects_asymmetric_operator():
+    A = torch.tensor([[0.0, 1.0], [0.0, 0.0]]).to_sparse()
+    with pytest.raises(ValueError, match="symmetric"):
+        ChebConv(1, 1, 2, A)

@@ -64,10 +64,15 @@ def _sparse(indices: torch.Tensor, values: torch.Tensor, size: Sequence[int]) ->
 
 
 def _csr(m: torch.Tensor) -> torch.Tensor:
-    """COO -> CSR without the 'beta' warning spam."""
+    """COO -> CSR (int32 indices when they fit: MKL / cuSPARSE use them without a per-call
+    conversion), without the 'beta' warning spam."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return m.to_sparse_csr()
+        c = m.to_sparse_csr()
+        if c.values().numel() < 2**31 - 1 and max(c.shape) < 2**31 - 1:
+            c = torch.sparse_csr_tensor(c.crow_indices().int(), c.col_indices().int(),
+                                        c.values(), c.shape, check_invariants=False)
+        return c
 
 
 def _check_faces(faces: torch.Tensor, num_vertices: int | None) -> tuple[torch.Tensor, int]:
