@@ -264,6 +264,21 @@ def test_driving_point_offset_moves_one_point_only():
     assert (a["flow"] - b["flow"]).abs().max() > 1e-3
 
 
+def test_source_points_depend_on_driving_and_bf16_autocast():
+    """Paired points: k_s moves when only the driving frame changes (co-attention); under
+    bf16 autocast the weighted motion stays float32 and everything is finite."""
+    m = _tiny().eval()
+    src = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a = m.feature_points(src, torch.rand(1, 3, 64, 64))
+        b = m.feature_points(src, torch.rand(1, 3, 64, 64))
+        assert (a["kp_source"] - b["kp_source"]).abs().max() > 1e-4
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m({"source": src, "driving": torch.rand(1, 3, 64, 64)})
+    assert out["motion_M"].dtype == torch.float32 and out["flow"].dtype == torch.float32
+    assert all(torch.isfinite(v.float()).all() for v in out.values())
+
+
 def test_paper_config_shapes_and_parameter_count():
     torch.manual_seed(0)
     m = pfp_mls.from_config("paper").eval()
