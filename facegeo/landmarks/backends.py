@@ -162,6 +162,10 @@ class LandmarkDetector:
     def _detect(self, img: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def detect_near(self, img: np.ndarray, box: torch.Tensor) -> list[Face]:
+        """Faces near ``box`` (used by the tracker to re-detect); by default all faces."""
+        return self.detect(img)
+
     def landmarks_in_box(self, img: np.ndarray, box: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 RGB image and a (4,) box -> (68, 2) landmarks in that box."""
         raise NotImplementedError(f"backend {self.name!r} cannot place landmarks in a box")
@@ -272,7 +276,7 @@ class DlibDetector(LandmarkDetector):
             rects, scores, _ = self._hog.run(small, up, self.min_score)
             for r, sc in zip(rects, scores):
                 b = torch.tensor([r.left(), r.top(), r.right(), r.bottom()], dtype=torch.float32)
-                out.append((b / scale, float(sc), "hog"))
+                out.append(((b + 0.5) / scale - 0.5, float(sc), "hog"))
         if not out and "cnn" in self.detector:
             if self._cnn is None:
                 self._cnn = _dlib_model("cnn")
@@ -282,8 +286,41 @@ class DlibDetector(LandmarkDetector):
                     continue
                 r = d.rect
                 b = torch.tensor([r.left(), r.top(), r.right(), r.bottom()], dtype=torch.float32)
-                out.append((b / scale, float(d.confidence), "cnn"))
+                out.append(((b + 0.5) / scale - 0.5, float(d.confidence), "cnn"))
         return out
+
+    def detect_near(self, img: np.ndarray, box: torch.Tensor, face_px: float = 320.0,
+                    ) -> list[Face]:
+        """HOG detection restricted to a region around ``box`` (twice its size; the origin is
+        aligned to dlib's 8-pixel HOG cells so the result matches a full-frame pass),
+        downscaled only when the face is wider than ``face_px``. Much cheaper than a
+        full-frame pass on large frames. Returns faces in full-image coordinates."""
+        import cv2
+
+        if self._hog is None:
+            return self.detect(img)
+        h, w = img.shape[:2]
+        side = float((box[2:] - box[:2]).mean())
+        cx, cy = ((box[:2] + box[2:]) / 2).tolist()
+        x0, y0 = max(int(cx - side) // 8 * 8, 0), max(int(cy - side) // 8 * 8, 0)
+        x1, y1 = min(int(cx + side) + 1, w), min(int(cy + side) + 1, h)
+        if min(x1 - x0, y1 - y0) < MIN_IMAGE_SIZE:
+            return []
+        roi = img[y0:y1, x0:x1]
+        s = min(1.0, face_px / max(side, 1.0))
+        if s < 1.0:
+            roi = cv2.resize(roi, (max(round((x1 - x0) * s), 1), max(round((y1 - y0) * s), 1)),
+                             interpolation=cv2.INTER_AREA)
+        up = 0 if side * s >= 90 else 1 if side * s >= 45 else 2
+        rects, scores, _ = self._hog.run(roi, up, self.min_score)
+        faces = []
+        off = torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        for r, sc in zip(rects, scores):
+            bb = torch.tensor([r.left(), r.top(), r.right(), r.bottom()], dtype=torch.float32)
+            bb = (bb + 0.5) / s - 0.5 + off
+            faces.append(Face(box=bb, landmarks=self.landmarks_in_box(img, bb), score=float(sc),
+                              backend=self.name, extra={"detector": "hog"}))
+        return sorted(faces, key=lambda f: -f.area)
 
     def landmarks_in_box(self, img: np.ndarray, box: torch.Tensor) -> torch.Tensor:
         """(H, W, 3) uint8 RGB (or (H, W) gray) + (4,) HOG-style box -> (68, 2) landmarks."""

@@ -145,6 +145,26 @@ def sms(seq: torch.Tensor, per_coordinate: bool = False) -> float:
     return float(val)
 
 
+# stable points whose optical flow drives the box: brows (19, 24), nose (27-31, 33, 35),
+# eye corners (36, 39, 42, 45), mouth corners and lip centres (48, 51, 54, 57)
+_FLOW_POINTS = [19, 24, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45, 48, 51, 54, 57]
+
+
+def _fit_similarity(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Least-squares 2D similarity q ~ s R p + t (closed form). Returns (2, 3)."""
+    mp, mq = p.mean(0), q.mean(0)
+    pc, qc = p - mp, q - mq
+    den = max(float((pc * pc).sum()), 1e-9)
+    a = float((pc * qc).sum()) / den
+    b = float((pc[:, 0] * qc[:, 1] - pc[:, 1] * qc[:, 0]).sum()) / den
+    r = np.array([[a, -b], [b, a]])
+    return np.concatenate([r, (mq - r @ mp)[:, None]], 1)
+
+
+def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return p @ m[:, :2].T + m[:, 2]
+
+
 @dataclass
 class TrackResult:
     """Output of :meth:`LandmarkTracker.track`.
@@ -199,7 +219,7 @@ class LandmarkTracker:
         min_cutoff: float = 1.0,
         beta: float = 5.0,
         d_cutoff: float = 1.0,
-        lost_threshold: float = 0.25,
+        lost_threshold: float = 0.15,
         redetect_every: int | None = 60,
         max_scale_change: float = 0.2,
         flow_window: int = 15,
@@ -272,6 +292,17 @@ class LandmarkTracker:
         return self.detector.landmarks_in_box(img, torch.from_numpy(box)).numpy()
 
     def _detect(self, img: np.ndarray, near: np.ndarray | None) -> Face | None:
+        if near is not None:
+            # re-detection: first in a region around the predicted box (cheap), then in
+            # the whole frame
+            near_t = torch.from_numpy(near)
+            for faces in (self.detector.detect_near(img, near_t), None):
+                if faces is None:
+                    faces = self.detector.detect(img)
+                ious = [_iou(f.box, near_t) for f in faces]
+                if ious and max(ious) > 0.1:
+                    return faces[int(np.argmax(ious))]
+            return None
         faces = self.detector.detect(img)
         if not faces:
             return None
@@ -280,14 +311,13 @@ class LandmarkTracker:
                 raise NoFaceError(f"frame {self._frame}: face index {self.index} requested but "
                                   f"only {len(faces)} face(s) found")
             return faces[self.index]
-        ious = [_iou(f.box, torch.from_numpy(near)) for f in faces]
-        best = int(np.argmax(ious))
-        return faces[best] if ious[best] > 0.1 else None
+        return None
 
     def _flow(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
-        """Move the previous landmarks to this frame with pyramidal Lucas-Kanade flow,
-        computed in a region around the face downscaled so the face is about
-        ``flow_face_px`` pixels wide (the flow only has to place the box)."""
+        """Move the previous landmarks to this frame: pyramidal Lucas-Kanade flow of 17
+        stable points, computed in a region around the face downscaled so the face is at
+        most ``flow_face_px`` pixels wide, and the similarity transform fitted to them
+        (applied to all 68 points; the flow only has to place the box)."""
         import cv2
 
         prev = self._prev_lm
@@ -312,16 +342,25 @@ class LandmarkTracker:
             scale = np.ones(2, np.float32)
         off = np.array([x0, y0], np.float32)
         # pixel-centre convention: u = (x - x0 + 0.5) * s - 0.5
-        p0 = ((prev - off + 0.5) * scale - 0.5).reshape(-1, 1, 2)
+        sub = prev[_FLOW_POINTS]
+        p0 = ((sub - off + 0.5) * scale - 0.5).reshape(-1, 1, 2)
         win = self.flow_window
         p1, st, _ = cv2.calcOpticalFlowPyrLK(
             a, b, p0, None, winSize=(win, win), maxLevel=2,
-            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.05))
         ok = st.reshape(-1).astype(bool)
         p1 = (p1.reshape(-1, 2) + 0.5) / scale - 0.5 + off
-        shift = np.median(p1[ok] - prev[ok], axis=0) if ok.any() else np.zeros(2, np.float32)
-        pred = np.where(ok[:, None], p1, prev + shift).astype(np.float32)
-        return pred, float(ok.mean())
+        frac = float(ok.mean())
+        if ok.sum() < 3:
+            return prev.copy(), frac
+        # similarity transform of the tracked subset (one round of outlier rejection),
+        # applied to all 68 points
+        m = _fit_similarity(sub[ok], p1[ok])
+        res = np.linalg.norm(_apply(m, sub[ok]) - p1[ok], axis=1)
+        keep = res <= max(3.0 * float(np.median(res)), 1.0)
+        if keep.sum() >= 3:
+            m = _fit_similarity(sub[ok][keep], p1[ok][keep])
+        return _apply(m, prev).astype(np.float32), frac
 
     # -- main API ------------------------------------------------------------------------
     def update(self, frame) -> dict:
