@@ -15,6 +15,15 @@ from facegeo_models.common import discriminator as D
 torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is much faster than two on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _grad_ok(module: nn.Module, out: torch.Tensor) -> None:
     out.float().pow(2).mean().backward()
     grads = [p.grad for p in module.parameters() if p.requires_grad]

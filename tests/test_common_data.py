@@ -13,6 +13,15 @@ from facegeo_models.common import data as D
 from facegeo_models.common.sampling import StepBatchSampler
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is much faster than two on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_color_jitter_known_cases():
     x = torch.rand(2, 3, 5, 5)
     torch.testing.assert_close(D.color_jitter(x, 1, 1, 1, 0), x)

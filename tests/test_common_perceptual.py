@@ -11,6 +11,15 @@ from facegeo import assets
 from facegeo_models.common import perceptual as P
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is much faster than two on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _fake_torchvision_vgg19(path):
     """A state dict with torchvision's VGG-19 key names and shapes for ``features`` (tiny
     classifier tensors: only key names matter for the loader)."""
