@@ -230,3 +230,16 @@ def test_identity_embedding_same_person_more_similar(media, media_dir):
     # dlib's own rule: same person when the Euclidean distance is < 0.6
     d = (vecs["lp_d11.mp4"][0] - vecs["lp_s11.jpg"][0]).norm()
     assert float(d) < 0.6
+
+
+def test_region_redetection_matches_full_frame(media_dir):
+    frames, _ = read_video(media_dir / "lp_d9.mp4", max_frames=1)
+    det = get_detector("dlib_hog")
+    full = det.detect(frames[0])[0]
+    # a box shifted by 13 px (as a tracker prediction would be) still finds the same face
+    near = det.detect_near(frames[0], full.box + torch.tensor([13.0, -7.0, 13.0, -7.0]))
+    assert len(near) >= 1
+    assert float((near[0].box - full.box).abs().max()) <= 1.0
+    assert float((near[0].landmarks - full.landmarks).norm(dim=-1).mean()) < 1.0
+    # a region without a face gives nothing
+    assert det.detect_near(frames[0], torch.tensor([0.0, 0.0, 40.0, 40.0])) == []

@@ -306,7 +306,7 @@ class DlibDetector(LandmarkDetector):
         x1, y1 = min(int(cx + side) + 1, w), min(int(cy + side) + 1, h)
         if min(x1 - x0, y1 - y0) < MIN_IMAGE_SIZE:
             return []
-        roi = img[y0:y1, x0:x1]
+        roi = np.ascontiguousarray(img[y0:y1, x0:x1])  # dlib ignores numpy strides
         s = min(1.0, face_px / max(side, 1.0))
         if s < 1.0:
             roi = cv2.resize(roi, (max(round((x1 - x0) * s), 1), max(round((y1 - y0) * s), 1)),
