@@ -104,13 +104,15 @@ def controls(size: int, seed: int = 0):
     return p, q, img
 
 
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
+def best_time(fn, repeats: int) -> tuple[float, float]:
+    """(best wall-clock seconds, best process CPU seconds) over ``repeats`` calls."""
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
+    return wall, cpu
 
 
 def main() -> None:
@@ -121,6 +123,7 @@ def main() -> None:
     ap.add_argument("--baseline-repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, nargs="+", default=[0, 1],
                     help="torch thread counts to time facegeo with (0 = torch default)")
+    ap.add_argument("--backends", nargs="+", default=["eager", "inductor"])
     ap.add_argument("--grid-step", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -129,9 +132,13 @@ def main() -> None:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, device {dev}, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f}; numpy baseline float64, facegeo float32")
-    print(f"{'size':>5} {'kind':>10} {'numpy s':>8} {'thr':>3} {'ours ms':>8} {'ratio':>6} "
-          f"{'coarse ms':>9} {'ratio':>6} {'coarse err max/mean px':>23} {'|ours-np| px':>12}")
+          f"load average {load:.1f}; numpy baseline float64, facegeo float32; "
+          f"times are best of {args.repeats} (baseline: {args.baseline_repeats})")
+    print("wall = wall-clock time, cpu = process CPU time (all threads; less sensitive to other "
+          "load on the machine); ratio = numpy / ours")
+    print(f"{'size':>5} {'kind':>10} {'numpy s':>8} {'cpu s':>6} {'backend':>8} {'thr':>3} "
+          f"{'ours ms':>8} {'cpu ms':>7} {'ratio':>6} {'cpu':>5} {'coarse ms':>9} {'ratio':>6} "
+          f"{'coarse err max/mean px':>23} {'|ours-np| px':>12}")
     for size in args.sizes:
         p, q, img = controls(size)
         tp = torch.tensor(p, dtype=torch.float32, device=dev)[None]
@@ -143,26 +150,30 @@ def main() -> None:
             def run_np(kind=kind, p=p, q=q, img=img, res=res):
                 res["np"] = numpy_warp(img, p, q, kind)
 
-            def run_ours(step, kind=kind, tp=tp, tq=tq, timg=timg, res=res):
+            def run_ours(step, backend, kind=kind, tp=tp, tq=tq, timg=timg, res=res):
                 with torch.no_grad():
                     res[step] = mls.warp_image(timg, tp, tq, kind, grid_step=step,
-                                               return_grid=True)
+                                               return_grid=True, backend=backend)
                 sync()
 
-            t_np = best_time(run_np, args.baseline_repeats)
-            for threads in args.threads:
-                torch.set_num_threads(threads or default_threads)
-                run_ours(1)
-                t_ours = best_time(lambda: run_ours(1), args.repeats)
-                run_ours(args.grid_step)
-                t_coarse = best_time(lambda: run_ours(args.grid_step), args.repeats)
-                exact = res[1][1][0].double().cpu()
-                coarse_err = (res[args.grid_step][1][0].double().cpu() - exact).norm(dim=-1)
-                diff = (exact - torch.from_numpy(res["np"][1])).norm(dim=-1).max().item()
-                print(f"{size:>5} {kind:>10} {t_np:>8.3f} {torch.get_num_threads():>3} "
-                      f"{t_ours * 1e3:>8.1f} {t_np / t_ours:>5.0f}x {t_coarse * 1e3:>9.1f} "
-                      f"{t_np / t_coarse:>5.0f}x {coarse_err.max().item():>11.3f} / "
-                      f"{coarse_err.mean().item():<9.4f} {diff:>12.2e}", flush=True)
+            t_np, c_np = best_time(run_np, args.baseline_repeats)
+            for backend in args.backends:
+                for threads in args.threads:
+                    torch.set_num_threads(threads or default_threads)
+                    run_ours(1, backend)  # warm-up (and compilation for inductor)
+                    t_ours, c_ours = best_time(lambda b=backend: run_ours(1, b), args.repeats)
+                    run_ours(args.grid_step, backend)
+                    t_coarse, _ = best_time(lambda b=backend: run_ours(args.grid_step, b),
+                                         args.repeats)
+                    exact = res[1][1][0].double().cpu()
+                    err = (res[args.grid_step][1][0].double().cpu() - exact).norm(dim=-1)
+                    diff = (exact - torch.from_numpy(res["np"][1])).norm(dim=-1).max().item()
+                    print(f"{size:>5} {kind:>10} {t_np:>8.3f} {c_np:>6.2f} {backend:>8} "
+                          f"{torch.get_num_threads():>3} {t_ours * 1e3:>8.1f} "
+                          f"{c_ours * 1e3:>7.1f} {t_np / t_ours:>5.0f}x {c_np / c_ours:>4.0f}x "
+                          f"{t_coarse * 1e3:>9.1f} "
+                          f"{t_np / t_coarse:>5.0f}x {err.max().item():>11.3f} / "
+                          f"{err.mean().item():<9.4f} {diff:>12.2e}", flush=True)
             torch.set_num_threads(default_threads)
 
 
