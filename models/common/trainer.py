@@ -674,8 +674,11 @@ class Trainer:
         """Resume from a checkpoint folder (weights, optimizers, schedulers, step, RNG)."""
         path = Path(path)
         ckpt.load_weights(path / "model.safetensors", self.raw_model)
-        if self.ema is not None and (path / "ema.safetensors").is_file():
-            ckpt.load_weights(path / "ema.safetensors", self.ema)
+        if self.ema is not None:
+            if (path / "ema.safetensors").is_file():
+                ckpt.load_weights(path / "ema.safetensors", self.ema)
+            else:  # checkpoint from a run without EMA: start the average at the weights
+                self.ema.load_state_dict(self.raw_model.state_dict())
         if self.disc is not None and (path / "discriminator.safetensors").is_file():
             ckpt.load_weights(path / "discriminator.safetensors", _unwrap(self.disc))
         st = ckpt.load_training_state(path)
