@@ -281,19 +281,21 @@ class LandmarkFitter:
             return mean + (coef @ flat.T).reshape(coef.shape[0], n, 3)
         return mean + torch.einsum("bnck,bk->bnc", basis, coef)
 
-    def _select_contour(self, rot, coef, mode):
-        """Per face landmark mean (B, 68, 3), basis (B|1, 68, 3, K) and vertex ids (B, 68)."""
-        B = rot.shape[0]
+    def _select_contour(self, pose, coef, mode, camera=None, obs=None):
+        """Per face landmark mean (B, 68, 3), basis (B|1, 68, 3, K) and vertex ids (B, 68).
+
+        ``mode="slide"``: each jawline landmark takes the candidate vertex (on its model-space
+        horizontal line) whose projection is nearest to the observed point ``obs`` (B, 68, 2)."""
+        B = coef.shape[0]
         base_ids = self.lm_idx[None].expand(B, 68)
         if mode == "fixed":
             return self.mean_lm[None], self.basis_lm[None], base_ids
         pos = self._shape(self.cand_mean[None], self.cand_basis[None], coef)  # (B, C, 3)
-        x = pos @ rot[:, 0, :, None]  # rotated x: (B, C, 1)
-        x = x[..., 0]
+        proj, _ = self._project(camera, pose, pos)  # (B, C, 2)
         tab = self.cand_table.clamp_min(0)
-        vals = x[:, tab] * self.contour_sides[None, :, None]  # (B, 16, M), maximise
-        vals = vals.masked_fill(self.cand_table[None] < 0, -math.inf)
-        best = tab[torch.arange(tab.shape[0], device=tab.device)[None], vals.argmax(-1)]  # (B,16)
+        d = ((proj[:, tab] - obs[:, self.contour_ids, None]) ** 2).sum(-1)  # (B, 16, M)
+        d = d.masked_fill(self.cand_table[None] < 0, math.inf)
+        best = tab[torch.arange(tab.shape[0], device=tab.device)[None], d.argmin(-1)]  # (B,16)
         mean = self.mean_lm[None].expand(B, 68, 3).clone()
         basis = self.basis_lm[None].expand(B, *self.basis_lm.shape).clone()
         mean[:, self.contour_ids] = self.cand_mean[best]
@@ -494,10 +496,9 @@ class LandmarkFitter:
             n_pose = 7 if estimate_focal else 6
 
         mode = contour
-        lm_mean, lm_basis, ids = self._select_contour(R, coef, mode)
+        lm_mean, lm_basis, ids = self._select_contour(pose, coef, "fixed")
         P = n_pose + K
         mu = torch.full((B,), 1e-3, dtype=dt, device=dev)
-        prior_full = torch.cat([torch.zeros(n_pose, dtype=dt, device=dev), prior])
         free_full = torch.cat([torch.ones(n_pose, dtype=torch.bool, device=dev), free])
         focal_prior = 1e-2  # weak pull of log f towards its initial value
         box_weight = 100.0  # stiff penalty keeping blendshape weights in [0, 1]
@@ -587,12 +588,12 @@ class LandmarkFitter:
             c_new = coef_ + delta[:, n_pose:]
             return new, c_new
 
-        slide_every = 3
+        slide_every = 2
         it_done = 0
         use_shared = shared_identity and Ki > 0 and fit_identity
         for it in range(iterations):
             if mode == "slide" and it > 0 and it % slide_every == 0:
-                lm_mean, lm_basis, ids = self._select_contour(pose["R"], coef, mode)
+                lm_mean, lm_basis, ids = self._select_contour(pose, coef, mode, camera, x)
             X = self._shape(lm_mean, lm_basis, coef)
             p, (j_pose, j_shape) = self._project(camera, pose, X, lm_basis)
             r = (p - x).transpose(1, 2)  # (B, 2, 68)
@@ -660,7 +661,7 @@ class LandmarkFitter:
         if boxed.any():
             coef = torch.where(boxed, coef.clamp(0.0, 1.0), coef)
         if mode == "slide" and iterations > 0:
-            lm_mean, lm_basis, ids = self._select_contour(pose["R"], coef, mode)
+            lm_mean, lm_basis, ids = self._select_contour(pose, coef, mode, camera, x)
         X = self._shape(lm_mean, lm_basis, coef)
         p, _ = self._project(camera, pose, X)
         vis = (w > 0).to(dt)
