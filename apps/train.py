@@ -57,6 +57,8 @@ def build_preprocess_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--step", type=int, default=1, help="keep every step-th frame")
     p.add_argument("--box-mode", default="fixed", choices=["fixed", "smooth", "none"])
+    p.add_argument("--fit-3dmm", default=None, metavar="MODEL",
+                   help="also cache a 3DMM fit per video (fits.npz), e.g. ict_facekit")
     return p
 
 
@@ -66,7 +68,7 @@ def preprocess_main(argv: list[str]) -> int:
     a = build_preprocess_parser().parse_args(argv)
     metas = preprocess_folder(a.inputs, a.out, split=a.split, test_fraction=a.test_fraction,
                               size=a.size, detector=a.detector, max_frames=a.max_frames,
-                              step=a.step, box_mode=a.box_mode)
+                              step=a.step, box_mode=a.box_mode, fit_3dmm=a.fit_3dmm)
     for m in metas:
         print(json.dumps({k: m[k] for k in ("source", "split", "frames", "lost_frames")}))
     return 0

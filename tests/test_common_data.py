@@ -223,3 +223,27 @@ def test_preprocess_real_video(tmp_path, media_dir):
     det = detect_landmarks(item["driving"], backend="dlib")
     err = (det.reshape(68, 2) - item["driving_landmarks"]).norm(dim=-1).mean()
     assert err < 4.0, float(err)  # pixels in a 128 crop
+
+
+@pytest.mark.integration
+def test_preprocess_with_3dmm_fit(tmp_path, media_dir, assets_dir):
+    """fit_3dmm caches a video fit whose reprojected landmarks match the cached ones."""
+    D.preprocess_video(media_dir / "lp_s18.mp4", tmp_path / "train" / "s18", size=128,
+                       max_frames=2, fit_3dmm="ict_facekit")
+    ds = D.VideoFolderDataset(tmp_path, "train", with_fits=True)
+    item = ds[(0, 0)]
+    assert item["driving_angles"].shape == (3,) and item["id_coeffs"].dim() == 1
+    z = np.load(tmp_path / "train" / "s18" / "fits.npz")
+    assert z["exp_coeffs"].shape[0] == 2 and (z["rmse"] < 4.0).all()  # px in a 128 crop
+    assert abs(z["angles"][:, 0].mean()) < 45
+    with pytest.raises(ValueError, match="flip"):
+        D.VideoFolderDataset(tmp_path, "train", with_fits=True, augment={"flip": True})
+    with pytest.raises(FileNotFoundError, match="fits"):
+        D.VideoFolderDataset(_no_fit_root(tmp_path, media_dir), "train", with_fits=True)
+
+
+def _no_fit_root(tmp_path, media_dir):
+    root = tmp_path / "nofit"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "v.mp4").symlink_to(media_dir / "lp_d12.mp4")
+    return root

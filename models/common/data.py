@@ -305,7 +305,7 @@ class VideoFolderDataset(PairDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *,
                  test_fraction: float = 0.2, split_seed: int = 0, cache_videos: int = 4,
-                 require_landmarks: bool = False, **kwargs):
+                 require_landmarks: bool = False, with_fits: bool = False, **kwargs):
         super().__init__(**kwargs)
         root = Path(root)
         if not root.is_dir():
@@ -338,6 +338,16 @@ class VideoFolderDataset(PairDataset):
                                     f"{missing[0]} (run `apps/train.py preprocess`)")
         # landmarks are returned only when every video has them (batches must agree)
         self.has_landmarks = not missing
+        self.with_fits = with_fits
+        if with_fits and self.augment.get("flip"):
+            # a flipped image no longer matches its fit
+            raise ValueError("with_fits cannot be combined with flip augmentation")
+        if with_fits:
+            nofit = [p for p in self.items if not (p / "fits.npz").is_file()]
+            if nofit:
+                raise FileNotFoundError(f"with_fits: no fits.npz for {len(nofit)} video(s), "
+                                        f"e.g. {nofit[0]} (preprocess with --fit-3dmm)")
+        self._fits: dict[int, dict[str, np.ndarray]] = {}
 
     def num_videos(self):
         return len(self.items)
@@ -414,9 +424,35 @@ class VideoFolderDataset(PairDataset):
         a = self._landmark_array(v)
         return None if a is None else torch.from_numpy(a[idx].astype(np.float32))
 
+    def load_fits(self, v: int, idx: list[int]) -> dict[str, torch.Tensor]:
+        """Per-frame 3DMM fit arrays of frames ``idx``: ``angles`` (n, 3), ``exp_coeffs``
+        (n, K_exp), ``rotation`` (n, 3, 3), ``translation`` (n, 2), ``scale`` (n,), and the
+        video's ``id_coeffs`` (K_id,)."""
+        if v not in self._fits:
+            with np.load(self.items[v] / "fits.npz", allow_pickle=False) as z:
+                self._fits[v] = {k: z[k] for k in z.files}
+        f = self._fits[v]
+        out = {k: torch.from_numpy(f[k][idx]) for k in ("angles", "exp_coeffs", "rotation",
+                                                          "translation", "scale")}
+        out["id_coeffs"] = torch.from_numpy(f["id_coeffs"])
+        return out
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        if self.with_fits:
+            fi = item["frame_index"].tolist()
+            f = self.load_fits(item["video_index"], fi)
+            for k, v in f.items():
+                if k == "id_coeffs":
+                    item["id_coeffs"] = v
+                else:
+                    item[f"source_{k}"] = v[:-1] if self.n_src > 1 else v[0]
+                    item[f"driving_{k}"] = v[-1]
+        return item
+
     def summary(self) -> dict:
         s = super().summary()
-        s.update({"root": str(self.root), "split": self.split})
+        s.update({"root": str(self.root), "split": self.split, "with_fits": self.with_fits})
         return s
 
 
@@ -427,7 +463,8 @@ def build_dataset(cfg: dict, split: str = "train") -> PairDataset:
     if "root" not in cfg:
         raise ValueError("data config needs a 'root' folder")
     kw = {k: cfg[k] for k in ("image_size", "n_src", "repeats", "max_gap", "test_fraction",
-                              "split_seed", "require_landmarks", "cache_videos") if k in cfg}
+                              "split_seed", "require_landmarks", "cache_videos",
+                              "with_fits") if k in cfg}
     if split == "train":
         kw["augment"] = cfg.get("augment")
     else:
@@ -439,10 +476,15 @@ def build_dataset(cfg: dict, split: str = "train") -> PairDataset:
 def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, size: int = 256,
                      detector: str = "dlib", margin: float = 0.4, shift_up: float = 0.1,
                      box_mode: str = "fixed", max_frames: int | None = None,
-                     step: int = 1) -> dict:
+                     step: int = 1, fit_3dmm: str | None = None) -> dict:
     """Track the face through a video, crop FOMM-style, resize to ``size`` and write
     ``out_dir/%06d.png`` frames + ``landmarks.npy`` (T, 68, 2) float32 crop-pixel
-    landmarks + ``meta.json``.
+    landmarks + ``meta.json``. With ``fit_3dmm`` (a morphable-model asset name such as
+    ``"ict_facekit"`` or a path) also ``fits.npz``: a :func:`facegeo.fitting.fit_video`
+    weak-perspective fit of the crop landmarks (one identity, per-frame pose and
+    expression) with arrays ``angles`` (T, 3) yaw/pitch/roll degrees, ``rotation``
+    (T, 3, 3), ``translation`` (T, 2), ``scale`` (T,), ``id_coeffs`` (K_id,),
+    ``exp_coeffs`` (T, K_exp), ``rmse`` (T,) pixels.
 
     Uses :func:`facegeo.landmarks.tracking.track_video` (detect once, then track),
     :func:`facegeo.landmarks.crops.face_boxes` / ``clip_boxes`` (``"fixed"``: one box
@@ -477,10 +519,26 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
             atomic_write(out_dir / f"{s + i:06d}.png", lambda t, d=data: t.write_bytes(d))
     lm_np = crop_lms.numpy().astype(np.float32)
     atomic_write(out_dir / "landmarks.npy", lambda t: np.save(open(t, "wb"), lm_np))
+    if fit_3dmm:
+        from facegeo.fitting import fit_video
+        from facegeo.morphable import MorphableModel
+
+        fit = fit_video(MorphableModel.load(fit_3dmm), crop_lms)
+        arrays = {"angles": fit.angles, "rotation": fit.rotation,
+                  "translation": fit.translation, "scale": fit.scale,
+                  "id_coeffs": fit.id_coeffs[0], "exp_coeffs": fit.exp_coeffs,
+                  "rmse": fit.rmse}
+        arrays = {k: v.detach().cpu().float().numpy() for k, v in arrays.items()}
+
+        def _write_fits(t):
+            with open(t, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_write(out_dir / "fits.npz", _write_fits)
     meta = {"source": str(video), "frames": int(len(frames)), "fps": float(fps),
             "size": size, "detector": detector, "box_mode": box_mode,
             "boxes": boxes.tolist() if box_mode != "fixed" else boxes[0].tolist(),
-            "lost_frames": int(track.lost.sum())}
+            "lost_frames": int(track.lost.sum()), "fit_3dmm": fit_3dmm}
     text = json.dumps(meta, indent=1)
     atomic_write(out_dir / "meta.json", lambda t: t.write_text(text))
     return meta
