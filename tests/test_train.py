@@ -174,7 +174,14 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: dict, videos, out: str) -
     t = Trainer(cfg, out_dir=Path(out) / "ddp", train_dataset=tr, device="cpu", resume=None)
     t.fit(until_step=1)
     grads = {n: p.grad.detach().clone() for n, p in t.raw_model.named_parameters()}
-    torch.save({"grads": grads, "params": t.raw_model.state_dict()},
+    # WGAN-GP under DDP: the double backward through one DDP forward must run
+    gp_cfg = copy.deepcopy(cfg)
+    gp_cfg["discriminator"]["gan_loss"] = "wgan-gp"
+    gp = Trainer(gp_cfg, out_dir=Path(out) / "gp", train_dataset=tr, device="cpu",
+                 resume=None)
+    gp_rec = gp.fit(until_step=1)
+    torch.save({"grads": grads, "params": t.raw_model.state_dict(),
+                "gp": torch.tensor([gp_rec[0]["loss/gp"], gp_rec[0]["loss/disc"]])},
                Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -201,6 +208,7 @@ def test_ddp_two_processes_match_single_process(tmp_path, real_videos):
             torch.testing.assert_close(got["grads"][n], g, rtol=1e-4, atol=1e-6, msg=n)
         for n, p in single.raw_model.state_dict().items():
             torch.testing.assert_close(got["params"][n], p, rtol=1e-4, atol=1e-6, msg=n)
+        assert torch.isfinite(got["gp"]).all() and got["gp"][0] > 0
 
 
 # --------------------------------------------------------------------------- overfit
