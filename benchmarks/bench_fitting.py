@@ -1,0 +1,251 @@
+"""Accuracy and speed of facegeo.fitting, against eos, on synthetic and real faces.
+
+    python benchmarks/bench_fitting.py                    # full run (batch 256, 1 thread)
+    python benchmarks/bench_fitting.py --batch 64 --eos-faces 16 --no-real   # quick
+
+1. Synthetic ground truth: random ICT identity (standard normal), sparse random blendshape
+   weights in [0, 1], pose (yaw +-40, pitch +-20, roll +-15 deg), weak-perspective projection into
+   a 512 x 512 image (face ~ 300 px wide), Gaussian noise 0 / 1 / 2 px per coordinate.
+   Reports landmark RMSE (px, against the noisy input points), rotation error (deg), mean vertex
+   error of the recovered mesh (cm), and time per face for the whole batch.
+2. eos (C++ reference, ``pip install eos-py``): an eos MorphableModel built from the same ICT
+   arrays (identity basis as a PCA model with unit eigenvalues, the 53 blendshapes), landmarks
+   mapped to the same 68 vertices, ``fit_shape_and_pose(..., num_iterations=5)`` per face; same
+   metrics and time per face, in the same run (the first ``--eos-faces`` faces).
+3. Real photos: dlib 68-point landmarks on every face of ../shared/media/*.jpg (dlib's HOG
+   detector + ``face_recognition_models`` predictor), fit with the sliding jawline; reports the
+   median reprojection error in % of the outer-eye-corner distance and saves an overlay image
+   (``docs/img/fitting_overlay.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if not os.environ.get("FACEGEO_ASSETS") and (REPO.parent / "shared" / "assets").is_dir():
+    os.environ["FACEGEO_ASSETS"] = str(REPO.parent / "shared" / "assets")
+
+from facegeo import fitting  # noqa: E402
+from facegeo import transforms as T  # noqa: E402
+from facegeo.morphable import MorphableModel  # noqa: E402
+
+
+def synth(model, n, seed, noise):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, model.n_id, generator=g)
+    e = torch.rand(n, model.n_exp, generator=g) * (torch.rand(n, model.n_exp, generator=g) < 0.2)
+    ang = torch.stack([(torch.rand(n, generator=g) * 2 - 1) * 40,
+                       (torch.rand(n, generator=g) * 2 - 1) * 20,
+                       (torch.rand(n, generator=g) * 2 - 1) * 15], 1)
+    R = T.euler_to_matrix(ang)
+    s = 15 + 5 * torch.rand(n, generator=g)
+    t = 256 + 20 * torch.randn(n, 2, generator=g)
+    verts = model.vertices(a, e)
+    x = T.weak_perspective_project(model.landmarks(verts), s, R, t)
+    x = x + noise * torch.randn(x.shape, generator=g)
+    return x, R, verts
+
+
+def eos_model(model):
+    import eos
+
+    mean = model.mean.numpy().reshape(-1).astype(np.float32)
+    idb = model.id_basis.numpy().reshape(model.n_id, -1).T.astype(np.float32).copy()
+    shape = eos.morphablemodel.PcaModel(mean, idb, np.ones(model.n_id, np.float32),
+                                        model.triangles.numpy().tolist())
+    bs = [eos.morphablemodel.Blendshape(nm, model.exp_basis[k].numpy().reshape(-1)
+                                        .astype(np.float32))
+          for k, nm in enumerate(model.exp_names)]
+    return eos, eos.morphablemodel.MorphableModel(shape, bs, eos.morphablemodel.PcaModel())
+
+
+def run_eos(eos, mm, model, x, R_true, verts_true, size=512):
+    lmk = model.landmarks68.numpy()
+    mapper = eos.core.LandmarkMapper()
+    rmse, rot, verr = [], [], []
+    t0 = time.perf_counter()
+    out = []
+    for b in range(x.shape[0]):
+        # identity mapper: landmark names are the model vertex ids
+        lms = [eos.core.Landmark(str(int(lmk[i])), [float(x[b, i, 0]), float(x[b, i, 1])])
+               for i in range(68)]
+        out.append(eos.fitting.fit_shape_and_pose(mm, lms, mapper, size, size, num_iterations=5))
+    dt = (time.perf_counter() - t0) / x.shape[0]
+    for b, (mesh, rp, _, _) in enumerate(out):
+        P = eos.fitting.get_3x4_affine_camera_matrix(rp, size, size)
+        v = np.asarray(mesh.vertices)
+        p = (P @ np.c_[v[lmk], np.ones(68)].T).T[:, :2]
+        rmse.append(math.sqrt(((p - x[b].numpy()) ** 2).sum(1).mean()))
+        Re = torch.from_numpy(np.asarray(rp.get_modelview())[:3, :3].astype(np.float64))
+        rot.append(T.rotation_angle(Re[None], R_true[b:b + 1].double()).item())
+        verr.append(np.linalg.norm(v - verts_true[b].numpy(), axis=1).mean())
+    return dict(rmse_px=float(np.median(rmse)), rmse_px_mean=float(np.mean(rmse)),
+                rot_deg=float(np.median(rot)), vertex_cm=float(np.median(verr)),
+                ms_per_face=dt * 1000)
+
+
+def run_ours(model, fitter, x, R_true, verts_true, repeats=3, **kw):
+    fitter.fit(x[:8], **kw)  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = fitter.fit(x, **kw)
+        best = min(best, time.perf_counter() - t0)
+    rot = T.rotation_angle(r.rotation.double(), R_true.double())
+    verr = (r.vertices(model) - verts_true).norm(dim=-1).mean(1)
+    return r, dict(rmse_px=r.rmse.median().item(), rmse_px_mean=r.rmse.mean().item(),
+                   rot_deg=rot.median().item(), vertex_cm=verr.median().item(),
+                   ms_per_face=best / x.shape[0] * 1000)
+
+
+def real_images(model, fitter, media: Path, out_png: Path | None):
+    import cv2
+    import dlib
+    import face_recognition_models as frm
+
+    det = dlib.get_frontal_face_detector()
+    pred = dlib.shape_predictor(frm.pose_predictor_model_location())
+    pts, crops = [], []
+    for f in sorted(media.glob("*.jpg")):
+        img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        for k, d in enumerate(det(img, 1)):
+            s = pred(img, d)
+            pts.append([[p.x, p.y] for p in s.parts()])
+            crops.append((f.name, k, img))
+    x = torch.tensor(pts, dtype=torch.float32)
+    r = fitter.fit(x)
+    iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
+    err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
+    per_face = err.median(1).values
+    res = dict(faces=len(pts), median_err_pct_iod=err.median().item(),
+               mean_err_pct_iod=err.mean().item(),
+               per_face_median_pct_iod={f"{n}#{k}": round(v, 2) for (n, k, _), v in
+                                        zip(crops, per_face.tolist())},
+               yaw_pitch_roll_deg={f"{n}#{k}": [round(a, 1) for a in ang] for (n, k, _), ang in
+                                   zip(crops, r.angles.tolist())})
+    if out_png is not None:
+        verts = r.vertices(model)
+        proj = r.project(verts)
+        region = model.vertex_region
+        tri = model.triangles
+        if region is not None:
+            tri = tri[(region[tri] <= 1).all(1)]  # face regions only
+        tiles = []
+        for b, (_, _, img) in enumerate(crops):
+            lo = x[b].min(0).values
+            hi = x[b].max(0).values
+            c = (lo + hi) / 2
+            half = (hi - lo).max().item() * 0.75
+            x0, y0 = int(c[0] - half), int(c[1] - half)
+            side = int(2 * half)
+            pad = cv2.copyMakeBorder(img, side, side, side, side, cv2.BORDER_CONSTANT)
+            tile = pad[y0 + side:y0 + 2 * side, x0 + side:x0 + 2 * side].copy()
+            k = 256.0 / side
+            tile = np.ascontiguousarray(cv2.resize(tile, (256, 256)))
+            # front-facing triangles of the fitted mesh as a light wireframe
+            q = ((proj[b] - torch.tensor([x0, y0])) * k).numpy()
+            a, bb, cc = q[tri[:, 0]], q[tri[:, 1]], q[tri[:, 2]]
+            cross = (bb[:, 0] - a[:, 0]) * (cc[:, 1] - a[:, 1]) - (bb[:, 1] - a[:, 1]) * (
+                cc[:, 0] - a[:, 0])
+            front = tri[torch.from_numpy(cross < 0)][::2]  # y down: CCW in model -> CW here
+            layer = tile.copy()
+            polys = [np.round(q[t]).astype(np.int32) for t in front.tolist()]
+            cv2.polylines(layer, polys, True, (80, 170, 255), 1, cv2.LINE_AA)
+            tile = cv2.addWeighted(layer, 0.35, tile, 0.65, 0)
+            for p in x[b].tolist():
+                cv2.circle(tile, (int((p[0] - x0) * k), int((p[1] - y0) * k)), 2, (0, 255, 0), -1)
+            for p in r.landmarks2d[b].tolist():
+                cv2.circle(tile, (int((p[0] - x0) * k), int((p[1] - y0) * k)), 2, (255, 40, 40),
+                           -1)
+            tiles.append(tile)
+        cols = 4
+        while len(tiles) % cols:
+            tiles.append(np.zeros_like(tiles[0]))
+        rows = [np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)]
+        grid = np.concatenate(rows, 0)
+        grid = cv2.resize(grid, (grid.shape[1] * 3 // 4, grid.shape[0] * 3 // 4))
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        from facegeo.assets import atomic_write
+
+        def write(tmp: Path) -> None:
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+            tmp.write_bytes(buf.tobytes())
+
+        atomic_write(out_png, write)
+        res["overlay"] = str(out_png)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--eos-faces", type=int, default=64, help="faces fitted with eos (timed)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (eos is 1 thread)")
+    ap.add_argument("--no-eos", action="store_true")
+    ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA",
+                                                      str(REPO.parent / "shared" / "media")))
+    ap.add_argument("--overlay", default=str(REPO / "docs" / "img" / "fitting_overlay.png"))
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = MorphableModel.load()
+    fitter = fitting.LandmarkFitter(model)
+    results = {"batch": args.batch, "threads": args.threads, "synthetic": {}}
+    eos = mm = None
+    if not args.no_eos:
+        eos, mm = eos_model(model)
+    print(f"model: {model}\nbatch {args.batch}, torch threads {args.threads}")
+    hdr = (f"{'noise':>5} {'method':<22} {'RMSE px med':>11} {'(mean)':>7} {'rot deg':>8} "
+           f"{'vertex cm':>9} {'ms/face':>8}")
+    print(hdr)
+    for noise in (0.0, 1.0, 2.0):
+        x, R, verts = synth(model, args.batch, seed=100 + int(noise), noise=noise)
+        row = {}
+        for name, kw in (("facegeo (fixed jaw)", dict(contour="fixed")),
+                         ("facegeo (sliding jaw)", dict(contour="slide"))):
+            _, row[name] = run_ours(model, fitter, x, R, verts, **kw)
+        if eos is not None:
+            n = min(args.eos_faces, args.batch)
+            row["eos fit_shape_and_pose"] = run_eos(eos, mm, model, x[:n], R[:n], verts[:n])
+            _, row[f"facegeo (fixed jaw), same {n} faces"] = run_ours(
+                model, fitter, x[:n], R[:n], verts[:n], repeats=1, contour="fixed")
+        for name, m in row.items():
+            print(f"{noise:5.1f} {name:<22} {m['rmse_px']:11.3f} {m['rmse_px_mean']:7.3f} "
+                  f"{m['rot_deg']:8.3f} {m['vertex_cm']:9.3f} {m['ms_per_face']:8.2f}")
+        if eos is not None:
+            ratio = row["eos fit_shape_and_pose"]["ms_per_face"] / row["facegeo (fixed jaw)"][
+                "ms_per_face"]
+            row["throughput_ratio_vs_eos"] = ratio
+            print(f"      throughput: facegeo (batch {args.batch}) is {ratio:.1f}x eos "
+                  f"(eos {row['eos fit_shape_and_pose']['ms_per_face']:.1f} ms/face, facegeo "
+                  f"{row['facegeo (fixed jaw)']['ms_per_face']:.2f} ms/face)")
+        results["synthetic"][f"noise_{noise:g}px"] = row
+    if not args.no_real:
+        real = real_images(model, fitter, Path(args.media),
+                           Path(args.overlay) if args.overlay else None)
+        results["real"] = real
+        print(f"real photos: {real['faces']} faces, median reprojection error "
+              f"{real['median_err_pct_iod']:.2f}% of the outer-eye-corner distance "
+              f"(mean {real['mean_err_pct_iod']:.2f}%)")
+        print("  per face median %:", real["per_face_median_pct_iod"])
+        print("  yaw/pitch/roll deg:", real["yaw_pitch_roll_deg"])
+        if "overlay" in real:
+            print("  overlay:", real["overlay"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
