@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from facegeo.mesh.operators import _csr, _SpMM, chebyshev_laplacian
+from facegeo.mesh.operators import _csr, _mm, _SpMM, chebyshev_laplacian
 
 __all__ = ["ChebConv", "GraphLinear", "GraphResBlock", "SparsePool"]
 
@@ -44,9 +44,9 @@ def _cheb_forward_recursion(L: torch.Tensor, t0: torch.Tensor, K: int) -> list[t
     """[T_0(L) t0, ..., T_{K-1}(L) t0] for t0 (V, N) contiguous."""
     ts = [t0]
     if K > 1:
-        ts.append(torch.sparse.mm(L, t0))
+        ts.append(_mm(L, t0))
         for _ in range(2, K):
-            ts.append(torch.sparse.mm(L, ts[-1]).mul_(2.0).sub_(ts[-2]))
+            ts.append(torch.addmm(ts[-2], L, ts[-1], beta=-1.0, alpha=2.0))
     return ts
 
 
@@ -57,24 +57,26 @@ def _clenshaw(L: torch.Tensor, cs: list[torch.Tensor]) -> torch.Tensor:
         return cs[0].clone()
     b1, b2 = cs[K - 1], None
     for k in range(K - 2, 0, -1):
-        nb = torch.sparse.mm(L, b1).mul_(2.0).add_(cs[k])
+        nb = torch.addmm(cs[k], L, b1, alpha=2.0)
         if b2 is not None:
             nb.sub_(b2)
         b1, b2 = nb, b1
-    out = torch.sparse.mm(L, b1).add_(cs[0])
+    out = torch.addmm(cs[0], L, b1)
     if b2 is not None:
         out.sub_(b2)
     return out
 
 
 class _ChebFn(torch.autograd.Function):
-    """Fused Chebyshev convolution y = sum_k T_k(L) x W_k for a constant symmetric L.
+    """Fused Chebyshev convolution y = sum_k T_k(L) x W_k + b for a constant symmetric L.
 
-    x (B, V, Cin), W (K, Cin, Cout) -> (B, V, Cout). One stacked GEMM per product and
-    K-1 sparse products per direction; the recursion runs on min(Cin, Cout) channels."""
+    x (B, V, Cin), W (K, Cin, Cout), b (Cout,) or None -> (B, V, Cout), returned as a
+    transposed view of a (V, B, Cout) buffer so that a following layer needs no copy. One
+    stacked GEMM per product and K-1 sparse products per direction; the recursion runs on
+    min(Cin, Cout) channels."""
 
     @staticmethod
-    def forward(ctx, x, W, L):
+    def forward(ctx, x, W, bias, L):
         B, V, Cin = x.shape
         K, _, Cout = W.shape
         ctx.inputs_first = Cin <= Cout
@@ -82,11 +84,16 @@ class _ChebFn(torch.autograd.Function):
         if ctx.inputs_first:
             ts = _cheb_forward_recursion(L, x2.view(V, B * Cin), K)
             T = torch.stack([t.view(V * B, Cin) for t in ts], 1)  # (VB, K, Cin)
-            out = T.view(V * B, K * Cin) @ W.reshape(K * Cin, Cout)
+            if bias is None:
+                out = T.view(V * B, K * Cin) @ W.reshape(K * Cin, Cout)
+            else:
+                out = torch.addmm(bias, T.view(V * B, K * Cin), W.reshape(K * Cin, Cout))
             ctx.save_for_backward(T, W)
         else:
             zs = [(x2 @ W[k]).view(V, B * Cout) for k in range(K)]
             out = _clenshaw(L, zs).view(V * B, Cout)
+            if bias is not None:
+                out.add_(bias)
             ctx.save_for_backward(x2, W)
         ctx.L, ctx.shape = L, (B, V, Cin, K, Cout)
         return out.view(V, B, Cout).transpose(0, 1)
@@ -95,8 +102,11 @@ class _ChebFn(torch.autograd.Function):
     def backward(ctx, g):
         B, V, Cin, K, Cout = ctx.shape
         L = ctx.L
-        gv = g.transpose(0, 1).reshape(V * B, Cout)
-        gx = gW = None
+        # contiguous() also materialises stride-0 (expanded) gradients once, not per GEMM
+        gv = g.transpose(0, 1).reshape(V * B, Cout).contiguous()
+        gx = gW = gb = None
+        if ctx.needs_input_grad[2]:
+            gb = gv.sum(0)
         if ctx.inputs_first:
             T, W = ctx.saved_tensors
             if ctx.needs_input_grad[1]:
@@ -114,7 +124,7 @@ class _ChebFn(torch.autograd.Function):
                 gW = (x2.t() @ gZ).view(Cin, K, Cout).permute(1, 0, 2)
             if ctx.needs_input_grad[0]:
                 gx = (gZ @ Wc.t()).view(V, B, Cin).transpose(0, 1)
-        return gx, gW, None
+        return gx, gW, gb, None
 
 
 class ChebConv(nn.Module):
@@ -190,9 +200,8 @@ class ChebConv(nn.Module):
         L = self.laplacian
         if L.dtype != x.dtype or L.device != x.device:
             L = L.to(device=x.device, dtype=x.dtype)
-        out = _ChebFn.apply(x, self.weight.to(x.dtype), L)
-        if self.bias is not None:
-            out = out + self.bias.to(x.dtype)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        out = _ChebFn.apply(x, self.weight.to(x.dtype), bias, L)
         return out[0] if unbatched else out
 
 

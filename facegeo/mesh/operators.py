@@ -463,17 +463,23 @@ def mass_matrix(vertices: torch.Tensor, faces: torch.Tensor, kind: str = "vorono
 
 
 # ----------------------------------------------------------------------------- applying
+def _mm(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sparse (W, V) @ dense (V, N) without autograd bookkeeping. ``torch.addmm`` with
+    ``beta=0`` skips the zero-fill and the extra copy that ``torch.sparse.mm`` makes."""
+    return torch.addmm(x.new_zeros(()), M, x, beta=0)
+
+
 class _SpMM(torch.autograd.Function):
     """y = M @ x for a constant sparse M with a precomputed transpose for the backward."""
 
     @staticmethod
     def forward(ctx, x, M, Mt):
         ctx.Mt = Mt
-        return torch.sparse.mm(M, x)
+        return _mm(M, x)
 
     @staticmethod
     def backward(ctx, g):
-        return torch.sparse.mm(ctx.Mt, g.contiguous()), None, None
+        return _mm(ctx.Mt, g.contiguous()), None, None
 
 
 def spmm(M: torch.Tensor, x: torch.Tensor, Mt: torch.Tensor | None = None) -> torch.Tensor:
