@@ -190,17 +190,23 @@ def _zbuffer_torch(
     keep = torch.nonzero(valid).squeeze(1)
     if keep.numel() == 0:
         return torch.full((npix,), _INT64_MAX, dtype=torch.int64, device=dev)
-    # Group the kept triangles by tile size (square tile >= max(bbox width, height)).
-    size = torch.maximum(bw, bh).index_select(0, keep)
-    smax = int(size.max())
+    # Group the kept triangles by tile shape (kh x kw >= bbox, sizes from _TILE_SIZES).
+    bwk = bw.index_select(0, keep)
+    bhk = bh.index_select(0, keep)
+    smax = int(torch.maximum(bwk.max(), bhk.max()))
     sizes = [s for s in _TILE_SIZES if s < smax] + [smax]
-    bucket = torch.bucketize(size, torch.tensor(sizes, device=dev, dtype=size.dtype))
+    edges = torch.tensor(sizes, device=dev, dtype=bwk.dtype)
+    ns = len(sizes)
+    bucket = torch.bucketize(bwk, edges) * ns + torch.bucketize(bhk, edges)
     perm = torch.argsort(bucket)
-    counts = torch.bincount(bucket, minlength=len(sizes)).tolist()
+    counts = torch.bincount(bucket, minlength=ns * ns).tolist()
     keep = keep.index_select(0, perm)
-    per_tri = torch.cat([tv.reshape(-1, 9), torch.stack([xmin, ymin, bw, bh], 1)], 1)
-    per_tri = per_tri.index_select(0, keep).T.contiguous()  # (13, T)
-    x0, y0, z0, x1, y1, z1, x2, y2, z2, xmin, ymin, bw, bh = per_tri.unbind(0)
+    per_tri = tv.reshape(-1, 9).index_select(0, keep)  # (T, 9); strided column views below
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = per_tri.unbind(1)
+    xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2)).clamp_(min=0)
+    ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2)).clamp_(min=0)
+    bw = torch.floor(torch.maximum(torch.maximum(x0, x1), x2)).clamp_(max=width - 1) - xmin + 1
+    bh = torch.floor(torch.maximum(torch.maximum(y0, y1), y2)).clamp_(max=height - 1) - ymin + 1
     # depth key, affine in screen space; shifted to >= 1 so that the int32 bit patterns of
     # the (positive) float32 values are ordered like the values; masked-out candidates get
     # +inf (0x7F800000), i.e. a key >= _BG_KEY.
@@ -224,26 +230,21 @@ def _zbuffer_torch(
     zs0, zs1, zs2 = (zk0 + zshift) / area, (zk1 + zshift) / area, (zk2 + zshift) / area
     one = torch.ones_like(bw)
     zero = torch.zeros_like(bw)
-    # Six affine planes (value at the origin, d/dx, d/dy) per triangle: three edge functions
-    # and two bounding-box limits (all >= 0 inside), and the depth key
+    # Six affine planes (value at the origin, d/dx, d/dy) per triangle, (6, 3, T): three
+    # edge functions and two bounding-box limits (all >= 0 inside), and the depth key
     # zk(p) = sum_i w_i(p) zk_i / area.
     planes = torch.stack(
         [
-            torch.stack([c0 * sgn, -ey0 * sgn, ex0 * sgn], 1),
-            torch.stack([c1 * sgn, -ey1 * sgn, ex1 * sgn], 1),
-            torch.stack([c2 * sgn, -ey2 * sgn, ex2 * sgn], 1),
-            torch.stack([bw - 1, -one, zero], 1),
-            torch.stack([bh - 1, zero, -one], 1),
-            torch.stack(
-                [
-                    c0 * zs0 + c1 * zs1 + c2 * zs2,
-                    -(ey0 * zs0 + ey1 * zs1 + ey2 * zs2),
-                    ex0 * zs0 + ex1 * zs1 + ex2 * zs2,
-                ],
-                1,
-            ),
+            c0 * sgn, -ey0 * sgn, ex0 * sgn,
+            c1 * sgn, -ey1 * sgn, ex1 * sgn,
+            c2 * sgn, -ey2 * sgn, ex2 * sgn,
+            bw - 1, -one, zero,
+            bh - 1, zero, -one,
+            c0 * zs0 + c1 * zs1 + c2 * zs2,
+            -(ey0 * zs0 + ey1 * zs1 + ey2 * zs2),
+            ex0 * zs0 + ex1 * zs1 + ex2 * zs2,
         ]
-    )  # (6, T, 3)
+    ).view(6, 3, -1)  # fmt: skip
     bidx = torch.div(keep, F, rounding_mode="floor")
     fid = keep - bidx * F
     base = bidx * (height * width) + (ymin * width + xmin).to(torch.int64)
@@ -254,16 +255,15 @@ def _zbuffer_torch(
     for bi, cnt in enumerate(counts):
         if cnt == 0:
             continue
-        k = sizes[bi]
-        ar = torch.arange(k, device=dev)
-        dx = ar.repeat(k)
-        dy = ar.repeat_interleave(k)
-        basis = torch.stack([torch.ones_like(dx), dx, dy]).to(v.dtype)  # (3, k*k)
+        kw, kh = sizes[bi // ns], sizes[bi % ns]
+        dx = torch.arange(kw, device=dev).repeat(kh)
+        dy = torch.arange(kh, device=dev).repeat_interleave(kw)
+        basis = torch.stack([torch.ones_like(dx), dx, dy]).to(v.dtype)  # (3, kh*kw)
         offs = dx + dy * width
-        chunk = max(1, _MAX_CHUNK // (k * k))
+        chunk = max(1, _MAX_CHUNK // (kw * kh))
         for c in range(start, start + cnt, chunk):
             e = min(c + chunk, start + cnt)
-            w = torch.matmul(planes[:, c:e], basis)  # (6, t, k*k)
+            w = torch.matmul(planes[:, :, c:e].transpose(1, 2), basis)  # (6, t, kh*kw)
             zc = w[5].float()
             zc.masked_fill_(w[:5].amin(0) < 0, math.inf)
             key = zc.view(torch.int32).to(torch.int64)
@@ -416,8 +416,8 @@ def _barycentrics(
     px = (rem - py * width).to(verts.dtype)
     py = py.to(verts.dtype)
     corners = _gather_corners(verts, faces).reshape(-1, 9)  # (B*F, 9)
-    tv = corners.index_select(0, b * F + pix_face).T  # (9, N)
-    x0, y0, z0, x1, y1, z1, x2, y2, z2 = tv.unbind(0)
+    tv = corners.index_select(0, b * F + pix_face)  # (N, 9); strided column views below
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = tv.unbind(1)
     rx0, rx1, rx2 = x0 - px, x1 - px, x2 - px
     ry0, ry1, ry2 = y0 - py, y1 - py, y2 - py
     w0 = rx1 * ry2 - rx2 * ry1  # edge function opposite corner 0, at the pixel centre
@@ -475,10 +475,11 @@ def rasterize(
     keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
     covered = keys != _INT64_MAX
     pix = torch.nonzero(covered).squeeze(1)
-    face_id = torch.where(covered, keys & 0xFFFFFFFF, -1)
-    pix_face = face_id.index_select(0, pix)
-    bary, depth = _barycentrics(verts, faces, pix, pix_face, height, width, perspective_correct)
+    pix_face = keys.index_select(0, pix) & 0xFFFFFFFF
     npix = B * height * width
+    face_id = torch.full((npix,), -1, dtype=torch.int64, device=verts.device)
+    face_id.index_copy_(0, pix, pix_face)
+    bary, depth = _barycentrics(verts, faces, pix, pix_face, height, width, perspective_correct)
     bary_img = verts.new_zeros(npix, 3).index_put((pix,), bary)
     depth_img = verts.new_zeros(npix).index_put((pix,), depth)
     shape = (B, height, width)
