@@ -15,8 +15,9 @@ For every driving video (``lp_d*.mp4``, all frames unless ``--max-frames``):
 
 ``--sweep`` adds a One-Euro parameter sweep (SMS vs smoothing error) on the raw tracks;
 ``--figures`` writes docs/img/landmarks_overlay.png and docs/img/landmarks_tracking.png;
-``--calibrate`` re-measures the HOG-box / landmark-box relation used by
-``facegeo.landmarks.backends.box_from_landmarks``.
+``--synthetic`` measures accuracy against a known ground truth (photos moved by a smooth
+random similarity transform); ``--calibrate`` re-measures the HOG-box / landmark-box
+relation used by ``facegeo.landmarks.backends.box_from_landmarks``.
 
 Run: ``python benchmarks/bench_landmarks.py [--max-frames N] [--sweep] [--figures]``
 """
@@ -72,12 +73,15 @@ def interleaved(frames: np.ndarray, fps: float, det, **kw):
         calls["track"].append((w2 - w1, c2 - c1))
         if faces:
             ref[t] = faces[0].landmarks
+    raw = torch.stack([o["landmarks"] for o in outs])
     res = TrackResult(
-        landmarks=torch.stack([o["landmarks"] for o in outs]),
-        smoothed=torch.stack([o["smoothed"] for o in outs]),
+        landmarks=raw,
+        # what LandmarkTracker.track() returns: the lag-free forward-backward filter
+        smoothed=one_euro_smooth(raw, fps, *tr.filter_args, scale=tr._scale, zero_phase=True),
         boxes=torch.stack([o["box"] for o in outs]),
         detected=torch.tensor([o["detected"] for o in outs]),
         lost=torch.tensor([o["lost"] for o in outs]), fps=fps)
+    res.causal = torch.stack([o["smoothed"] for o in outs])  # live (update()) output
     tm = {}
     for k, v in calls.items():
         a = np.array(v)
@@ -99,7 +103,7 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
         d = (res.landmarks[ok] - ref[ok]).norm(dim=-1)           # (T', 68)
         iod = inter_ocular_distance(ref[ok])
         dsm = (res.smoothed - res.landmarks).norm(dim=-1)
-        dsm_ref = (res.smoothed[ok] - ref[ok]).norm(dim=-1)
+        dca = (res.causal - res.landmarks).norm(dim=-1)
         # SMS over the longest run of frames where the reference found a face
         ref_sms = sms(ref[ok]) if bool(ok.all()) else float("nan")
         row = {
@@ -116,10 +120,10 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
             "diff_mean_pct_iod": float((d.mean(-1) / iod).mean() * 100),
             "iod_px": float(iod.mean()),
             "sms_per_frame": ref_sms, "sms_track": sms(res.landmarks),
-            "sms_smoothed": sms(res.smoothed),
+            "sms_smoothed": sms(res.smoothed), "sms_causal": sms(res.causal),
             "smooth_err_px": float(dsm.mean()), "smooth_err_pct_iod":
                 float((dsm.mean(-1) / inter_ocular_distance(res.landmarks)).mean() * 100),
-            "smoothed_vs_ref_px": float(dsm_ref.mean()),
+            "causal_err_px": float(dca.mean()),
         }
         rows.append(row)
         raw_tracks[name] = (res.landmarks, fps, float(inter_ocular_distance(res.landmarks[0])))
@@ -128,14 +132,15 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
               f"(cpu x{row['speedup_cpu']:4.1f}; median per-call cpu {row['ref_cpu_median_ms']:.1f}"
               f" / {row['track_cpu_median_ms']:.1f} ms)  diff {row['diff_mean_px']:5.2f} px "
               f"({row['diff_mean_pct_iod']:4.2f}% iod)  SMS det {row['sms_per_frame']:6.1f} "
-              f"track {row['sms_track']:6.1f} smooth {row['sms_smoothed']:6.1f}  "
-              f"smooth err {row['smooth_err_px']:4.2f} px  det {row['detections']} "
+              f"track {row['sms_track']:6.1f} zero-phase {row['sms_smoothed']:6.1f} causal "
+              f"{row['sms_causal']:6.1f}  smoothing moves points by {row['smooth_err_px']:4.2f}"
+              f" / {row['causal_err_px']:4.2f} px  det {row['detections']} "
               f"lost {row['lost']} miss {row['ref_missing']}", flush=True)
     summary = {}
     for k in ("ref_ms", "track_ms", "ref_cpu_ms", "track_cpu_ms", "ref_cpu_median_ms",
               "track_cpu_median_ms", "diff_mean_px",
               "diff_mean_pct_iod", "sms_per_frame", "sms_track", "sms_smoothed",
-              "smooth_err_px", "smooth_err_pct_iod"):
+              "sms_causal", "smooth_err_px", "smooth_err_pct_iod", "causal_err_px"):
         w = np.array([r["frames"] for r in rows], float)
         summary[k] = float(np.nansum(np.array([r[k] for r in rows]) * w) / w.sum())
     summary["speedup_wall"] = summary["ref_ms"] / summary["track_ms"]
@@ -144,38 +149,52 @@ def run(videos: list[str], max_frames: int | None, sweep: bool) -> dict:
           "x{speedup_wall:.1f} wall (x{speedup_cpu:.1f} CPU; median per-call CPU "
           "{ref_cpu_median_ms:.1f} / {track_cpu_median_ms:.1f} ms); tracked vs per-frame "
           "{diff_mean_px:.2f} px ({diff_mean_pct_iod:.2f}% IOD); SMS per-frame "
-          "{sms_per_frame:.1f} / tracked {sms_track:.1f} / smoothed {sms_smoothed:.1f}; "
-          "smoothing error {smooth_err_px:.2f} px ({smooth_err_pct_iod:.2f}% IOD)".format(
+          "{sms_per_frame:.1f} / tracked {sms_track:.1f} / zero-phase {sms_smoothed:.1f} / "
+          "causal {sms_causal:.1f}; smoothing moves points by {smooth_err_px:.2f} px "
+          "({smooth_err_pct_iod:.2f}% IOD) zero-phase, {causal_err_px:.2f} px causal".format(
               **summary))
     out = {"videos": rows, "summary": summary}
+    syn_rows, syn_tracks = synthetic(SYNTHETIC_PHOTOS)
+    out["synthetic"] = syn_rows
     if sweep:
-        out["sweep"] = one_euro_sweep(raw_tracks)
+        out["sweep"] = one_euro_sweep(raw_tracks, syn_tracks)
     return out
 
 
-def one_euro_sweep(raw_tracks: dict) -> list[dict]:
-    print("\nOne-Euro sweep (landmarks in IOD units; frame-weighted over videos)")
-    print(f"{'min_cutoff':>10s} {'beta':>6s} {'SMS raw':>8s} {'SMS smooth':>10s} "
-          f"{'ratio':>6s} {'err px':>7s} {'err %IOD':>8s}")
+def one_euro_sweep(raw_tracks: dict, syn_tracks: list) -> list[dict]:
+    """SMS and error of the One-Euro filter for a grid of parameters, causal and zero-phase:
+    on the real videos (SMS, and how far smoothing moves the points from the raw track) and
+    on the synthetic sequences (error against the known ground truth, and SMS)."""
+    print("\nOne-Euro sweep (landmarks in IOD units). real: frame-weighted over the driving "
+          "videos; synthetic: mean over the photos")
+    print(f"{'mode':>10s} {'min_cut':>7s} {'beta':>5s} | {'real SMS':>8s} {'moved px':>8s} | "
+          f"{'syn err px':>10s} {'syn SMS':>7s}")
+    s_raw = sum(sms(lm) * lm.shape[0] for lm, _, _ in raw_tracks.values())
+    n_raw = sum(lm.shape[0] for lm, _, _ in raw_tracks.values())
+    e_syn = np.mean([float((lm - gt).norm(dim=-1).mean()) for lm, gt, _ in syn_tracks])
+    print(f"{'raw':>10s} {'':>7s} {'':>5s} | {s_raw / n_raw:8.1f} {0.0:8.2f} | {e_syn:10.2f} "
+          f"{np.mean([sms(lm) for lm, _, _ in syn_tracks]):7.1f}   (ground truth SMS "
+          f"{np.mean([sms(gt) for _, gt, _ in syn_tracks]):.1f})")
     rows = []
-    for mc in (0.5, 1.0, 2.0, 4.0):
-        for beta in (0.0, 1.0, 5.0, 20.0):
-            s0 = s1 = e = epct = n = 0.0
-            for lm, fps, iod in raw_tracks.values():
-                sm = one_euro_smooth(lm, fps, mc, beta, scale=iod)
-                t = lm.shape[0]
-                s0 += sms(lm) * t
-                s1 += sms(sm) * t
-                err = (sm - lm).norm(dim=-1).mean()
-                e += float(err) * t
-                epct += float(err) / iod * 100 * t
-                n += t
-            r = {"min_cutoff": mc, "beta": beta, "sms_raw": s0 / n, "sms_smoothed": s1 / n,
-                 "err_px": e / n, "err_pct_iod": epct / n}
-            rows.append(r)
-            print(f"{mc:10.1f} {beta:6.1f} {r['sms_raw']:8.1f} {r['sms_smoothed']:10.1f} "
-                  f"{r['sms_smoothed'] / r['sms_raw']:6.2f} {r['err_px']:7.2f} "
-                  f"{r['err_pct_iod']:8.2f}")
+    for zp in (False, True):
+        for mc in (1.0, 2.0, 4.0, 8.0):
+            for beta in (0.0, 5.0, 20.0):
+                s1 = e = 0.0
+                for lm, fps, iod in raw_tracks.values():
+                    sm = one_euro_smooth(lm, fps, mc, beta, scale=iod, zero_phase=zp)
+                    s1 += sms(sm) * lm.shape[0]
+                    e += float((sm - lm).norm(dim=-1).mean()) * lm.shape[0]
+                syn = [(one_euro_smooth(lm, 30.0, mc, beta, scale=iod, zero_phase=zp), gt)
+                       for lm, gt, iod in syn_tracks]
+                r = {"zero_phase": zp, "min_cutoff": mc, "beta": beta,
+                     "real_sms": s1 / n_raw, "real_moved_px": e / n_raw,
+                     "syn_err_px": float(np.mean([float((a - g).norm(dim=-1).mean())
+                                                  for a, g in syn])),
+                     "syn_sms": float(np.mean([sms(a) for a, _ in syn]))}
+                rows.append(r)
+                print(f"{'zero-phase' if zp else 'causal':>10s} {mc:7.1f} {beta:5.1f} | "
+                      f"{r['real_sms']:8.1f} {r['real_moved_px']:8.2f} | {r['syn_err_px']:10.2f} "
+                      f"{r['syn_sms']:7.1f}", flush=True)
     return rows
 
 
@@ -194,6 +213,77 @@ def calibrate(videos: list[str]) -> None:
                             float((b[2] - b[0]) / wh.mean())])
     r = np.median(np.array(rel), 0)
     print(f"{len(rel)} detections: DX={r[0]:.3f} DY={r[1]:.3f} S={r[2]:.3f} (median)")
+
+
+SYNTHETIC_PHOTOS = ["lp_s1.jpg", "lp_d12.jpg", "lp_s11.jpg", "3ddfa_JianzhuGuo.jpg", "lp_d30.jpg"]
+
+
+def synthetic(photos: list[str], n: int = 90, seed: int = 0) -> tuple[list[dict], list]:
+    """Accuracy against a known ground truth: a still photo moved by a smooth random
+    similarity transform (shift up to +-12 % of the face box, rotation +-10 deg, scale
+    +-10 %). Ground truth = landmarks detected on the untransformed photo, mapped by the same
+    transform. Per-frame detection and tracking are both compared with it."""
+    import cv2
+
+    from facegeo.image_io import as_uint8_rgb, load_image
+
+    det = get_detector("dlib_hog")
+    rng = np.random.default_rng(seed)
+    rows, tracks = [], []
+    print("\nSynthetic motion (ground truth known): mean px error vs ground truth")
+    for name in photos:
+        img = as_uint8_rgb(load_image(MEDIA / name))
+        h, w = img.shape[:2]
+        s0 = min(1.0, 512 / max(h, w))
+        img = cv2.resize(img, (round(w * s0), round(h * s0)), interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+        face = det.detect(img)[0]
+        lm0 = face.landmarks.numpy()
+        size = float((face.box[2:] - face.box[:2]).mean())
+        c = lm0.mean(0)
+        t = np.arange(n) / 30.0
+        ph = rng.uniform(0, 2 * np.pi, 4)
+        fr = rng.uniform(0.3, 0.8, 4)
+        dx = 0.12 * size * np.sin(2 * np.pi * fr[0] * t + ph[0])
+        dy = 0.12 * size * np.sin(2 * np.pi * fr[1] * t + ph[1])
+        ang = 10.0 * np.sin(2 * np.pi * fr[2] * t + ph[2])
+        sc = 1.0 + 0.1 * np.sin(2 * np.pi * fr[3] * t + ph[3])
+        frames, gt = [], []
+        for k in range(n):
+            m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), float(ang[k]), float(sc[k]))
+            m[:, 2] += (dx[k], dy[k])
+            frames.append(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REFLECT))
+            gt.append(lm0 @ m[:, :2].T + m[:, 2])
+        gt_t = torch.from_numpy(np.stack(gt)).float()
+        frames = np.stack(frames)
+        ref = per_frame(frames, det)
+        tr = LandmarkTracker("dlib", fps=30.0)
+        res = tr.track(frames)
+        ok = ~torch.isnan(ref).any(-1).any(-1)
+        iod = float(inter_ocular_distance(gt_t).mean())
+        e_ref = float((ref[ok] - gt_t[ok]).norm(dim=-1).mean())
+        e_tr = float((res.landmarks - gt_t).norm(dim=-1).mean())
+        e_sm = float((res.smoothed - gt_t).norm(dim=-1).mean())
+        causal = tr.track(frames, zero_phase=False).smoothed
+        e_ca = float((causal - gt_t).norm(dim=-1).mean())
+        tracks.append((res.landmarks, gt_t, float(inter_ocular_distance(res.landmarks[0]))))
+        row = {"photo": name, "frames": n, "iod_px": iod, "err_per_frame_px": e_ref,
+               "err_track_px": e_tr, "err_smoothed_px": e_sm, "err_causal_px": e_ca,
+               "ref_missing": int((~ok).sum()),
+               "sms_gt": sms(gt_t), "sms_per_frame": sms(ref) if bool(ok.all()) else None,
+               "sms_track": sms(res.landmarks), "sms_smoothed": sms(res.smoothed),
+               "sms_causal": sms(causal)}
+        rows.append(row)
+        print(f"{name:22s} IOD {iod:5.1f}px  error: per-frame {e_ref:5.2f}  tracked {e_tr:5.2f}"
+              f"  zero-phase {e_sm:5.2f}  causal {e_ca:5.2f}   SMS: gt {row['sms_gt']:6.1f} "
+              f"per-frame {row['sms_per_frame'] or float('nan'):6.1f} tracked "
+              f"{row['sms_track']:6.1f} zero-phase {row['sms_smoothed']:6.1f} causal "
+              f"{row['sms_causal']:6.1f}", flush=True)
+    keys = ("err_per_frame_px", "err_track_px", "err_smoothed_px", "err_causal_px", "sms_gt",
+            "sms_track", "sms_smoothed", "sms_causal")
+    print("mean: " + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.2f}" for k in keys))
+    return rows, tracks
 
 
 # ----------------------------------------------------------------------------- figures
@@ -290,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--figures", action="store_true")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="only the synthetic-motion accuracy test on the photos")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args(argv)
     videos = a.videos or sorted(p.name for p in MEDIA.glob("lp_d*.mp4"))
@@ -299,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.figures:
         figures()
+        return 0
+    if a.synthetic:
+        rows, _ = synthetic(SYNTHETIC_PHOTOS)
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=1))
         return 0
     res = run(videos, a.max_frames, a.sweep)
     if a.json:

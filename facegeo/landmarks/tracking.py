@@ -110,20 +110,28 @@ class OneEuroFilter:
 
 
 def one_euro_smooth(seq: torch.Tensor, fps: float, min_cutoff: float = 1.0, beta: float = 0.0,
-                    d_cutoff: float = 1.0, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Filter a whole sequence causally with a :class:`OneEuroFilter`.
+                    d_cutoff: float = 1.0, scale: float | torch.Tensor = 1.0,
+                    zero_phase: bool = False) -> torch.Tensor:
+    """Filter a whole sequence with a :class:`OneEuroFilter`.
 
     Args:
         seq: (T, ..., D) samples (e.g. (T, 68, 2) landmarks).
         fps: frame rate.
         scale: the filter runs on ``seq / scale`` (e.g. the inter-ocular distance, making
             ``beta`` size-independent); the result is scaled back.
+        zero_phase: filter forwards, then filter the result backwards in time (like
+            ``scipy.signal.filtfilt``): no lag, for offline use when the whole clip is
+            known. Otherwise causal (usable live).
 
     Returns:
         (T, ..., D) filtered sequence.
     """
     f = OneEuroFilter(fps, min_cutoff, beta, d_cutoff)
-    return torch.stack([f(x / scale) * scale for x in seq])
+    out = torch.stack([f(x / scale) * scale for x in seq])
+    if zero_phase:
+        f.reset()
+        out = torch.stack([f(x / scale) * scale for x in out.flip(0)]).flip(0)
+    return out
 
 
 def sms(seq: torch.Tensor, per_coordinate: bool = False) -> float:
@@ -171,8 +179,9 @@ class TrackResult:
 
     Attributes:
         landmarks: (T, 68, 2) raw tracked landmarks.
-        smoothed: (T, 68, 2) One-Euro filtered landmarks (equal to ``landmarks`` when
-            smoothing is off).
+        smoothed: (T, 68, 2) One-Euro filtered landmarks: forward-backward (lag-free) by
+            default, causal with ``track(..., zero_phase=False)``; equal to ``landmarks``
+            when smoothing is off.
         boxes: (T, 4) boxes ``(x0, y0, x1, y1)`` the predictor ran in.
         detected: (T,) bool, True where the detector ran (first frame, re-detections).
         lost: (T,) bool, True where no face was found and the landmarks were only moved
@@ -197,7 +206,9 @@ class LandmarkTracker:
         index: which face to follow at the first detection (0 = largest).
         fps: frame rate for the One-Euro filter.
         smooth: apply the One-Euro filter to the output.
-        min_cutoff, beta, d_cutoff: One-Euro parameters (landmarks in IOD units).
+        min_cutoff, beta, d_cutoff: One-Euro parameters (landmarks in IOD units); the
+            defaults were chosen from the synthetic-motion (known ground truth)
+            sweep of benchmarks/bench_landmarks.py (see docs/landmarks.md).
         lost_threshold: re-detect when the predictor's landmarks differ from the flow
             prediction by more than this many inter-ocular distances (mean over points).
         redetect_every: also re-detect every this many frames (``None``: only on loss).
@@ -216,7 +227,7 @@ class LandmarkTracker:
         index: int = 0,
         fps: float = 30.0,
         smooth: bool = True,
-        min_cutoff: float = 1.0,
+        min_cutoff: float = 4.0,
         beta: float = 5.0,
         d_cutoff: float = 1.0,
         lost_threshold: float = 0.15,
@@ -417,16 +428,28 @@ class LandmarkTracker:
             np.float32)), "box": torch.from_numpy(box).float(), "detected": detected,
             "lost": lost}
 
-    def track(self, frames: Iterable) -> TrackResult:
+    def track(self, frames: Iterable, zero_phase: bool = True) -> TrackResult:
         """Track over a sequence of frames ((T, H, W, 3) uint8 array, (T, 3, H, W) tensor,
-        or any iterable of frames). Resets first."""
+        or any iterable of frames). Resets first.
+
+        Args:
+            zero_phase: ``smoothed`` is the forward-backward (lag-free) One-Euro filter of
+                the raw track, computed once the clip is complete; ``False`` keeps the
+                causal (live) filter output of :meth:`update`.
+        """
         self.reset()
         outs = [self.update(f) for f in frames]
         if not outs:
             raise ValueError("track: no frames given")
+        raw = torch.stack([o["landmarks"] for o in outs])
+        if self.smooth and zero_phase:
+            smoothed = one_euro_smooth(raw, self.fps, *self.filter_args, scale=self._scale,
+                                       zero_phase=True)
+        else:
+            smoothed = torch.stack([o["smoothed"] for o in outs])
         return TrackResult(
-            landmarks=torch.stack([o["landmarks"] for o in outs]),
-            smoothed=torch.stack([o["smoothed"] for o in outs]),
+            landmarks=raw,
+            smoothed=smoothed,
             boxes=torch.stack([o["box"] for o in outs]),
             detected=torch.tensor([o["detected"] for o in outs]),
             lost=torch.tensor([o["lost"] for o in outs]),
