@@ -209,6 +209,10 @@ def test_ddp_two_processes_match_single_process(tmp_path, real_videos):
         for n, p in single.raw_model.state_dict().items():
             torch.testing.assert_close(got["params"][n], p, rtol=1e-4, atol=1e-6, msg=n)
         assert torch.isfinite(got["gp"]).all() and got["gp"][0] > 0
+    # the checkpoint holds every rank's RNG state (different streams per rank)
+    st = ckpt.load_training_state(ckpt.latest_checkpoint(tmp_path / "ddp"))
+    assert st["world"] == 2 and len(st["rng_per_rank"]) == 2
+    assert not torch.equal(st["rng_per_rank"][0]["torch"], st["rng_per_rank"][1]["torch"])
 
 
 # --------------------------------------------------------------------------- overfit

@@ -355,6 +355,13 @@ class Trainer:
             self.opt_d = build_optimizer(self.disc.parameters(), d_opt_cfg)
             self.sched_d = build_scheduler(self.opt_d, tcfg.get("scheduler"), self.total_steps)
 
+        # per-rank training randomness (model init above is identical on every rank);
+        # rank 0 of a multi-process run uses the same stream as a single process
+        rank_seed = (self.seed + 7919 * self.rank) % 2 ** 32
+        torch.manual_seed(rank_seed)
+        np.random.seed(rank_seed)  # noqa: NPY002
+        random.seed(rank_seed)
+
         amp = str(tcfg.get("amp", "auto")).lower()
         if amp not in ("auto", "bf16", "none", "false", "off"):
             raise ValueError(f"amp must be auto, bf16 or none, got {amp!r}")
@@ -630,7 +637,7 @@ class Trainer:
         fn = getattr(self.train_dataset, "summary", None)
         return fn() if callable(fn) else {"items": len(self.train_dataset)}
 
-    def train_state(self) -> dict:
+    def train_state(self, rng_per_rank: list | None = None) -> dict:
         st = {
             "step": self.step,
             "opt_g": self.opt_g.state_dict(),
@@ -639,6 +646,8 @@ class Trainer:
             "world": self.world,
             "seed": self.seed,
         }
+        if rng_per_rank is not None:
+            st["rng_per_rank"] = rng_per_rank
         if self.opt_d is not None:
             st["opt_d"] = self.opt_d.state_dict()
             st["sched_d"] = self.sched_d.state_dict()
@@ -648,6 +657,10 @@ class Trainer:
         """Write a checkpoint (rank 0 only) to ``path`` or ``out_dir/checkpoints/step_N``;
         updates ``latest.json`` and prunes old ones (``train.keep_last``, default 3)."""
         path = Path(path) if path else self.out_dir / "checkpoints" / f"step_{self.step:08d}"
+        rng_all = None
+        if self.world > 1:  # every rank's RNG state goes into the checkpoint
+            rng_all = [None] * self.world
+            dist.all_gather_object(rng_all, get_rng_state())
         if self.is_main:
             modules = {"model": self.raw_model}
             if self.ema is not None:
@@ -658,7 +671,8 @@ class Trainer:
                                         data=self.data_summary(), metrics=self.metrics,
                                         step=self.step, phase=self.phase_at(
                                             max(0, self.step - 1)).get("name"))
-            ckpt.save_checkpoint(path, modules, card, self.train_state(), run_dir=self.out_dir)
+            ckpt.save_checkpoint(path, modules, card, self.train_state(rng_all),
+                                 run_dir=self.out_dir)
             keep = int(self.config["train"].get("keep_last", 3))
             olds = sorted((self.out_dir / "checkpoints").glob("step_*"))
             for old in olds[:-keep] if keep > 0 else []:
@@ -689,7 +703,8 @@ class Trainer:
             self.opt_d.load_state_dict(st["opt_d"])
             self.sched_d.load_state_dict(st["sched_d"])
         if int(st.get("world", 1)) == self.world:
-            set_rng_state(st["rng"])
+            per_rank = st.get("rng_per_rank")
+            set_rng_state(per_rank[self.rank] if per_rank else st["rng"])
         self.metrics = dict(ckpt.read_model_card(path).get("metrics") or {})
         if self.is_main and self.log_path.is_file():
             keep = [ln for ln in self.log_path.read_text().splitlines()
