@@ -504,3 +504,46 @@ def test_inductor_backend_matches_eager():
         mls.mls_deform(p.clone().requires_grad_(True), p, q, backend="inductor")
     with pytest.raises(ValueError, match="backend"):
         mls.mls_deform(p, p, q, backend="triton")
+
+
+@pytest.mark.integration
+def test_real_photo_smile_with_dlib_landmarks(media_dir):
+    import cv2
+    import dlib
+    import face_recognition_models
+
+    bgr = cv2.imread(str(media_dir / "lp_s1.jpg"))
+    rgb = cv2.cvtColor(cv2.resize(bgr, (384, 384), interpolation=cv2.INTER_AREA),
+                       cv2.COLOR_BGR2RGB)
+    faces = dlib.get_frontal_face_detector()(rgb, 1)
+    assert len(faces) >= 1
+    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+    shape = predictor(rgb, faces[0])
+    p = torch.tensor([[[shape.part(i).x, shape.part(i).y] for i in range(68)]],
+                     dtype=torch.float32)
+    q = p.clone()
+    width = float((p[0, 54] - p[0, 48]).norm())
+    q[0, 48] += torch.tensor([-0.08, -0.15]) * width
+    q[0, 54] += torch.tensor([0.08, -0.15]) * width
+    img = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    out, src = mls.warp_image(img, p, q, "rigid", pin_border=True, return_grid=True)
+    assert out.shape == img.shape and torch.isfinite(out).all()
+    # the output at q_i shows the input at p_i (both sampled bilinearly at sub-pixel points)
+    from facegeo.coords import pixel_to_normalized
+
+    def sample(im, pts):
+        grid = pixel_to_normalized(pts, 384, 384)[:, None]
+        return torch.nn.functional.grid_sample(im, grid, align_corners=False)[:, :, 0]
+
+    # (bilinear reading of the map between pixel centres: the map has a kink at each q_i)
+    torch.testing.assert_close(sample(src.permute(0, 3, 1, 2), q), p.transpose(1, 2),
+                               atol=0.5, rtol=0)
+    # unmoved landmarks (eyes, nose, jaw) stay put; the mouth corners really moved
+    still = torch.ones(68, dtype=torch.bool)
+    still[[48, 54]] = False
+    grid_at = sample(src.permute(0, 3, 1, 2), p[:, still]).transpose(1, 2)
+    torch.testing.assert_close(grid_at, p[:, still], atol=0.05, rtol=0)
+    assert (out - img).abs().amax(1)[0].max() > 0.1
+    # pinned frame: the border rows and columns barely change
+    assert (out - img)[..., 0, :].abs().max() < 0.05
+    assert (out - img)[..., :, -1].abs().max() < 0.05
