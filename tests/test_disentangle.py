@@ -219,6 +219,10 @@ def test_checkpoint_resume(tmp_path, model):
         assert torch.equal(a, b)
     w = load_inference_weights(tmp_path / "w.safetensors")
     assert w.metadata["iter2"] == 2
+    # resuming with larger budgets continues Stage 2 only (Stage 1 is over once Stage 2 began)
+    tr2.train(s, iters1=10, iters2=4, checkpoint=tmp_path / "ck.pt", log_every=1,
+              log=lambda *_: None)
+    assert (tr2.iter1, tr2.iter2) == (3, 4)
     with pytest.raises(ValueError, match="identities"):
         LDNetTrainer(LDNetConfig(n_identities=5, **TINY)).train(s, iters1=1, iters2=0)
 

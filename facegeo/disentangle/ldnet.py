@@ -348,7 +348,8 @@ class LDNetTrainer:
                 acc, n_acc = {}, 0
 
         B = c.batch
-        while self.iter1 < it1 and (spent + time.time() - t0) < budget1:
+        # Stage 1 never resumes once Stage 2 has started (E_P is frozen from then on)
+        while self.iter2 == 0 and self.iter1 < it1 and (spent + time.time() - t0) < budget1:
             s2, _, t = synth.triplets(B)
             record(self.stage1_step(s2.landmarks, s2.id_label, t.id_label))
             if time.time() - last_ck > checkpoint_every_s:
