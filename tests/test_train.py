@@ -279,3 +279,39 @@ def test_face_perceptual_phase(tmp_path, real_videos, assets_dir):
     bad["phases"][0]["losses"]["perceptual"] = 1.0
     with pytest.raises(ValueError, match="perceptual is 'none'"):
         Trainer(bad, out_dir=tmp_path / "bad", train_dataset=tr, device="cpu")
+
+
+def test_grad_clipping_and_schedules(tmp_path, real_videos):
+    cfg = _cfg(**{"train.grad_clip": 1e-3, "train.ckpt_every": 0, "train.val_every": 0,
+                  "train.sample_every": 0, "train.ema": "null"})
+    cfg["phases"] = [{"name": "a", "steps": 2, "losses": {"l1": 1}}]
+    tr, _ = _datasets(real_videos)
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=tr, device="cpu", resume=None)
+    t.total_steps = 3  # no final checkpoint
+    rec = t.fit(until_step=1)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in
+                                                 t.raw_model.parameters()]))
+    assert rec[0]["grad_norm/g"] > 1e-2  # logged norm is the one before clipping
+    assert norm.item() == pytest.approx(1e-3, rel=1e-3)
+
+    from facegeo_models.common.trainer import build_scheduler
+
+    def lrs(cfg_s, n=10):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        s = build_scheduler(opt, cfg_s, n)
+        out = []
+        for _ in range(n):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            s.step()
+        return out
+
+    assert lrs({"type": "multistep", "milestones": [3, 6], "gamma": 0.5})[2:8] == [
+        1, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert lrs({"type": "constant", "warmup": 4})[:5] == [0.25, 0.5, 0.75, 1, 1]
+    cos = lrs({"type": "cosine"})
+    assert cos[0] == 1 and cos[5] == pytest.approx(0.5) and cos[9] == pytest.approx(
+        0.5 * (1 + np.cos(np.pi * 0.9)))
+    assert lrs({"type": "linear", "min_factor": 0.5})[5] == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        lrs({"type": "exponential"})
