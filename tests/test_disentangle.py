@@ -196,8 +196,8 @@ def test_tiny_training_learns(model):
     with torch.no_grad():
         before2 = ((tr.net(s1.landmarks, s2.landmarks) - s2.landmarks) ** 2).sum(-1).mean()
     for _ in range(100):
-        s1, s2, t = s.triplets(32)
-        out = tr.stage2_step(s1.landmarks, s2.landmarks, t.landmarks, t.id_label)
+        b1, b2, bt = s.triplets(32)
+        out = tr.stage2_step(b1.landmarks, b2.landmarks, bt.landmarks, bt.id_label)
         assert all(math.isfinite(v) for v in out.values())
     with torch.no_grad():
         after2 = ((tr.net(s1.landmarks, s2.landmarks) - s2.landmarks) ** 2).sum(-1).mean()
