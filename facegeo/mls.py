@@ -125,15 +125,16 @@ def _rho(alpha: float) -> float:
 
 
 def _validate_controls(p: torch.Tensor, q: torch.Tensor, kind: str | None, alpha: float,
-                       check_values: bool) -> None:
-    _check_points("p", p)
-    _check_points("q", q)
+                       check_values: bool, names: tuple[str, str] = ("p", "q")) -> None:
+    np_, nq = names
+    _check_points(np_, p)
+    _check_points(nq, q)
     if p.shape != q.shape:
-        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
+        raise ValueError(f"{np_} and {nq} must have the same shape, got {tuple(p.shape)} and "
                          f"{tuple(q.shape)}")
     if p.dtype != q.dtype or p.device != q.device:
-        raise TypeError(f"p and q must share dtype and device, got {p.dtype}/{p.device} and "
-                        f"{q.dtype}/{q.device}")
+        raise TypeError(f"{np_} and {nq} must share dtype and device, got {p.dtype}/{p.device} "
+                        f"and {q.dtype}/{q.device}")
     n = p.shape[1]
     need = _MIN_POINTS[kind] if kind is not None else 1
     if n < need:
@@ -142,8 +143,8 @@ def _validate_controls(p: torch.Tensor, q: torch.Tensor, kind: str | None, alpha
         raise ValueError("batch size must be at least 1")
     if not check_values:
         return
-    _check_finite("p", p)
-    _check_finite("q", q)
+    _check_finite(np_, p)
+    _check_finite(nq, q)
     if n >= 2:
         with torch.no_grad():
             scale = _scale(p)  # (B,)
@@ -153,7 +154,7 @@ def _validate_controls(p: torch.Tensor, q: torch.Tensor, kind: str | None, alpha
             if bool(close.any()):
                 b, i, j = (int(x) for x in close.nonzero()[0])
                 raise ValueError(
-                    f"duplicate control points: p[{b}, {i}] and p[{b}, {j}] coincide "
+                    f"duplicate control points: {np_}[{b}, {i}] and {np_}[{b}, {j}] coincide "
                     f"({p[b, i].tolist()}); remove one of them")
 
 
@@ -608,7 +609,7 @@ def weighted_motion(k_s: torch.Tensor, k_d: torch.Tensor, grid: torch.Tensor,
     alpha = _check_alpha(alpha)
     if kind is not None:
         kind = _check_kind(kind)
-    _validate_controls(k_d, k_s, kind, alpha, validate)
+    _validate_controls(k_d, k_s, kind, alpha, validate, ("k_d", "k_s"))
     b = k_d.shape[0]
     v, h, w = _grid_points(grid, b, k_d)
     if validate:

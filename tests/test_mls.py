@@ -334,6 +334,32 @@ def test_bad_inputs():
         mls.border_points(8, 8, 1)
 
 
+def test_bad_inputs_weighted_motion():
+    k_d = torch.rand(2, 4, 2)
+    k_s = k_d + 0.1
+    grid = torch.rand(5, 6, 2)
+    with pytest.raises(ValueError, match="k_d and k_s must have the same shape"):
+        mls.weighted_motion(k_s[:, :3], k_d, grid)
+    with pytest.raises(ValueError, match="grid must have shape"):
+        mls.weighted_motion(k_s, k_d, grid[..., :1])
+    with pytest.raises(ValueError, match="grid batch"):
+        mls.weighted_motion(k_s, k_d, torch.rand(3, 5, 6, 2))
+    with pytest.raises(ValueError, match="grid contains NaN"):
+        mls.weighted_motion(k_s, k_d, torch.full_like(grid, float("nan")))
+    with pytest.raises(ValueError, match="k_s contains NaN"):
+        mls.weighted_motion(torch.full_like(k_s, float("nan")), k_d, grid)
+    wm = mls.weighted_motion(k_s, k_d, grid, kind=None)
+    m = torch.eye(2).expand(2, 5, 6, 2, 2)
+    with pytest.raises(ValueError, match="weights must have shape"):
+        mls.weighted_motion_loss(m, k_s, k_d, wm.weights[..., :3])
+    with pytest.raises(ValueError, match="M must have shape"):
+        mls.weighted_motion_loss(m[..., 0], k_s, k_d, wm.weights)
+    with pytest.raises(ValueError, match="reduction"):
+        mls.weighted_motion_loss(m, k_s, k_d, wm.weights, reduction="max")
+    with pytest.raises(ValueError, match="must have shape"):
+        mls.apply_motion(grid, m, wm.k_d_star[..., :1], wm.k_s_star)
+
+
 # --------------------------------------------------------------------------- images
 
 
