@@ -315,3 +315,27 @@ def test_grad_clipping_and_schedules(tmp_path, real_videos):
     assert lrs({"type": "linear", "min_factor": 0.5})[5] == pytest.approx(0.75)
     with pytest.raises(ValueError):
         lrs({"type": "exponential"})
+
+
+def test_ema_multisource_and_worker_processes(tmp_path, real_videos):
+    """EMA = decay * ema + (1 - decay) * weights after each step; n_src = 2 items train;
+    2 DataLoader worker processes give exactly the losses of the in-process loader."""
+    cfg = _cfg(**{"train.ema.decay": 0.75, "train.ckpt_every": 0, "train.val_every": 0,
+                  "train.sample_every": 0})
+    cfg["phases"] = [{"name": "a", "steps": 2, "losses": {"l1": 1}}]
+    tr = TensorVideoDataset(real_videos, n_src=2, repeats=4,
+                            augment={"flip": True, "jitter": {"hue": 0.1}})
+    runs = {}
+    for workers in (0, 2):
+        cfg["data"]["num_workers"] = workers
+        t = Trainer(cfg, out_dir=tmp_path / str(workers), train_dataset=tr, device="cpu",
+                    resume=None)
+        t.total_steps = 3
+        init = copy.deepcopy(t.raw_model.state_dict())
+        rec = t.fit(until_step=1)
+        for n, p in t.ema.named_parameters():
+            expect = 0.75 * init[n] + 0.25 * t.raw_model.state_dict()[n]
+            torch.testing.assert_close(p, expect, rtol=1e-6, atol=1e-7)
+        rec += t.fit(until_step=2)
+        runs[workers] = [r["loss/total"] for r in rec]
+    assert runs[0] == runs[2]
