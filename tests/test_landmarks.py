@@ -251,6 +251,11 @@ def test_one_euro_is_a_first_order_lowpass_when_beta_is_zero():
     assert (ramp[-1] - fast[-1]).abs().max() < (ramp[-1] - slow[-1]).abs().max()
     const = torch.full((5, 4, 2), 3.0)
     assert torch.allclose(tracking.one_euro_smooth(const, fps), const)
+    # zero-phase (forward-backward) has no lag on a ramp away from the ends, the causal
+    # filter lags behind
+    zp = tracking.one_euro_smooth(ramp, fps, 1.0, 0.0, zero_phase=True)
+    mid = slice(25, 35)
+    assert (zp[mid] - ramp[mid]).abs().max() < 0.05 * (slow[mid] - ramp[mid]).abs().max()
     # numpy and torch inputs give the same result
     g = torch.Generator().manual_seed(5)
     seq = torch.randn(20, 6, 2, generator=g).cumsum(0)
