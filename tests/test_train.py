@@ -134,9 +134,13 @@ def test_validation_metrics_match_direct_computation(tmp_path, real_videos):
     assert m["val/l1"] == pytest.approx(d.abs().mean().item(), rel=1e-5)
     psnr = (10 * torch.log10(1 / (d ** 2).flatten(1).mean(1))).mean().item()
     assert m["val/psnr"] == pytest.approx(psnr, rel=1e-5)
-    # pluggable metric by import path
-    t.config["validation"]["metrics"] = ["l1", "torch.nn.functional:mse_loss"]
+    # the harness' SSIM, and a pluggable metric by import path
+    from facegeo.metrics import ssim
+
+    t.config["validation"]["metrics"] = ["ssim", "torch.nn.functional:mse_loss"]
     m2 = t.validate()
+    assert m2["val/ssim"] == pytest.approx(ssim(pred, batch["driving"]).mean().item(),
+                                           rel=1e-5)
     assert m2["val/torch.nn.functional:mse_loss"] == pytest.approx((d ** 2).mean().item(),
                                                                    rel=1e-5)
     # an unknown loss name in a phase is an error

@@ -91,9 +91,25 @@ def _metric_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
+def _metric_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from facegeo.metrics import ssim
+
+    return ssim(pred, target)
+
+
+def _metric_ms_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from facegeo.metrics import ms_ssim
+
+    return ms_ssim(pred, target)
+
+
+# l1 / psnr: per image; psnr with the MSE clamped at 1e-10 (<= 100 dB, never inf);
+# ssim / ms_ssim: the evaluation harness (facegeo.metrics).
 VALIDATION_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": _metric_l1,
     "psnr": _metric_psnr,
+    "ssim": _metric_ssim,
+    "ms_ssim": _metric_ms_ssim,
 }
 
 
