@@ -33,6 +33,7 @@ validate and write checkpoints.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import importlib
@@ -410,7 +411,6 @@ class Trainer:
         self.step = 0
         self.metrics: dict[str, float] = {}
         self.log_path = self.out_dir / "log.jsonl"
-        self.history: list[dict] = []
         self._tb = None
         if resume:
             path = ckpt.latest_checkpoint(self.out_dir) if resume == "auto" else Path(resume)
@@ -630,7 +630,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
     def _log(self, record: dict) -> None:
-        self.history.append(record)
         if not self.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -731,14 +730,16 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(self, until_step: int | None = None) -> list[dict]:
         """Train from the current step to ``until_step`` (default: the end of the last
-        phase). Returns the per-step log records of this call."""
+        phase). Returns the per-step log records of this call (the last
+        ``train.keep_records``, default 10000, to bound memory on long runs)."""
         end = self.total_steps if until_step is None else min(until_step, self.total_steps)
         tcfg = self.config["train"]
         every = {k: int(tcfg.get(f"{k}_every", 0) or 0)
                  for k in ("log", "val", "sample", "ckpt")}
-        records: list[dict] = []
+        records: collections.deque = collections.deque(
+            maxlen=int(tcfg.get("keep_records", 10000)))
         if self.step >= end:
-            return records
+            return list(records)
         loader = self._loader(self.step)
         it = iter(loader)
         from tqdm.auto import tqdm
@@ -769,4 +770,4 @@ class Trainer:
         finally:
             bar.close()
             del it
-        return records
+        return list(records)
