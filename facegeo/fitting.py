@@ -390,27 +390,9 @@ class LandmarkFitter:
         return R, s, t
 
     # ------------------------------------------------------------------ main loop
-    def fit(
-        self,
-        landmarks: torch.Tensor,
-        *,
-        visibility: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None,
-        camera: str = "weak_perspective",
-        focal: float | torch.Tensor | None = None,
-        principal_point=None,
-        image_size: tuple[int, int] | None = None,
-        estimate_focal: bool = False,
-        lambda_id: float = 2e-4,
-        lambda_exp: float = 1e-4,
-        fit_identity: bool = True,
-        fit_expression: bool = True,
-        contour: str = "slide",
-        iterations: int = 6,
-        shared_identity: bool = False,
-        smooth_pose: float = 0.0,
-        smooth_exp: float = 0.0,
-    ) -> FitResult:
+    def fit(self, landmarks: torch.Tensor, *, visibility=None, weights=None, focal=None,
+            principal_point=None, shared_identity: bool = False, chunk_size: int = 64,
+            **kwargs) -> FitResult:
         """Fit B faces (or, with ``shared_identity``, B frames of one person).
 
         Args:
@@ -432,10 +414,62 @@ class LandmarkFitter:
             shared_identity: one identity for all B inputs (video mode).
             smooth_pose, smooth_exp: temporal smoothness weights between consecutive inputs
                 (only with ``shared_identity``).
+            coarse_iterations, coarse_n_id: the first ``coarse_iterations`` iterations (at most
+                ``iterations - 2``) update only the first ``coarse_n_id`` identity components
+                (smaller, faster solves); the rest refine everything. 0 disables it.
+            chunk_size: independent faces are fitted in chunks of this many (cache-friendly;
+                results do not depend on it).
 
         Returns:
             :class:`FitResult`.
         """
+        B = landmarks.shape[0] if isinstance(landmarks, torch.Tensor) and landmarks.dim() == 3 \
+            else 1
+        if shared_identity or chunk_size <= 0 or B <= chunk_size:
+            return self._fit_one(landmarks, visibility=visibility, weights=weights, focal=focal,
+                                 principal_point=principal_point,
+                                 shared_identity=shared_identity, **kwargs)
+
+        validate_landmarks(landmarks, visibility, weights)  # errors name the global face index
+
+        def part(v, lo, hi, ndim):
+            if isinstance(v, torch.Tensor) and v.dim() == ndim and v.shape[0] == B:
+                return v[lo:hi]
+            return v
+
+        results = []
+        for lo in range(0, B, chunk_size):
+            hi = min(lo + chunk_size, B)
+            results.append(self._fit_one(
+                landmarks[lo:hi], visibility=part(visibility, lo, hi, 2),
+                weights=part(weights, lo, hi, 2), focal=part(focal, lo, hi, 1),
+                principal_point=part(principal_point, lo, hi, 2), **kwargs))
+        return _concat_results(results)
+
+    def _fit_one(
+        self,
+        landmarks: torch.Tensor,
+        *,
+        visibility: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+        camera: str = "weak_perspective",
+        focal: float | torch.Tensor | None = None,
+        principal_point=None,
+        image_size: tuple[int, int] | None = None,
+        estimate_focal: bool = False,
+        lambda_id: float = 2e-4,
+        lambda_exp: float = 1e-4,
+        fit_identity: bool = True,
+        fit_expression: bool = True,
+        contour: str = "slide",
+        iterations: int = 5,
+        shared_identity: bool = False,
+        smooth_pose: float = 0.0,
+        smooth_exp: float = 0.0,
+        coarse_iterations: int = 3,
+        coarse_n_id: int = 40,
+    ) -> FitResult:
+        """Unchunked :meth:`fit`."""
         if camera not in ("weak_perspective", "pinhole"):
             raise ValueError(f"camera must be 'weak_perspective' or 'pinhole', got {camera!r}")
         if contour not in ("slide", "fixed"):
@@ -589,8 +623,17 @@ class LandmarkFitter:
             return new, c_new
 
         slide_every = 2
-        it_done = 0
         use_shared = shared_identity and Ki > 0 and fit_identity
+        # coarse-to-fine: the first iterations solve for the leading identity components only
+        n_coarse = 0
+        sub_idx = None
+        if not use_shared and coarse_iterations > 0 and Ki > coarse_n_id and fit_identity:
+            n_coarse = min(coarse_iterations, max(iterations - 2, 0))
+            sub_idx = torch.cat([torch.arange(coarse_n_id, device=dev),
+                                 torch.arange(Ki, K, device=dev)])
+            if structured:
+                G_sub = G[:, :, sub_idx][:, :, :, sub_idx]
+        it_done = 0
         for it in range(iterations):
             if mode == "slide" and it > 0 and it % slide_every == 0:
                 lm_mean, lm_basis, ids = self._select_contour(pose, coef, mode, camera, x)
@@ -601,20 +644,26 @@ class LandmarkFitter:
             jp = (j_pose * sw[..., None]).reshape(B, 136, n_pose)
             js = (j_shape * sw[..., None]).reshape(B, 136, K)
             rw = (r * sw).reshape(B, 136, 1)
+            sub = sub_idx if it < n_coarse else None
+            js_u = js if sub is None else js[:, :, sub]
             h_pp = jp.transpose(1, 2) @ jp
-            h_ps = jp.transpose(1, 2) @ js
+            h_ps = jp.transpose(1, 2) @ js_u
             if structured:
                 r2 = pose["R"][:, 2]
                 mtm = torch.eye(3, dtype=dt, device=dev) - r2[:, :, None] * r2[:, None, :]
                 fac = (pose["s"] / size) ** 2
-                h_ss = torch.einsum("bij,ijkl->bkl", mtm * fac[:, None, None], G)
+                h_ss = torch.einsum("bij,ijkl->bkl", mtm * fac[:, None, None],
+                                    G if sub is None else G_sub)
                 if mode == "slide":
                     ci = self.contour_ids
                     jd = (j_shape[:, :, ci] * sw[:, :, ci, None]).reshape(B, -1, K)
+                    if sub is not None:
+                        jd = jd[:, :, sub]
                     h_ss = h_ss + jd.transpose(1, 2) @ jd
             else:
-                h_ss = js.transpose(1, 2) @ js
-            g = torch.cat([jp.transpose(1, 2) @ rw, js.transpose(1, 2) @ rw], 1)[..., 0]
+                h_ss = js_u.transpose(1, 2) @ js_u
+            rwt = rw.transpose(1, 2)  # (B, 1, 136)
+            g = torch.cat([rwt @ jp, rwt @ js], 2)[:, 0]
             g[:, n_pose:] += prior * coef
             hdiag = torch.zeros(B, P, dtype=dt, device=dev)
             hdiag[:, n_pose:] += prior
@@ -642,8 +691,13 @@ class LandmarkFitter:
                 H, g = _fix_vars(H, g, free_full)
                 diag = H.diagonal(dim1=1, dim2=2).clone()
                 delta = self._solve_shared(H, g, diag, mu, n_pose, Ki)
-            else:
+            elif sub is None:
                 delta = _solve_blocks(h_pp, h_ps, h_ss, hdiag, g, mu, free_full)
+            else:
+                vidx = torch.cat([torch.arange(n_pose, device=dev), n_pose + sub])
+                delta = torch.zeros(B, P, dtype=dt, device=dev)
+                delta[:, vidx] = _solve_blocks(h_pp, h_ps, h_ss, hdiag[:, vidx], g[:, vidx], mu,
+                                               free_full[vidx])
             delta = torch.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0) * free_full
             new_pose, new_coef = apply_step(pose, coef, delta)
             e1 = energy(new_pose, new_coef, lm_mean, lm_basis, pen_mask)
@@ -705,6 +759,17 @@ class LandmarkFitter:
         delta[:, idx_f] = df
         delta[:, idx_a] = da[None]
         return delta
+
+
+def _concat_results(results: list[FitResult]) -> FitResult:
+    """Concatenate per-chunk results along the batch."""
+    first = results[0]
+    out = {}
+    for name in ("rotation", "angles", "translation", "scale", "id_coeffs", "exp_coeffs",
+                 "landmarks2d", "rmse", "contour_vertices", "focal", "principal_point"):
+        v = getattr(first, name)
+        out[name] = None if v is None else torch.cat([getattr(r, name) for r in results], 0)
+    return FitResult(camera=first.camera, iterations=max(r.iterations for r in results), **out)
 
 
 def _fix_vars(H: torch.Tensor, g: torch.Tensor, free: torch.Tensor):
