@@ -374,8 +374,11 @@ class VideoFolderDataset(PairDataset):
                 lm = self._landmark_array(v)
                 if lm is not None:
                     self._lengths[v] = len(lm)
-                else:
-                    self._lengths[v] = self._decode(v).shape[0]
+                else:  # container metadata (no decoding); corrected when decoded
+                    from facegeo.video import video_info
+
+                    n = video_info(p).frames
+                    self._lengths[v] = n if n > 0 else self._decode(v).shape[0]
         return self._lengths[v]
 
     def _decode(self, v) -> torch.Tensor:
@@ -405,7 +408,12 @@ class VideoFolderDataset(PairDataset):
                 out.append(torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1])))
             x = torch.stack(out).permute(0, 3, 1, 2)
         else:
-            x = self._decode(v)[idx]
+            frames = self._decode(v)
+            if self._landmark_array(v) is None:
+                self._lengths[v] = frames.shape[0]
+            if max(idx) >= frames.shape[0]:  # metadata over-counted the frames
+                idx = [min(i, frames.shape[0] - 1) for i in idx]
+            x = frames[idx]
         return x.float() / 255.0
 
     @staticmethod

@@ -649,8 +649,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def data_summary(self) -> dict:
-        fn = getattr(self.train_dataset, "summary", None)
-        return fn() if callable(fn) else {"items": len(self.train_dataset)}
+        """The training dataset's ``summary()`` (computed once), for the model card."""
+        if getattr(self, "_data_summary", None) is None:
+            fn = getattr(self.train_dataset, "summary", None)
+            self._data_summary = fn() if callable(fn) else {"items": len(self.train_dataset)}
+        return self._data_summary
 
     def train_state(self, rng_per_rank: list | None = None) -> dict:
         st = {
