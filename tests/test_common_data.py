@@ -247,3 +247,13 @@ def _no_fit_root(tmp_path, media_dir):
     (root / "train").mkdir(parents=True)
     (root / "train" / "v.mp4").symlink_to(media_dir / "lp_d12.mp4")
     return root
+
+
+def test_identity_sampling():
+    vids = [torch.full((3, 3, 4, 4), float(i)) for i in range(3)]
+    ds = D.TensorVideoDataset(vids, identities=["a", "a", "b"], id_sampling=True, repeats=3)
+    assert len(ds) == 6 and ds.identity_groups() == [[0, 1], [2]]
+    from_a = {ds[(0, s)]["video_index"] for s in range(30)}
+    assert from_a == {0, 1}
+    assert {ds[(1, s)]["video_index"] for s in range(10)} == {2}
+    assert {ds[(4, s)]["video_index"] for s in range(10)} == {2}  # index 4 -> identity b

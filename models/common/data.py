@@ -119,17 +119,24 @@ class PairDataset(Dataset):
         image_size: output side S (frames are resized if needed, landmarks scaled).
         augment: ``{"flip": bool, "jitter": {"brightness": .1, "contrast": .1,
             "saturation": .1, "hue": .1}}`` or None.
-        repeats: items per video per epoch (FOMM's ``num_repeats``).
+        repeats: items per video (per identity with ``id_sampling``) per epoch (FOMM's
+            ``num_repeats``).
         max_gap: maximal frame distance between sources and driving (None: any).
+        id_sampling: FOMM's identity sampling: an epoch visits every *identity* ``repeats``
+            times and each item picks one of its videos at random (from the item seed), so
+            identities with many videos are not over-represented.
     """
 
     def __init__(self, n_src: int = 1, image_size: int | None = None,
-                 augment: dict | None = None, repeats: int = 1, max_gap: int | None = None):
+                 augment: dict | None = None, repeats: int = 1, max_gap: int | None = None,
+                 id_sampling: bool = False):
         if n_src < 1:
             raise ValueError(f"n_src must be >= 1, got {n_src}")
         self.n_src, self.image_size, self.repeats, self.max_gap = n_src, image_size, repeats, \
             max_gap
         self.augment = augment or {}
+        self.id_sampling = id_sampling
+        self._groups: list[list[int]] | None = None
 
     # -- to implement
     def num_videos(self) -> int:
@@ -153,8 +160,18 @@ class PairDataset(Dataset):
         return str(v)
 
     # -- common
+    def identity_groups(self) -> list[list[int]]:
+        """Video indices grouped by identity (sorted by identity name)."""
+        if self._groups is None:
+            groups: dict[str, list[int]] = {}
+            for v in range(self.num_videos()):
+                groups.setdefault(self.identity(v), []).append(v)
+            self._groups = [groups[k] for k in sorted(groups)]
+        return self._groups
+
     def __len__(self) -> int:
-        return self.num_videos() * self.repeats
+        n = len(self.identity_groups()) if self.id_sampling else self.num_videos()
+        return n * self.repeats
 
     def summary(self) -> dict:
         """Training-data summary for the model card."""
@@ -183,8 +200,12 @@ class PairDataset(Dataset):
         index, seed = (key if isinstance(key, (tuple, list)) else (int(key), int(key)))
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        v = index % self.num_videos()
         rng = np.random.default_rng(int(seed))
+        if self.id_sampling:
+            group = self.identity_groups()[index % len(self.identity_groups())]
+            v = group[int(rng.integers(len(group)))]
+        else:
+            v = index % self.num_videos()
         idx = self.choose_frames(v, rng)
         frames = self.load_frames(v, idx)
         lms = self.load_landmarks(v, idx)
@@ -471,12 +492,14 @@ def build_dataset(cfg: dict, split: str = "train") -> PairDataset:
     if "root" not in cfg:
         raise ValueError("data config needs a 'root' folder")
     kw = {k: cfg[k] for k in ("image_size", "n_src", "repeats", "max_gap", "test_fraction",
+                              "id_sampling",
                               "split_seed", "require_landmarks", "cache_videos",
                               "with_fits") if k in cfg}
     if split == "train":
         kw["augment"] = cfg.get("augment")
     else:
         kw["repeats"] = 1
+        kw["id_sampling"] = False
     return VideoFolderDataset(os.path.expandvars(str(cfg["root"])), split, **kw)
 
 
