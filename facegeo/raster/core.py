@@ -197,11 +197,17 @@ def _zbuffer_torch(
     sizes = [s for s in _TILE_SIZES if s < smax] + [smax]
     edges = torch.tensor(sizes, device=dev, dtype=bwk.dtype)
     ns = len(sizes)
+    # Triangles whose box was clamped at the right or bottom border need the two box-limit
+    # planes (a tile sticking out of the box would wrap to the next row or image); for the
+    # others the edge functions alone reject the tile's overshoot.
+    tvk = tv.index_select(0, keep)
+    clamped = (_max3(tvk[..., 0]) >= width - 1) | (_max3(tvk[..., 1]) >= height - 1)
     bucket = torch.bucketize(bwk, edges) * ns + torch.bucketize(bhk, edges)
+    bucket += clamped.to(bucket.dtype) * (ns * ns)
     perm = torch.argsort(bucket)
-    counts = torch.bincount(bucket, minlength=ns * ns).tolist()
+    counts = torch.bincount(bucket, minlength=2 * ns * ns).tolist()
     keep = keep.index_select(0, perm)
-    per_tri = tv.reshape(-1, 9).index_select(0, keep)  # (T, 9); strided column views below
+    per_tri = tvk.reshape(-1, 9).index_select(0, perm)  # (T, 9); strided column views below
     x0, y0, z0, x1, y1, z1, x2, y2, z2 = per_tri.unbind(1)
     xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2)).clamp_(min=0)
     ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2)).clamp_(min=0)
@@ -245,6 +251,7 @@ def _zbuffer_torch(
             ex0 * zs0 + ex1 * zs1 + ex2 * zs2,
         ]
     ).view(6, 3, -1)  # fmt: skip
+    planes4 = planes[[0, 1, 2, 5]]
     bidx = torch.div(keep, F, rounding_mode="floor")
     fid = keep - bidx * F
     base = bidx * (height * width) + (ymin * width + xmin).to(torch.int64)
@@ -255,7 +262,9 @@ def _zbuffer_torch(
     for bi, cnt in enumerate(counts):
         if cnt == 0:
             continue
-        kw, kh = sizes[bi // ns], sizes[bi % ns]
+        with_box = bi >= ns * ns
+        kw, kh = sizes[(bi // ns) % ns], sizes[bi % ns]
+        pl = planes if with_box else planes4
         dx = torch.arange(kw, device=dev).repeat(kh)
         dy = torch.arange(kh, device=dev).repeat_interleave(kw)
         basis = torch.stack([torch.ones_like(dx), dx, dy]).to(v.dtype)  # (3, kh*kw)
@@ -263,9 +272,9 @@ def _zbuffer_torch(
         chunk = max(1, _MAX_CHUNK // (kw * kh))
         for c in range(start, start + cnt, chunk):
             e = min(c + chunk, start + cnt)
-            w = torch.matmul(planes[:, :, c:e].transpose(1, 2), basis)  # (6, t, kh*kw)
-            zc = w[5].float()
-            zc.masked_fill_(w[:5].amin(0) < 0, math.inf)
+            w = torch.matmul(pl[:, :, c:e].transpose(1, 2), basis)  # (6 or 4, t, kh*kw)
+            zc = w[-1].float()
+            zc.masked_fill_(w[:-1].amin(0) < 0, math.inf)
             key = zc.view(torch.int32).to(torch.int64)
             key.bitwise_left_shift_(32)
             key.add_(fid[c:e, None])
