@@ -60,7 +60,25 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- helpers
 def _sparse(indices: torch.Tensor, values: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    return torch.sparse_coo_tensor(indices, values, tuple(size), check_invariants=False).coalesce()
+    """Coalesced COO tensor (duplicates summed). Linearised keys + ``torch.unique`` +
+    ``index_add`` is several times faster than ``Tensor.coalesce`` and keeps the values
+    differentiable."""
+    size = tuple(int(n) for n in size)
+    if indices.shape[1] == 0:
+        return torch.sparse_coo_tensor(indices, values, size, check_invariants=False).coalesce()
+    key = indices[0]
+    for d in range(1, len(size)):
+        key = key * size[d] + indices[d]
+    uk, inv = torch.unique(key, sorted=True, return_inverse=True)
+    vals = torch.zeros(uk.numel(), dtype=values.dtype, device=values.device).index_add(
+        0, inv, values)
+    idx = torch.empty(len(size), uk.numel(), dtype=torch.long, device=uk.device)
+    rem = uk
+    for d in range(len(size) - 1, 0, -1):
+        idx[d] = rem % size[d]
+        rem = rem // size[d]
+    idx[0] = rem
+    return torch.sparse_coo_tensor(idx, vals, size, is_coalesced=True, check_invariants=False)
 
 
 def _csr(m: torch.Tensor) -> torch.Tensor:
@@ -130,8 +148,10 @@ def clean_faces(faces: torch.Tensor, num_vertices: int | None = None) -> torch.T
 
 
 def _unique_edges(faces: torch.Tensor, V: int, counts: bool = False):
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0).sort(dim=1).values
-    u = torch.unique(e[:, 0] * max(V, 1) + e[:, 1], return_counts=counts)
+    a = faces.reshape(-1)
+    b = faces[:, [1, 2, 0]].reshape(-1)
+    u = torch.unique(torch.minimum(a, b) * max(V, 1) + torch.maximum(a, b),
+                     return_counts=counts)
     if counts:
         u, c = u
     out = torch.stack([u // max(V, 1), u % max(V, 1)], 1)
