@@ -256,4 +256,4 @@ def test_identity_sampling():
     from_a = {ds[(0, s)]["video_index"] for s in range(30)}
     assert from_a == {0, 1}
     assert {ds[(1, s)]["video_index"] for s in range(10)} == {2}
-    assert {ds[(4, s)]["video_index"] for s in range(10)} == {2}  # index 4 -> identity b
+    assert {ds[(5, s)]["video_index"] for s in range(10)} == {2}  # 5 % 2 -> identity b
