@@ -229,10 +229,20 @@ def _moments(v: torch.Tensor, p: torch.Tensor, dmat_t: torch.Tensor, tol2: torch
         torch.mul(w, dy, out=g[:, 2])
     s = torch.matmul(dmat_t, g)  # (B, 3, 3, Mc)
     if second:
-        sxx = (g[:, 1] * dx).sum(1)
-        sxy = (g[:, 1] * dy).sum(1)
-        syy = (g[:, 2] * dy).sum(1)
-        return s, (sxx, sxy, syy), sxx + syy
+        if grad:
+            sxx = (g[:, 1] * dx).sum(1)
+            sxy = (g[:, 1] * dy).sum(1)
+        else:  # reuse the r2 buffer, it is no longer needed
+            sxx = torch.mul(g[:, 1], dx, out=r2).sum(1)
+            sxy = torch.mul(g[:, 1], dy, out=r2).sum(1)
+        if alpha == 1.0:
+            # sum w (dx^2 + dy^2) = n, up to clamped (hit) distances where d* ~ 0
+            swr = torch.full_like(sxx, float(n))
+            syy = swr - sxx
+        else:
+            syy = (g[:, 2] * dy).sum(1)
+            swr = sxx + syy
+        return s, (sxx, sxy, syy), swr
     if alpha == 1.0:
         # w |d|^2 = 1 except for clamped (hit) distances, where d* ~ 0 makes it irrelevant
         swr = torch.full_like(s[:, 0, 0], float(n))
