@@ -348,7 +348,7 @@ def figures() -> None:
     plot = np.full((H, W, 3), 255, np.uint8)
     series = [(ref, (200, 60, 60), "per-frame detection"),
               (res.landmarks, (60, 60, 220), "tracked (raw)"),
-              (res.smoothed, (30, 160, 30), "tracked + One-Euro")]
+              (res.smoothed, (30, 160, 30), "tracked + One-Euro (0-phase)")]
     for k, (idx, label) in enumerate(((8, "chin y"), (51, "upper lip y"))):
         ys = torch.cat([s[0][:, idx, 1] for s in series])
         lo, hi = float(ys.min()) - 2, float(ys.max()) + 2

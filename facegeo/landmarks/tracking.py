@@ -1,13 +1,16 @@
 """Landmark tracking over video, temporal stabilization and the SMS smoothness metric.
 
-Tracking (:class:`LandmarkTracker`): the detector runs on the first frame (and whenever the
-face is lost). On every later frame the previous landmarks are moved by pyramidal
-Lucas-Kanade optical flow (OpenCV), a detector-style box is placed around the moved points
-(with the box/landmark relation measured at the last detection) and the backend's
-landmark predictor (dlib shape predictor or FAN) is re-run in that box. The face counts as
-lost, and the detector is run again, when fewer than half of the points are tracked by the
-flow, when the new landmarks disagree with the flow prediction by more than
-``lost_threshold`` inter-ocular distances on average, or when the box leaves the frame.
+Tracking (:class:`LandmarkTracker`): the detector runs on the first frame, whenever the
+face is lost and every ``redetect_every`` frames (first in a region around the predicted
+box, then in the whole frame). On every other frame 17 stable landmarks are moved by
+pyramidal Lucas-Kanade optical flow (OpenCV, in a downscaled region around the face), a
+similarity transform fitted to them moves all 68 previous points, a detector-style box is
+placed around the moved points (with the box/landmark relation measured at the last
+detection) and the backend's landmark predictor (dlib shape predictor or FAN) is re-run in
+that box. The face counts as lost, and the detector runs again, when fewer than half of
+the flow points are tracked, when the box leaves the frame or its size drifts by more than
+``max_scale_change`` from the last detection, or when the new landmarks disagree with the
+flow prediction by more than ``lost_threshold`` inter-ocular distances on average.
 
 Stabilization (:class:`OneEuroFilter`, Casiez et al., CHI 2012): per landmark, an
 exponential smoother whose cut-off frequency rises with the speed of the point::
@@ -19,6 +22,8 @@ exponential smoother whose cut-off frequency rises with the speed of the point::
 
 The tracker filters landmarks in units of the inter-ocular distance measured at the first
 detection, so ``min_cutoff`` (Hz) and ``beta`` (s / IOD) do not depend on the face size.
+``update()`` returns the causal (live) filter output; ``track()`` on a whole clip returns
+the zero-phase version (forward then backward pass, no lag) by default.
 
 SMS (eq. 9 of the S2D paper, ../shared/papers/s2d--sparse-to-dense-motion-transfer.txt)::
 
