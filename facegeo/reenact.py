@@ -1,0 +1,841 @@
+"""Training-free geometric face reenactment (3DMM fit -> mesh flow + MLS -> warp).
+
+The "mesh regression" of the mesh-guided reenactment paper (section 3.1), rendered analytically
+instead of learned. For a source portrait and a driving video:
+
+1. landmarks: the source is detected once, the driving video is tracked
+   (:class:`facegeo.landmarks.tracking.LandmarkTracker`, One-Euro stabilised). Driving frames
+   without a face (tracker lost / nothing detected) are *held*: they reuse the parameters of
+   the last good frame and are counted (:attr:`DrivingTrack.n_missing`).
+2. fit (:mod:`facegeo.fitting`, weak perspective): the source gets identity ``a_s``,
+   expression ``e_s`` and pose ``(R_s, s_s, t_s)``; the driving frames get one shared identity
+   ``a_d`` and per-frame ``e_t``, ``(R_t, s_t, t_t)`` (:func:`facegeo.fitting.fit_video`).
+3. target mesh ``X_t = mean + B_id a_s + B_exp e_t`` (the driver's identity ``a_d`` is never
+   used: its face shape cannot leak), posed by
+
+   * ``mode="absolute"``: the driving pose ``(R_t, s_t, t_t)`` (both images are face crops of
+     the same size, so the driver's framing is reproduced);
+   * ``mode="relative"`` (default): the source pose composed with the driving motion relative
+     to the first driving frame: ``R = R_t R_0^T R_s``, ``s = s_s s_t / s_0``,
+     ``t = t_s + (s_s / s_0)(t_t - t_0)``.
+
+   ``relative_expression=True`` additionally uses ``clamp(e_s + e_t - e_0, 0, 1)`` instead of
+   ``e_t`` (the source keeps its own expression where the driver does not move).
+4. render: image-space vertices ``(u, v, z) = (s (RX)_x + t_u, -s (RX)_y + t_v, -s (RX)_z)``
+   of the face region of the mesh; the target mesh is rasterized (back faces culled) and each
+   covered pixel's barycentrics are transferred to the source mesh: the backward flow
+   ``F(p) = src_xy(p) - p`` of :func:`facegeo.raster.mesh_flow`. Outside the face (hair, neck,
+   background) and in the mesh's holes (eyes, mouth) the motion comes from an MLS deformation
+   (:func:`facegeo.mls.mls_grid`, rigid) whose control points are the face-region boundary
+   vertices and the 68 landmark vertices (target position -> source position) plus pinned
+   image-border points. The two are blended with a mask that ramps from 0 on the mesh
+   silhouette to 1 a few pixels inside, and the source is warped with the result.
+
+Everything after the fit is batched torch (any device). Main entry points:
+:func:`reenact` (whole job), :class:`GeometricReenactor` (the parts), :func:`track_driving`,
+:func:`interpolate_fits`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from facegeo import transforms as T
+from facegeo.coords import pixel_grid, pixel_to_normalized
+from facegeo.landmarks.backends import NoFaceError, detect_face
+from facegeo.landmarks.crops import (
+    clip_boxes,
+    crop_images,
+    face_boxes,
+    paste_back,
+    points_to_crop,
+)
+
+__all__ = [
+    "FaceFit",
+    "DrivingTrack",
+    "SourceState",
+    "RenderOutput",
+    "ReenactResult",
+    "GeometricReenactor",
+    "track_driving",
+    "interpolate_fits",
+    "posed_vertices",
+    "reenact",
+    "expression_from_names",
+    "synthetic_driving",
+    "driving_boxes",
+    "MODES",
+]
+
+MODES = ("relative", "absolute")
+
+
+# ----------------------------------------------------------------------------- data classes
+@dataclass
+class FaceFit:
+    """Weak-perspective 3DMM parameters of B faces.
+
+    Attributes:
+        rotation: (B, 3, 3) head rotation (model frame, :mod:`facegeo.transforms`).
+        scale: (B,) pixels per model unit.
+        translation: (B, 2) pixel position of the model origin.
+        id_coeffs: (B, K_id) identity coefficients.
+        exp_coeffs: (B, K_exp) expression coefficients (ICT: blendshape weights in [0, 1]).
+    """
+
+    rotation: torch.Tensor
+    scale: torch.Tensor
+    translation: torch.Tensor
+    id_coeffs: torch.Tensor
+    exp_coeffs: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.rotation.shape[0]
+
+    @property
+    def angles(self) -> torch.Tensor:
+        """(B, 3) (yaw, pitch, roll) in degrees."""
+        return T.matrix_to_euler(self.rotation)
+
+    def index(self, idx) -> FaceFit:
+        """Select rows (an int, slice or (N,) index tensor) -> FaceFit."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1)
+        return FaceFit(self.rotation[idx], self.scale[idx], self.translation[idx],
+                       self.id_coeffs[idx], self.exp_coeffs[idx])
+
+    def expand(self, n: int) -> FaceFit:
+        """Repeat a one-row fit n times."""
+        if len(self) != 1:
+            raise ValueError(f"expand needs a one-row fit, got {len(self)} rows")
+        return FaceFit(*(x.expand(n, *x.shape[1:]) for x in (
+            self.rotation, self.scale, self.translation, self.id_coeffs, self.exp_coeffs)))
+
+    def to(self, device) -> FaceFit:
+        return FaceFit(*(x.to(device) for x in (
+            self.rotation, self.scale, self.translation, self.id_coeffs, self.exp_coeffs)))
+
+    @classmethod
+    def from_result(cls, res) -> FaceFit:
+        """From a weak-perspective :class:`facegeo.fitting.FitResult`."""
+        if res.camera != "weak_perspective":
+            raise ValueError(f"need a weak-perspective fit, got camera={res.camera!r}")
+        return cls(res.rotation, res.scale, res.translation, res.id_coeffs, res.exp_coeffs)
+
+
+@dataclass
+class DrivingTrack:
+    """Landmarks of a driving sequence (see :func:`track_driving`).
+
+    Attributes:
+        landmarks: (T, 68, 2) frame pixel coordinates (rows of missing frames are copies of
+            the nearest earlier good frame, or the first good frame for leading ones).
+        good: (T,) bool, a face was detected / tracked in that frame.
+        frame_size: (H, W) of the driving frames.
+        fps: frame rate.
+        frames: optional (T, 3, S, S) driving crops (kept for neural models), else None.
+        boxes: optional (T, 3) crop boxes of ``frames``.
+    """
+
+    landmarks: torch.Tensor
+    good: torch.Tensor
+    frame_size: tuple[int, int]
+    fps: float
+    frames: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+
+    @property
+    def n_missing(self) -> int:
+        return int((~self.good).sum())
+
+    def __len__(self) -> int:
+        return self.landmarks.shape[0]
+
+
+@dataclass
+class SourceState:
+    """A fitted source portrait.
+
+    Attributes:
+        image: (1, 3, S, S) the face crop (or the resized full image without cropping).
+        full: (1, 3, H, W) the full source image.
+        box: (3,) crop box ``(cx, cy, side)`` in full-image pixels.
+        landmarks: (1, 68, 2) landmarks in crop pixels.
+        fit: one-row :class:`FaceFit` in crop pixels.
+    """
+
+    image: torch.Tensor
+    full: torch.Tensor
+    box: torch.Tensor
+    landmarks: torch.Tensor
+    fit: FaceFit
+
+
+@dataclass
+class RenderOutput:
+    """Output of :meth:`GeometricReenactor.render` for B target faces.
+
+    Attributes:
+        frames: (B, 3, S, S) warped source images.
+        src_xy: (B, S, S, 2) source pixel sampled by each output pixel.
+        face_mask: (B, S, S) float blend weight of the mesh flow (1 = face).
+        target_landmarks: (B, 68, 2) projected target model landmarks.
+    """
+
+    frames: torch.Tensor
+    src_xy: torch.Tensor
+    face_mask: torch.Tensor
+    target_landmarks: torch.Tensor
+
+
+@dataclass
+class ReenactResult:
+    """Output of :func:`reenact`.
+
+    Attributes:
+        frames: (T, 3, H, W) result frames in [0, 1] (crop size, or the full source frame
+            with ``crop=False``).
+        fps: frame rate (the driving video's).
+        n_missing: driving frames without a face (held).
+        source_fit, driving_fit, target_fit: :class:`FaceFit` (crop pixels).
+        timings: seconds per stage: ``landmarks``, ``fit``, ``raster``, ``warp``.
+    """
+
+    frames: torch.Tensor
+    fps: float
+    n_missing: int
+    source_fit: FaceFit
+    driving_fit: FaceFit
+    target_fit: FaceFit
+    timings: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- helpers
+def posed_vertices(verts: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
+                   translation: torch.Tensor) -> torch.Tensor:
+    """Model-frame vertices -> image-space vertices for :func:`facegeo.raster.rasterize`.
+
+    ``(u, v, z) = (s (RX)_x + t_u, -s (RX)_y + t_v, -s (RX)_z)`` (weak perspective, depth
+    grows away from the viewer).
+
+    Args:
+        verts: (B, V, 3); rotation (B, 3, 3); scale (B,); translation (B, 2).
+
+    Returns:
+        (B, V, 3).
+    """
+    rx = verts @ rotation.transpose(-1, -2)
+    s = scale[:, None]
+    return torch.stack([s * rx[..., 0] + translation[:, None, 0],
+                        -s * rx[..., 1] + translation[:, None, 1],
+                        -s * rx[..., 2]], -1)
+
+
+def _as_image(x, name: str) -> torch.Tensor:
+    """(3, H, W) / (1, 3, H, W) float tensor or (H, W, 3|4) uint8 array -> (1, 3, H, W)."""
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        if x.ndim != 3 or x.shape[2] not in (3, 4):
+            raise ValueError(f"{name}: arrays must be (H, W, 3), got {x.shape}")
+        if x.shape[2] == 4:
+            raise ValueError(f"{name}: image has an alpha channel; composite or drop it first "
+                             "(facegeo.image_io.load_image does)")
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).float() / 255.0
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"{name} must be (3, H, W) or (1, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[1] == 4:
+        raise ValueError(f"{name}: image has an alpha channel (4 channels); composite or drop "
+                         "it first (facegeo.image_io.load_image does)")
+    if x.shape[1] != 3:
+        raise ValueError(f"{name} must have 3 channels, got {x.shape[1]}")
+    if not x.is_floating_point():
+        x = x.float() / 255.0
+    return x
+
+
+def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
+                  keep_crops: int | None = None, progress: Callable[[int], None] | None = None,
+                  tracker_kwargs: dict | None = None) -> DrivingTrack:
+    """Track 68 landmarks over a driving sequence, holding frames without a face.
+
+    Args:
+        frames: iterable of (H, W, 3) uint8 arrays or (3, H, W) float tensors (all one size),
+            or a (T, 3, H, W) tensor.
+        fps: frame rate (One-Euro filter, and stored in the result).
+        detector: landmark backend with box refinement (``"dlib"``, ``"fan"``).
+        keep_crops: if given, also keep FOMM-style face crops of this size for every frame
+            (one box for the whole clip; costs T x 3 x S x S floats).
+        progress: called with 1 after each frame.
+        tracker_kwargs: extra :class:`~facegeo.landmarks.tracking.LandmarkTracker` arguments.
+
+    Returns:
+        :class:`DrivingTrack`.
+
+    Raises:
+        ValueError: no frames; NoFaceError: no face in any frame.
+    """
+    from facegeo.image_io import as_uint8_rgb
+    from facegeo.landmarks.tracking import LandmarkTracker
+
+    tracker = LandmarkTracker(detector, fps=fps if fps and fps > 0 else 30.0,
+                              **(tracker_kwargs or {}))
+    lms, good, small = [], [], []
+    size = None
+    for t, f in enumerate(frames):
+        img = as_uint8_rgb(f)
+        if size is None:
+            size = img.shape[:2]
+        elif img.shape[:2] != size:
+            raise ValueError(f"driving frame {t} has size {img.shape[:2]}, expected {size}")
+        try:
+            out = tracker.update(img)
+            lm, ok = out["smoothed"], not out["lost"]
+        except NoFaceError:
+            tracker.reset()
+            lm, ok = None, False
+        if not ok:
+            # the tracker lost the face: start over with a detection on the next frame
+            tracker.reset()
+        lms.append(lm)
+        good.append(ok)
+        if keep_crops:
+            small.append(img)
+        if progress is not None:
+            progress(1)
+    if size is None:
+        raise ValueError("the driving sequence has no frames")
+    if not any(good):
+        raise NoFaceError(f"no face found in any of the {len(lms)} driving frames")
+    first = good.index(True)
+    last = lms[first]
+    filled = []
+    for lm, ok in zip(lms, good):
+        if ok:
+            last = lm
+        filled.append(last)
+    landmarks = torch.stack(filled).float()
+    good_t = torch.tensor(good)
+    track = DrivingTrack(landmarks, good_t, (int(size[0]), int(size[1])), float(fps))
+    if keep_crops:
+        boxes = driving_boxes(track)
+        imgs = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in small]).float() / 255
+        track.frames = crop_images(imgs, boxes, keep_crops)
+        track.boxes = boxes
+    return track
+
+
+def driving_boxes(track: DrivingTrack) -> torch.Tensor:
+    """(T, 3) one FOMM-style crop box for the whole clip (contains every good frame's box)."""
+    boxes = face_boxes(track.landmarks[track.good])
+    return clip_boxes(boxes, "fixed")[:1].expand(len(track), 3).clone()
+
+
+def interpolate_fits(a: FaceFit, b: FaceFit, alpha: torch.Tensor | float,
+                     only: str | None = None) -> FaceFit:
+    """Blend two fits: slerp rotation, linear translation and expression, geometric scale.
+
+    Args:
+        a, b: one-row (or B-row) fits; ``a``'s identity is kept.
+        alpha: float or (N,) weights in [0, 1]; the result has N (or B) rows.
+        only: ``None`` (pose and expression), ``"pose"`` (expression stays ``a``'s) or
+            ``"expression"`` (pose stays ``a``'s).
+
+    Returns:
+        :class:`FaceFit`.
+    """
+    if only not in (None, "pose", "expression"):
+        raise ValueError(f"only must be None, 'pose' or 'expression', got {only!r}")
+    w = torch.as_tensor(alpha, dtype=a.rotation.dtype, device=a.rotation.device).reshape(-1)
+    n = max(w.shape[0], len(a), len(b))
+    w = w.expand(n) if w.shape[0] == 1 else w
+
+    def rows(x):
+        return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x
+
+    ra, rb = rows(a.rotation), rows(b.rotation)
+    ta, tb = rows(a.translation), rows(b.translation)
+    sa, sb = rows(a.scale), rows(b.scale)
+    ea, eb = rows(a.exp_coeffs), rows(b.exp_coeffs)
+    wp = w if only != "expression" else torch.zeros_like(w)
+    we = w if only != "pose" else torch.zeros_like(w)
+    rot, trans, scale = T.interpolate_pose(ra, rb, wp, ta, tb, sa, sb)
+    exp = ea + we[:, None] * (eb - ea)
+    return FaceFit(rot, scale, trans, rows(a.id_coeffs), exp)
+
+
+# ----------------------------------------------------------------------------- the renderer
+class GeometricReenactor:
+    """Fits and renders the geometric reenactment (see the module docstring).
+
+    Args:
+        model: a :class:`~facegeo.morphable.MorphableModel` with ``landmarks68`` (default:
+            ICT-FaceKit, ``MorphableModel.load()``).
+        size: working resolution S (square face crops).
+        device: where rendering runs (fitting follows it).
+        regions: model regions used as the "face" mesh (``vertex_region`` names); default the
+            ICT front face (``face_narrow``: no ears, neck or back of the head, whose
+            fitted position rarely matches the image).
+        n_boundary: number of face-boundary vertices used as MLS control points.
+        mls_kind: ``"rigid"``, ``"similarity"`` or ``"affine"``.
+        mls_step: the MLS field is evaluated every ``mls_step`` pixels and upsampled.
+        raster_scale: rasterize at ``S / raster_scale`` and upsample the flow (1 = exact).
+        blend_px: width (pixels at size S) of the ramp from MLS to mesh flow inside the face.
+        fit_iterations: Levenberg-Marquardt iterations for the driving fit.
+        smooth_pose, smooth_exp: temporal smoothness of the driving fit.
+        detector: landmark backend.
+    """
+
+    def __init__(self, model=None, *, size: int = 256, device=None,
+                 regions: tuple[str, ...] | None = ("face_narrow",),
+                 n_boundary: int = 48, mls_kind: str = "rigid", mls_step: int = 8,
+                 raster_scale: int = 1, blend_px: float | None = None,
+                 fit_iterations: int = 10, smooth_pose: float = 0.5, smooth_exp: float = 0.05,
+                 detector: str = "dlib"):
+        from facegeo.morphable import MorphableModel
+
+        if not isinstance(size, int) or size < 32:
+            raise ValueError(f"size must be an integer >= 32, got {size!r}")
+        if raster_scale < 1 or mls_step < 1:
+            raise ValueError("raster_scale and mls_step must be >= 1")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model = (MorphableModel.load() if model is None else model)
+        if getattr(self.model, "landmarks68", None) is None:
+            raise ValueError("the morphable model has no 68-point landmarks")
+        self.size = size
+        self.mls_kind = mls_kind
+        self.mls_step = mls_step
+        self.raster_scale = raster_scale
+        self.blend_px = blend_px if blend_px is not None else max(2.0, size / 40)
+        self.fit_iterations = fit_iterations
+        self.smooth_pose = smooth_pose
+        self.smooth_exp = smooth_exp
+        self.detector = detector
+        self._setup_mesh(regions, n_boundary)
+
+    # -- mesh ---------------------------------------------------------------------------
+    def _setup_mesh(self, regions, n_boundary):
+        m = self.model
+        V = m.n_vertices
+        if regions and getattr(m, "vertex_region", None) is not None:
+            names = list(m.region_names)
+            missing = [r for r in regions if r not in names]
+            if missing:
+                raise ValueError(f"unknown regions {missing}; the model has {names}")
+            ids = torch.tensor([names.index(r) for r in regions])
+            keep = torch.isin(m.vertex_region.cpu(), ids)
+        else:
+            keep = torch.ones(V, dtype=torch.bool)
+        tri = m.triangles.cpu()
+        tri = tri[keep[tri].all(1)]
+        used = torch.zeros(V, dtype=torch.bool)
+        used[tri.reshape(-1)] = True
+        lm = m.landmarks68.cpu().long()
+        used[lm] = True  # landmark rows are always evaluated (MLS controls)
+        vids = used.nonzero().squeeze(1)
+        remap = torch.full((V,), -1, dtype=torch.long)
+        remap[vids] = torch.arange(vids.numel())
+        self.vertex_ids = vids
+        self.faces = remap[tri].contiguous()
+        self.lm_rows = remap[lm]
+        # outer boundary loop of the face mesh: edges used by exactly one triangle, largest
+        # connected component of those edges
+        e = torch.cat([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
+        e = torch.sort(e, 1).values
+        uniq, cnt = torch.unique(e, dim=0, return_counts=True)
+        bnd = uniq[cnt == 1]
+        comp = self._largest_component(bnd)
+        self.boundary_all = comp
+        pos = m.mean[vids[comp]].cpu()
+        # order by angle around the face centre in the frontal (x, y) plane, subsample evenly
+        c = m.mean[vids].cpu().mean(0)
+        ang = torch.atan2(pos[:, 1] - c[1], pos[:, 0] - c[0])
+        order = comp[torch.argsort(ang)]
+        k = min(n_boundary, order.numel())
+        sel = torch.linspace(0, order.numel() - 1, k + 1)[:-1].round().long()
+        self.boundary_rows = order[sel]
+        self.control_rows = torch.cat([self.boundary_rows, self.lm_rows])
+        dev = self.device
+        self._mean = m.mean[vids].to(dev, torch.float32)
+        self._id_basis = m.id_basis[:, vids].to(dev, torch.float32)
+        self._exp_basis = m.exp_basis[:, vids].to(dev, torch.float32)
+        self.faces = self.faces.to(dev)
+
+    @staticmethod
+    def _largest_component(edges: torch.Tensor) -> torch.Tensor:
+        if edges.numel() == 0:
+            raise ValueError("the face mesh has no boundary")
+        parent: dict[int, int] = {}
+
+        def find(a):
+            while parent.setdefault(a, a) != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for a, b in edges.tolist():
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[ra] = rb
+        groups: dict[int, list[int]] = {}
+        for v in parent:
+            groups.setdefault(find(v), []).append(v)
+        best = max(groups.values(), key=len)
+        return torch.tensor(sorted(best), dtype=torch.long)
+
+    def face_vertices(self, fit: FaceFit) -> torch.Tensor:
+        """(B, V_face, 3) model-frame vertices of the face mesh for ``fit``'s coefficients."""
+        a = fit.id_coeffs.to(self.device, torch.float32)
+        e = fit.exp_coeffs.to(self.device, torch.float32)
+        ki, ke = a.shape[1], e.shape[1]
+        v = self._mean[None] + torch.einsum("bk,kvc->bvc", a, self._id_basis[:ki])
+        return v + torch.einsum("bk,kvc->bvc", e, self._exp_basis[:ke])
+
+    def image_vertices(self, fit: FaceFit) -> torch.Tensor:
+        """(B, V_face, 3) image-space face mesh of ``fit`` (see :func:`posed_vertices`)."""
+        f = fit.to(self.device)
+        return posed_vertices(self.face_vertices(f), f.rotation.float(), f.scale.float(),
+                              f.translation.float())
+
+    # -- fitting ------------------------------------------------------------------------
+    def fit_landmarks(self, landmarks: torch.Tensor) -> FaceFit:
+        """Independent weak-perspective fits of (B, 68, 2) landmarks -> :class:`FaceFit`."""
+        from facegeo.fitting import fit_landmarks
+
+        res = fit_landmarks(self.model, landmarks.float(), device=self.device)
+        return FaceFit.from_result(res)
+
+    def fit_source(self, image, landmarks: torch.Tensor | None = None, *,
+                   crop: bool = True) -> SourceState:
+        """Detect, crop and fit the source portrait.
+
+        Args:
+            image: (3, H, W) float in [0, 1] (or (1, 3, H, W)).
+            landmarks: optional (68, 2) landmarks in image pixels (detected when None).
+            crop: crop a square face box (FOMM style); otherwise the whole image is resized
+                to S x S (non-square images are padded by replicating the border).
+
+        Raises:
+            NoFaceError: no face in the source.
+        """
+        img = _as_image(image, "source").to(self.device)
+        if landmarks is None:
+            try:
+                landmarks = detect_face(img[0].cpu(), 0, self.detector).landmarks
+            except NoFaceError as e:
+                raise NoFaceError(f"no face found in the source image ({e})") from None
+        lm = landmarks.reshape(1, 68, 2).float().to(self.device)
+        H, W = img.shape[-2:]
+        if crop:
+            box = face_boxes(lm)[0]
+        else:
+            side = float(max(H, W))
+            box = torch.tensor([(W - 1) / 2, (H - 1) / 2, side], device=self.device)
+        crop_img = crop_images(img, box[None], self.size)
+        lm_c = points_to_crop(lm, box[None], self.size)
+        fit = self.fit_landmarks(lm_c)
+        return SourceState(crop_img, img, box, lm_c, fit)
+
+    def fit_driving(self, track: DrivingTrack, boxes: torch.Tensor | None = None) -> FaceFit:
+        """Fit the driving frames (shared identity) in crop pixels; held frames copy the
+        last good frame's parameters.
+
+        Args:
+            track: :class:`DrivingTrack` with T frames.
+            boxes: (T, 3) crop boxes (default :func:`driving_boxes`).
+
+        Returns:
+            T-row :class:`FaceFit`.
+        """
+        from facegeo.fitting import fit_landmarks, fit_video
+
+        if boxes is None:
+            boxes = track.boxes if track.boxes is not None else driving_boxes(track)
+        lm = points_to_crop(track.landmarks.float(), boxes.float(), self.size).to(self.device)
+        good = track.good.to(self.device)
+        gidx = good.nonzero().squeeze(1)
+        if gidx.numel() == 1:
+            res = fit_landmarks(self.model, lm[gidx], device=self.device)
+        else:
+            res = fit_video(self.model, lm[gidx], device=self.device,
+                            iterations=self.fit_iterations, smooth_pose=self.smooth_pose,
+                            smooth_exp=self.smooth_exp)
+        fit = FaceFit.from_result(res)
+        # frame t -> the last good frame at or before t (the first good frame for leading ones)
+        pos = torch.cumsum(good.long(), 0) - 1
+        return fit.index(pos.clamp_min(0))
+
+    def target_fits(self, source: FaceFit, driving: FaceFit, mode: str = "relative", *,
+                    relative_expression: bool = False,
+                    reference: FaceFit | None = None) -> FaceFit:
+        """Combine the source identity with the driving expression and pose.
+
+        Args:
+            source: one-row source fit; driving: T-row driving fit.
+            mode: ``"relative"`` or ``"absolute"`` (module docstring).
+            relative_expression: ``e_s + e_t - e_0`` (clamped for blendshapes) instead of e_t.
+            reference: the driving frame the relative motion is measured from (default the
+                first driving frame).
+
+        Returns:
+            T-row :class:`FaceFit` (identity = the source's).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        n = len(driving)
+        ref = driving.index(0) if reference is None else reference
+        src = source.to(driving.rotation.device)
+        ident = src.id_coeffs.expand(n, -1)
+        exp = driving.exp_coeffs
+        if relative_expression:
+            exp = src.exp_coeffs + (driving.exp_coeffs - ref.exp_coeffs)
+            if self.model.exp_kind == "blendshape":
+                exp = exp.clamp(0.0, 1.0)
+        if mode == "absolute":
+            return FaceFit(driving.rotation, driving.scale, driving.translation, ident, exp)
+        rot = driving.rotation @ ref.rotation.transpose(-1, -2) @ src.rotation
+        ratio = src.scale / ref.scale
+        scale = driving.scale * ratio
+        trans = src.translation + ratio[:, None] * (driving.translation - ref.translation)
+        return FaceFit(rot, scale, trans, ident, exp)
+
+    # -- rendering ----------------------------------------------------------------------
+    def _mesh_flow(self, src_v: torch.Tensor, tgt_v: torch.Tensor, H: int, W: int):
+        """Backward source coordinates of the target mesh's pixels.
+
+        Same barycentric transfer as :func:`facegeo.raster.mesh_flow` (weak perspective),
+        but the (shared) source mesh is not rasterized again for every target frame.
+
+        Returns:
+            src_xy (B, H, W, 2), covered (B, H, W) bool.
+        """
+        from facegeo.raster import rasterize
+
+        B = tgt_v.shape[0]
+        frag = rasterize(tgt_v, self.faces, H, W, cull_backfaces=True)
+        hw = H * W
+        b = torch.div(frag.pix, hw, rounding_mode="floor")
+        V = src_v.shape[1]
+        sv = src_v.expand(B, -1, -1) if src_v.shape[0] == 1 else src_v
+        corner = (self.faces[frag.pix_face] + (b * V)[:, None]).reshape(-1)
+        tri = sv.reshape(-1, 3).index_select(0, corner).view(-1, 3, 3)
+        xy = (frag.pix_bary.detach().unsqueeze(-1) * tri[..., :2]).sum(1)
+        grid = pixel_grid(H, W, device=tgt_v.device, dtype=xy.dtype)
+        src_xy = grid.unsqueeze(0).expand(B, -1, -1, -1).reshape(-1, 2).clone()
+        src_xy[frag.pix] = xy
+        return src_xy.view(B, H, W, 2), frag.mask
+
+    def render(self, source_image: torch.Tensor, source: FaceFit, targets: FaceFit, *,
+               timings: dict | None = None) -> RenderOutput:
+        """Warp the source crop into the target geometry.
+
+        Args:
+            source_image: (1, 3, S, S) source crop.
+            source: one-row source fit; targets: B-row target fits (crop pixels).
+            timings: optional dict; ``raster`` and ``warp`` seconds are added to it.
+
+        Returns:
+            :class:`RenderOutput` with (B, 3, S, S) frames.
+        """
+        from facegeo.mls import mls_grid
+
+        t0 = time.perf_counter()
+        img = source_image.to(self.device)
+        S = img.shape[-1]
+        B = len(targets)
+        src_v = self.image_vertices(source)
+        tgt_v = self.image_vertices(targets)
+        r = self.raster_scale
+        if r > 1:
+            hs = math.ceil(S / r)
+            k = hs / S  # pixel centres: x' = (x + 0.5) k - 0.5
+            sub = tgt_v.clone()
+            sub[..., :2] = (sub[..., :2] + 0.5) * k - 0.5
+            xy_s, cov_s = self._mesh_flow(src_v, sub, hs, hs)
+            xy = F.interpolate(xy_s.permute(0, 3, 1, 2), size=(S, S), mode="bilinear",
+                               align_corners=False).permute(0, 2, 3, 1)
+            cov = F.interpolate(cov_s[:, None].float(), size=(S, S), mode="bilinear",
+                                align_corners=False)[:, 0] > 0.999
+        else:
+            xy, cov = self._mesh_flow(src_v, tgt_v, S, S)
+        t1 = time.perf_counter()
+        # MLS motion for everything outside the mesh: target positions -> source positions
+        p = tgt_v[:, self.control_rows, :2].contiguous()
+        q = src_v[:, self.control_rows, :2].expand(B, -1, -1).contiguous()
+        p = p + 1e-3 * torch.randn_like(p)  # break exact ties between control points
+        mls_xy = mls_grid(p, q, S, S, self.mls_kind, grid_step=self.mls_step,
+                          pin_border=9, validate=False)
+        # blend: 0 on the mesh silhouette, 1 from blend_px pixels inside
+        covf = cov[:, None].float()
+        k = int(2 * round(self.blend_px) + 1)
+        # erosion then box blur, both separable (k x 1 then 1 x k: much cheaper on the CPU)
+        inside = -F.max_pool2d(-covf, (k, 1), stride=1, padding=(k // 2, 0))
+        inside = -F.max_pool2d(-inside, (1, k), stride=1, padding=(0, k // 2))
+        m = F.avg_pool2d(inside, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+        m = F.avg_pool2d(m, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False) * covf
+        m = m[:, 0]
+        src_xy = mls_xy + m[..., None] * (xy - mls_xy)
+        grid = pixel_to_normalized(src_xy, S, S)
+        out = F.grid_sample(img.expand(B, -1, -1, -1), grid, mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings["raster"] = timings.get("raster", 0.0) + (t1 - t0)
+            timings["warp"] = timings.get("warp", 0.0) + (t2 - t1)
+        lm = tgt_v[:, self.lm_rows, :2]
+        return RenderOutput(out.clamp(0, 1), src_xy, m, lm)
+
+    def render_stream(self, source: SourceState, targets: FaceFit, *, batch: int = 16,
+                      paste: bool = False, timings: dict | None = None,
+                      progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
+        """Render targets in chunks; yields (3, S, S) crops, or full frames with ``paste``."""
+        for i in range(0, len(targets), batch):
+            out = self.render(source.image, source.fit, targets.index(slice(i, i + batch)),
+                              timings=timings).frames
+            if paste:
+                n = out.shape[0]
+                out = paste_back(source.full.expand(n, -1, -1, -1), out,
+                                 source.box[None].expand(n, 3), feather=0.1)
+            yield from out
+            if progress is not None:
+                progress(out.shape[0])
+
+
+# ----------------------------------------------------------------------------- one call
+def reenact(source, driving, *, fps: float = 30.0, mode: str = "relative", size: int = 256,
+            crop: bool = True, device=None, relative_expression: bool = False,
+            reenactor: GeometricReenactor | None = None, batch: int = 16,
+            progress: Callable[[int], None] | None = None) -> ReenactResult:
+    """Animate a source portrait with a driving sequence, geometrically (no network).
+
+    Args:
+        source: (3, H, W) float image in [0, 1] (or (1, 3, H, W), or (H, W, 3) uint8).
+        driving: (T, 3, H_d, W_d) float tensor, (T, H_d, W_d, 3) uint8 array, an iterable of
+            frames, or one image (3, H_d, W_d) (image-to-image).
+        fps: driving frame rate (kept in the result).
+        mode: ``"relative"`` (default) or ``"absolute"``.
+        size: working resolution S.
+        crop: work on a face crop and return crops (S x S); ``False`` pastes the animated
+            crop back into the full source frame (output H x W).
+        device: torch device for rendering.
+        relative_expression: see :meth:`GeometricReenactor.target_fits`.
+        reenactor: reuse a configured :class:`GeometricReenactor` (its size wins).
+        batch: frames rendered per batch.
+        progress: called with the number of frames finished (tracking and rendering).
+
+    Returns:
+        :class:`ReenactResult`; ``frames`` is (T, 3, S, S) (crop) or (T, 3, H, W).
+
+    Raises:
+        NoFaceError: no face in the source, or in none of the driving frames.
+        ValueError: empty driving sequence, bad mode, alpha-channel images.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(driving, torch.Tensor) and driving.dim() == 3:
+        driving = driving[None]
+    rr = reenactor or GeometricReenactor(size=size, device=device)
+    timings: dict = {}
+    t0 = time.perf_counter()
+    src = rr.fit_source(source, crop=True)
+    track = track_driving(driving, fps, detector=rr.detector, progress=progress)
+    t1 = time.perf_counter()
+    dfit = rr.fit_driving(track)
+    tfit = rr.target_fits(src.fit, dfit, mode, relative_expression=relative_expression)
+    t2 = time.perf_counter()
+    timings["landmarks"] = t1 - t0
+    timings["fit"] = t2 - t1
+    frames = torch.stack(list(rr.render_stream(src, tfit, batch=batch, paste=not crop,
+                                               timings=timings, progress=progress)))
+    if track.n_missing:
+        warnings.warn(f"{track.n_missing} of {len(track)} driving frames had no face; they "
+                      "hold the last good pose/expression", stacklevel=2)
+    return ReenactResult(frames, track.fps, track.n_missing, src.fit, dfit, tfit, timings)
+
+
+
+# ----------------------------------------------------------------------------- parameters
+def expression_from_names(model, weights: dict[str, float],
+                          base: torch.Tensor | None = None) -> torch.Tensor:
+    """Expression coefficients with named blendshapes set.
+
+    Args:
+        model: the morphable model (``exp_names``, optionally ``exp_names_arkit``).
+        weights: name -> weight (ICT names such as ``jawOpen``, ``mouthSmile_L``, or ARKit
+            names such as ``mouthSmileLeft``); blendshape weights must lie in [0, 1].
+        base: (B, K_exp) coefficients to start from (default zeros, B = 1).
+
+    Returns:
+        (B, K_exp) copy of ``base`` with the named entries replaced.
+
+    Raises:
+        ValueError: unknown name or weight out of range.
+    """
+    names = list(model.exp_names or [])
+    arkit = list(getattr(model, "exp_names_arkit", None) or [])
+    out = (torch.zeros(1, model.n_exp) if base is None else base).clone()
+    for name, w in weights.items():
+        if name in names:
+            k = names.index(name)
+        elif name in arkit:
+            k = arkit.index(name)
+        else:
+            raise ValueError(f"unknown expression name {name!r}; known: {', '.join(names)}")
+        w = float(w)
+        if not math.isfinite(w) or (model.exp_kind == "blendshape" and not 0.0 <= w <= 1.0):
+            raise ValueError(f"expression weight {name}={w} must be in [0, 1]")
+        out[:, k] = w
+    return out
+
+
+def synthetic_driving(source: FaceFit, model, n_frames: int = 90) -> FaceFit:
+    """A scripted driving performance for demos (no video needed).
+
+    Head turns (yaw +-20 deg, pitch +-8 deg, roll +-5 deg, applied on top of the source pose)
+    and expressions (jaw open, smile, blinks, raised brows) as smooth bumps over time.
+
+    Args:
+        source: one-row source fit (identity, base expression and pose are kept).
+        model: the morphable model (expression names).
+        n_frames: sequence length T (>= 2).
+
+    Returns:
+        T-row :class:`FaceFit`.
+    """
+    if n_frames < 2:
+        raise ValueError(f"n_frames must be >= 2, got {n_frames}")
+    src = source.index(0)
+    dev, dt = src.rotation.device, src.rotation.dtype
+    t = torch.linspace(0.0, 1.0, n_frames, device=dev, dtype=dt)
+    ang = torch.stack([20 * torch.sin(2 * math.pi * t), 8 * torch.sin(4 * math.pi * t),
+                       5 * torch.sin(2 * math.pi * t + 1.0)], -1)
+
+    def bump(a, b):
+        x = ((t - a) / (b - a)).clamp(0, 1)
+        return torch.sin(math.pi * x) ** 2
+
+    exp = src.exp_coeffs.expand(n_frames, -1).clone()
+    names = list(model.exp_names or [])
+    script = {"jawOpen": 0.6 * bump(0.05, 0.3), "mouthSmile_L": 0.8 * bump(0.35, 0.65),
+              "mouthSmile_R": 0.8 * bump(0.35, 0.65), "eyeBlink_L": bump(0.45, 0.52),
+              "eyeBlink_R": bump(0.45, 0.52), "browInnerUp_L": 0.7 * bump(0.7, 0.95),
+              "browInnerUp_R": 0.7 * bump(0.7, 0.95), "mouthFunnel": 0.5 * bump(0.75, 0.95)}
+    for name, w in script.items():
+        if name in names:
+            k = names.index(name)
+            exp[:, k] = torch.maximum(exp[:, k], w)
+    rot = T.euler_to_matrix(ang) @ src.rotation
+    return FaceFit(rot, src.scale.expand(n_frames), src.translation.expand(n_frames, -1),
+                   src.id_coeffs.expand(n_frames, -1), exp)
