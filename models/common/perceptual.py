@@ -5,8 +5,9 @@
   found with ``facegeo.assets.resolve("vgg19")``. :class:`VGGPerceptualLoss` is the
   FOMM/FSRT loss: for each scale of an anti-aliased pyramid, sum over relu1_1 ... relu5_1 of
   ``w_l * mean |phi_l(x) - phi_l(y)|`` (ImageNet-normalized input).
-* :class:`MobileFaceNet` is our own definition of foamliu/MobileFaceNet's ``MobileFaceNet``
-  (an ArcFace-loss face-recognition network, 307-key state dict, strict load).
+* :class:`MobileFaceNet` (defined in :mod:`facegeo.facerec`, re-exported here) is our own
+  definition of foamliu/MobileFaceNet's ``MobileFaceNet`` (an ArcFace-loss
+  face-recognition network, 307-key state dict, strict load).
   :class:`FacePerceptualLoss` compares its intermediate activations (56x56 ... 7x7) and the
   cosine distance of its 128-d embeddings. It is the substitute used where VGG-19 weights
   are unavailable (see docs/training.md).
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegeo import assets
+from facegeo.facerec import MobileFaceNet, load_mobilefacenet_state_dict
 
 from .blocks import ImagePyramid
 
@@ -153,111 +155,10 @@ class VGGPerceptualLoss(_Frozen):
 
 
 # ------------------------------------------------------------------------ MobileFaceNet
-def _conv_bn_relu6(cin: int, cout: int, k: int = 3, stride: int = 1,
-                   groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups,
-                                   bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU6())
-
-
-class _DWSeparable(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.depthwise = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
-        self.pointwise = nn.Conv2d(c, c, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.bn2 = nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.depthwise(x)))
-        return F.relu(self.bn2(self.pointwise(x)))
-
-
-class _GDConv(nn.Module):
-    def __init__(self, c: int, k: int):
-        super().__init__()
-        self.depthwise = nn.Conv2d(c, c, k, groups=c, bias=False)
-        self.bn = nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        return self.bn(self.depthwise(x))
-
-
-class _InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int):
-        super().__init__()
-        hidden = cin * expand
-        self.residual = stride == 1 and cin == cout
-        self.conv = nn.Sequential(
-            _conv_bn_relu6(cin, hidden, 1),
-            _conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
-            nn.Conv2d(hidden, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        )
-
-    def forward(self, x):
-        return x + self.conv(x) if self.residual else self.conv(x)
-
-
-# (expansion t, channels c, repeats n, first stride s), MobileFaceNet paper table 1.
-_MFN_SETTING = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
-# feature taps (index into ``features``) used by the perceptual loss
-_MFN_TAPS = (4, 11, 14)
-
-
-class MobileFaceNet(nn.Module):
-    """MobileFaceNet (Chen et al. 2018) with foamliu/MobileFaceNet's parameter names.
-
-    Input (B, 3, 112, 112) RGB normalized with ImageNet mean/std. ``forward`` returns the
-    128-d embedding (B, 128) (not L2-normalized); ``forward_features`` returns the list of
-    activations [conv1 (B,64,56,56), dw_conv (B,64,56,56), block 4 (B,64,28,28),
-    block 11 (B,128,14,14), block 14 (B,128,7,7), conv2 (B,512,7,7)] and the embedding."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = _conv_bn_relu6(3, 64, 3, 2)
-        self.dw_conv = _DWSeparable(64)
-        blocks = []
-        cin = 64
-        for t, c, n, s in _MFN_SETTING:
-            for i in range(n):
-                blocks.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
-                cin = c
-        self.features = nn.Sequential(*blocks)
-        self.conv2 = _conv_bn_relu6(128, 512, 1)
-        self.gdconv = _GDConv(512, 7)
-        self.conv3 = nn.Conv2d(512, 128, 1)
-        self.bn = nn.BatchNorm2d(128)
-
-    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if x.dim() != 4 or x.shape[1:] != (3, 112, 112):
-            raise ValueError(f"MobileFaceNet takes (B, 3, 112, 112), got {tuple(x.shape)}")
-        feats = []
-        x = self.conv1(x)
-        feats.append(x)
-        x = self.dw_conv(x)
-        feats.append(x)
-        for i, block in enumerate(self.features):
-            x = block(x)
-            if i in _MFN_TAPS:
-                feats.append(x)
-        x = self.conv2(x)
-        feats.append(x)
-        emb = self.bn(self.conv3(self.gdconv(x))).flatten(1)
-        return feats, emb
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[1]
-
-
-def load_mobilefacenet_state_dict(path: str | None = None, *, download: bool = True) -> dict:
-    """Read foamliu/MobileFaceNet's ``mobilefacenet.pt`` (plain state dict) with
-    ``torch.load(weights_only=True)`` onto the CPU."""
-    p = assets.resolve("mobilefacenet", path=path, download=download)
-    sd = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict):
-        raise ValueError(f"{p}: expected a MobileFaceNet state dict, got {type(sd)}")
-    return sd
+# One definition in the core (facegeo.facerec, also used for the CSIM metric): our own
+# module with foamliu/MobileFaceNet's parameter names, loaded strictly, weights_only.
+# forward_features -> [conv1 56², dw_conv 56², block 4 28², block 11 14², block 14 7²,
+# conv2 7² x 512] and the (B, 128) embedding.
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
