@@ -1,0 +1,409 @@
+"""Evaluate a face-reenactment method on a folder of videos (and images).
+
+    python -m facegeo_apps.evaluate --method geometric --data DIR --protocol self \\
+        --out report.json [--every 10 --max-frames 60 --size 256]
+
+Methods: ``geometric`` (training-free 3DMM + mesh flow + MLS, :mod:`facegeo.reenact`),
+``static`` (output = source image), ``copy`` (output = driving frame), or a neural model
+name of ``facegeo_models`` (e.g. ``pfp_mls``) with ``--checkpoint``. The two baselines are
+always evaluated in the same run as reference rows.
+
+Protocols (:mod:`facegeo.evaluation`):
+
+* ``self``: every video of DIR; the first frame is the source, every ``--every``-th frame of
+  the first ``--max-frames`` is reconstructed and compared with the real frame.
+* ``cross``: each video drives a source image of DIR of another identity (identities from
+  DIR/media.json when present, else the file name), in ``--mode`` relative/absolute/both.
+* ``noise``: self-reenactment with one driving keypoint perturbed per frame (PFP-MLS
+  Table 2); reports the relative change of the landmark error.
+
+Frames are cropped FOMM-style: one square box per clip around the first frame's
+landmarks (``--margin``), resized to ``--size``. The report is written atomically as JSON
+(per-video and aggregate metrics) and as a Markdown table beside it (``report.md``).
+Exit status 2 with one ``error: ...`` line on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+BASELINES = {"static": "static source", "copy": "copy driving"}
+
+
+class EvalError(ValueError):
+    """User-facing error."""
+
+
+# ----------------------------------------------------------------------------- methods
+class GeometricMethod:
+    """The geometric reenactment (:mod:`facegeo.reenact`) as an evaluation method: source
+    (1, 3, H, W), driving (T, 3, H_d, W_d) -> (T, 3, H, W) (pasted into the source frame).
+    ``perturb`` moves the driving landmarks (normalised by the driving frame size)."""
+
+    def __init__(self, size: int = 256, device=None):
+        from facegeo import reenact as R
+
+        self.R = R
+        self.rr = R.GeometricReenactor(size=size, device=device)
+
+    def __call__(self, source, driving, *, mode="relative", perturb=None):
+        R, rr = self.R, self.rr
+        src = rr.fit_source(source[0], crop=True)
+        track = R.track_driving(driving, 30.0, detector=rr.detector)
+        if perturb is not None:
+            h, w = track.frame_size
+            scale = torch.tensor([float(w), float(h)])
+            track.landmarks = perturb(track.landmarks / scale) * scale
+        dfit = rr.fit_driving(track)
+        tfit = rr.target_fits(src.fit, dfit, mode)
+        return torch.stack(list(rr.render_stream(src, tfit, paste=True))).cpu()
+
+
+class NeuralMethod:
+    """A ``facegeo_models.<name>`` model loaded with its ``load_pretrained(checkpoint)`` and
+    run with its ``reenact(source, driving, model=...)``; ``perturb`` becomes
+    ``driving_point_offset`` when the model takes it (keypoint count ``num_points``)."""
+
+    def __init__(self, name: str, checkpoint: str | None, device="cpu"):
+        import importlib
+
+        if not checkpoint:
+            raise EvalError(f"--method {name} needs --checkpoint")
+        if not Path(checkpoint).exists():
+            raise EvalError(f"checkpoint not found: {checkpoint}")
+        try:
+            mod = importlib.import_module(f"facegeo_models.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"facegeo_models.{name}":
+                from facegeo_models.common.registry import registered_models
+
+                raise EvalError(f"unknown method {name!r}; use geometric, static, copy or a "
+                                f"model ({', '.join(registered_models()) or 'none found'})"
+                                ) from None
+            raise
+        for fn in ("load_pretrained", "reenact"):
+            if not hasattr(mod, fn):
+                raise EvalError(f"facegeo_models.{name} has no {fn}()")
+        self.mod = mod
+        self.device = device
+        self.model = mod.load_pretrained(checkpoint, device=device)
+        self.num_points = next((int(m.num_points) for m in self.model.modules()
+                                if isinstance(getattr(m, "num_points", None), int)), None)
+
+    @torch.no_grad()
+    def __call__(self, source, driving, *, mode="relative", perturb=None):
+        kw = {}
+        if perturb is not None:
+            if self.num_points is None:
+                raise EvalError("this model exposes no keypoints to perturb")
+            t = driving.shape[0]
+            # the hook works in [0, 1] image units; the models take offsets in [-1, 1] units
+            kw["driving_point_offset"] = 2.0 * perturb(torch.zeros(t, self.num_points, 2))
+        out = []
+        for i in range(0, driving.shape[0], 8):
+            extra = {k: v[i:i + 8].to(self.device) for k, v in kw.items()}
+            out.append(self.mod.reenact(source.to(self.device), driving[i:i + 8].to(self.device),
+                                        model=self.model, **extra).cpu())
+        return torch.cat(out)
+
+
+def make_method(name: str, checkpoint: str | None, size: int, device):
+    from facegeo import evaluation as E
+
+    if name == "static":
+        return E.static_source
+    if name == "copy":
+        return E.copy_driving
+    if name == "geometric":
+        return GeometricMethod(size=size, device=device)
+    return NeuralMethod(name, checkpoint, device)
+
+
+# ----------------------------------------------------------------------------- data
+def _identities(data: Path) -> dict[str, str]:
+    meta = data / "media.json"
+    if not meta.is_file():
+        return {}
+    try:
+        items = json.loads(meta.read_text()).get("items", [])
+        return {it["file"]: str(it.get("identity") or it["file"]) for it in items}
+    except (ValueError, KeyError, AttributeError) as e:
+        raise EvalError(f"{meta}: cannot read identities ({e})") from None
+
+
+def _crop_clip(frames: torch.Tensor, size: int, margin: float, detector) -> torch.Tensor:
+    """(T, 3, H, W) -> (T, 3, size, size): one FOMM-style square box per clip around the
+    first frame with a face (searched in the first 10 frames)."""
+    from facegeo.landmarks.crops import crop_images, face_boxes
+
+    for f in frames[:10]:
+        faces = detector.detect(f)
+        if faces:
+            box = face_boxes(faces[0].landmarks[None].float(), margin=margin)
+            return crop_images(frames, box.expand(frames.shape[0], 3), size)
+    raise EvalError("no face in the first 10 frames")
+
+
+def load_clip(path: Path, max_frames: int, size: int, margin: float, detector) -> torch.Tensor:
+    from facegeo.video import frames_to_tensor, read_video
+
+    try:
+        frames, _ = read_video(path, max_frames=max_frames)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is bad input here
+        raise EvalError(f"cannot read video {path}: {e}") from None
+    return _crop_clip(frames_to_tensor(frames), size, margin, detector)
+
+
+def load_source(path: Path, size: int, margin: float, detector) -> torch.Tensor:
+    from facegeo.image_io import load_image
+
+    try:
+        img = load_image(path)
+    except Exception as e:  # noqa: BLE001
+        raise EvalError(f"cannot read image {path}: {e}") from None
+    return _crop_clip(img[None], size, margin, detector)
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–"
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def _clean(x):
+    """JSON-safe copy (NaN/inf -> None, tensors dropped)."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items() if not k.startswith("_")}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def markdown(report: dict) -> str:
+    from facegeo.evaluation import METRIC_KEYS
+
+    lines = [f"# Evaluation: protocol `{report['protocol']}`", "",
+             f"Command: `{report['command']}`", "",
+             f"Settings: {json.dumps(report['settings'])}", ""]
+    if report["protocol"] == "noise":
+        lines += ["| method | AKD clean (px) | AKD noisy (px) | change | videos |",
+                  "|---|---|---|---|---|"]
+        for row in report["rows"]:
+            a = row["aggregate"]
+            ch = a.get("change")
+            lines.append(f"| {row['method']} | {_fmt(a.get('akd_clean'))} | "
+                         f"{_fmt(a.get('akd_noisy'))} | "
+                         f"{'–' if ch is None or not math.isfinite(ch) else f'{100 * ch:.1f}%'}"
+                         f" | {a.get('videos')} |")
+    else:
+        keys = [k for k in METRIC_KEYS
+                if any(isinstance(r["aggregate"].get(k), float)
+                       and math.isfinite(r["aggregate"][k]) for r in report["rows"])]
+        lines += ["| method | mode | videos | " + " | ".join(keys) + " |",
+                  "|---|---|---|" + "---|" * len(keys)]
+        for row in report["rows"]:
+            a = row["aggregate"]
+            lines.append(f"| {row['method']} | {row['mode']} | {a['videos']} | "
+                         + " | ".join(_fmt(a.get(k)) for k in keys) + " |")
+    lines += ["", "Skipped metrics:", ""]
+    lines += [f"- {k}: {v}" for k, v in report["skipped"].items()]
+    if report.get("failures"):
+        lines += ["", "Failures:", ""] + [f"- {f}" for f in report["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, report: dict) -> Path:
+    from facegeo.assets import atomic_write
+
+    text = json.dumps(_clean(report), indent=1)
+    atomic_write(out, lambda p: p.write_text(text))
+    md = out.with_suffix(".md")
+    atomic_write(md, lambda p: p.write_text(markdown(report)))
+    return md
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--method", required=True,
+                   help="geometric | static | copy | <facegeo_models model name>")
+    p.add_argument("--checkpoint", help="checkpoint of a neural model")
+    p.add_argument("--data", required=True, help="folder with videos (and source images)")
+    p.add_argument("--protocol", choices=("self", "cross", "noise"), default="self")
+    p.add_argument("--mode", choices=("relative", "absolute", "both"), default=None,
+                   help="motion transfer mode (default: relative for self/noise, both for "
+                        "cross)")
+    p.add_argument("--out", required=True, help="report .json (a .md table is written beside)")
+    p.add_argument("--videos", nargs="*", help="only these video file names of DIR")
+    p.add_argument("--sources", nargs="*", help="only these image file names (cross)")
+    p.add_argument("--max-frames", type=int, default=60, help="frames read per video")
+    p.add_argument("--every", type=int, default=10, help="evaluate every k-th frame")
+    p.add_argument("--size", type=int, default=256, help="crop size")
+    p.add_argument("--margin", type=float, default=0.4, help="crop margin around the face")
+    p.add_argument("--noise-low", type=float, default=0.05)
+    p.add_argument("--noise-high", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
+    data = Path(a.data).expanduser()
+    if not data.is_dir():
+        raise EvalError(f"--data {data} is not a directory")
+    out = Path(a.out).expanduser()
+    if out.suffix.lower() != ".json":
+        raise EvalError(f"--out {out}: the report must be a .json file")
+    if not out.parent.is_dir():
+        raise EvalError(f"output directory does not exist: {out.parent}")
+    if a.max_frames < 1 or a.every < 1 or a.size < 64:
+        raise EvalError("--max-frames and --every must be >= 1 and --size >= 64")
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalError(f"--device {a.device}: CUDA is not available")
+    videos = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    images = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if a.videos:
+        missing = [v for v in a.videos if not (data / v).is_file()]
+        if missing:
+            raise EvalError(f"videos not found in {data}: {', '.join(missing)}")
+        videos = [data / v for v in a.videos]
+    if a.sources:
+        missing = [v for v in a.sources if not (data / v).is_file()]
+        if missing:
+            raise EvalError(f"images not found in {data}: {', '.join(missing)}")
+        images = [data / v for v in a.sources]
+    if not videos:
+        raise EvalError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {data}")
+    if a.protocol == "cross" and not images:
+        raise EvalError(f"the cross protocol needs source images in {data}")
+    return data, out, videos, images
+
+
+def run(a) -> dict:
+    from tqdm.auto import tqdm
+
+    from facegeo import evaluation as E
+    from facegeo.landmarks.backends import get_detector
+
+    data, out, videos, images = _check_args(a)
+    modes = ([a.mode] if a.mode and a.mode != "both" else
+             ["relative", "absolute"] if (a.mode == "both" or a.protocol == "cross")
+             else ["relative"])
+    names = [a.method] + [b for b in BASELINES if b != a.method]
+    methods = {n: make_method(n, a.checkpoint, a.size, a.device) for n in names}
+    label = {n: BASELINES.get(n, n) for n in names}
+    analyzer = E.FaceAnalyzer(device=a.device)
+    det = get_detector("dlib")
+    ident = _identities(data)
+    rows = {(n, m): [] for n in names for m in modes}
+    failures: list[str] = []
+    bar = tqdm(videos, desc=f"{a.protocol}", disable=a.no_progress)
+    for vpath in bar:
+        try:
+            clip = load_clip(vpath, a.max_frames, a.size, a.margin, det)
+        except (EvalError, ValueError) as e:
+            failures.append(f"{vpath.name}: {e}")
+            continue
+        if a.protocol == "cross":
+            vid_id = ident.get(vpath.name, vpath.stem)
+            cands = [p for p in images if ident.get(p.name, p.stem) != vid_id]
+            if not cands:
+                failures.append(f"{vpath.name}: no source image of another identity")
+                continue
+            spath = cands[videos.index(vpath) % len(cands)]
+            try:
+                source = load_source(spath, a.size, a.margin, det)
+            except (EvalError, ValueError) as e:
+                failures.append(f"{spath.name}: {e}")
+                continue
+            driving = clip[::a.every]
+            s_an, d_an = analyzer(source), analyzer(driving)
+        else:
+            c_an = analyzer(clip[::a.every])
+        for n in names:
+            for m in modes:
+                bar.set_postfix_str(f"{vpath.name} {label[n]} {m}")
+                t0 = time.perf_counter()
+                try:
+                    if a.protocol == "self":
+                        r = E.self_reenactment(methods[n], clip, analyzer, every=a.every,
+                                               mode=m, clip_analysis=c_an)
+                        r["video"] = vpath.name
+                    elif a.protocol == "cross":
+                        r = E.cross_reenactment(methods[n], source, driving, analyzer, mode=m,
+                                                source_analysis=s_an, driving_analysis=d_an)
+                        r["video"], r["source"] = vpath.name, spath.name
+                    else:
+                        r = E.noise_robustness(methods[n], clip, analyzer, every=a.every,
+                                               low=a.noise_low, high=a.noise_high,
+                                               seed=a.seed, clip_analysis=c_an)
+                        r["video"] = vpath.name
+                except (ValueError, RuntimeError) as e:
+                    failures.append(f"{vpath.name} / {label[n]} / {m}: {e}")
+                    continue
+                r["seconds"] = time.perf_counter() - t0
+                rows[(n, m)].append(r)
+    keys = (("akd_clean", "akd_noisy", "change", "mkr_clean", "mkr_noisy")
+            if a.protocol == "noise" else E.METRIC_KEYS)
+    report = {
+        "command": "python -m facegeo_apps.evaluate " + " ".join(
+            shlex.quote(x) for x in (a.argv if a.argv is not None else sys.argv[1:])),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "protocol": a.protocol,
+        "settings": {"every": a.every, "max_frames": a.max_frames, "size": a.size,
+                     "margin": a.margin, "modes": modes, "data": str(data)},
+        "skipped": dict(E.SKIPPED),
+        "failures": failures,
+        "rows": [{"method": label[n], "mode": m, "aggregate": E.aggregate(rows[(n, m)], keys),
+                  "videos": rows[(n, m)]} for n in names for m in modes],
+    }
+    if a.protocol == "noise":
+        for row in report["rows"]:   # relative change of the mean errors over videos
+            agg = row["aggregate"]
+            c, z = agg["akd_clean"], agg["akd_noisy"]
+            agg["change"] = (z - c) / c if c and math.isfinite(c) and c > 0 else (
+                0.0 if c == z else float("nan"))
+    if not any(rows.values()):
+        raise EvalError("nothing could be evaluated:\n  " + "\n  ".join(failures))
+    md = write_report(out, report)
+    print(markdown(report))
+    print(f"wrote {out} and {md}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from facegeo.assets import AssetNotFoundError
+
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        run(args)
+    except (EvalError, ValueError, TypeError, FileNotFoundError, AssetNotFoundError,
+            ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
