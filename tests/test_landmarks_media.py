@@ -243,3 +243,14 @@ def test_region_redetection_matches_full_frame(media_dir):
     assert float((near[0].landmarks - full.landmarks).norm(dim=-1).mean()) < 1.0
     # a region without a face gives nothing
     assert det.detect_near(frames[0], torch.tensor([0.0, 0.0, 40.0, 40.0])) == []
+
+
+def test_tracker_loss_and_recovery(media_dir):
+    frames, fps = read_video(media_dir / "lp_d3.mp4", max_frames=12)
+    frames = frames.copy()
+    frames[4:8] = 128  # the face disappears for four frames, then comes back
+    res = LandmarkTracker("dlib_hog", fps=fps).track(frames)
+    assert res.lost[4:8].all() and not res.lost[:4].any() and not res.lost[8:].any()
+    assert bool(res.detected[8])  # re-detected when the face is back
+    ref = detect_every_frame(frames[8:], "dlib_hog")
+    assert float((res.landmarks[8:] - ref).norm(dim=-1).mean()) < 3.0

@@ -31,8 +31,13 @@ from facegeo.landmarks.conventions import (
     inter_ocular_distance,
     to_5_points,
 )
+from facegeo.landmarks.tracking import LandmarkTracker, OneEuroFilter, TrackResult, sms
 
 __all__ = [
+    "LandmarkTracker",
+    "OneEuroFilter",
+    "TrackResult",
+    "sms",
     "BackendUnavailableError",
     "Face",
     "LandmarkDetector",

@@ -10,7 +10,8 @@ detection) and the backend's landmark predictor (dlib shape predictor or FAN) is
 that box. The face counts as lost, and the detector runs again, when fewer than half of
 the flow points are tracked, when the box leaves the frame or its size drifts by more than
 ``max_scale_change`` from the last detection, or when the new landmarks disagree with the
-flow prediction by more than ``lost_threshold`` inter-ocular distances on average.
+flow prediction by more than ``lost_threshold`` inter-ocular distances on average. While
+no face is found the last landmarks are held (and flagged ``lost``).
 
 Stabilization (:class:`OneEuroFilter`, Casiez et al., CHI 2012): per landmark, an
 exponential smoother whose cut-off frequency rises with the speed of the point::
@@ -189,8 +190,8 @@ class TrackResult:
             when smoothing is off.
         boxes: (T, 4) boxes ``(x0, y0, x1, y1)`` the predictor ran in.
         detected: (T,) bool, True where the detector ran (first frame, re-detections).
-        lost: (T,) bool, True where no face was found and the landmarks were only moved
-            by the optical flow.
+        lost: (T,) bool, True where the face was lost and not re-detected; the last
+            landmarks are held on those frames.
         fps: frame rate used for the filter.
     """
 
@@ -267,6 +268,7 @@ class LandmarkTracker:
         self._rel: tuple[float, float, float] = (0.0, 0.0, 1.0)
         self._scale: float = 1.0
         self._since_detect = 0
+        self._lost_streak = 0
         self._det_side = 1.0
         self._frame = 0
         self._filter = OneEuroFilter(self.fps, *self.filter_args)
@@ -312,8 +314,13 @@ class LandmarkTracker:
             # re-detection: first in a region around the predicted box (cheap), then in
             # the whole frame
             near_t = torch.from_numpy(near)
+            # while the face stays lost, the full-frame pass (which may fall back to the
+            # slow CNN detector) runs only every 10th frame
+            full = self._lost_streak % 10 == 0
             for faces in (self.detector.detect_near(img, near_t), None):
                 if faces is None:
+                    if not full:
+                        break
                     faces = self.detector.detect(img)
                 ious = [_iou(f.box, near_t) for f in faces]
                 if ious and max(ious) > 0.1:
@@ -376,6 +383,8 @@ class LandmarkTracker:
         keep = res <= max(3.0 * float(np.median(res)), 1.0)
         if keep.sum() >= 3:
             m = _fit_similarity(sub[ok][keep], p1[ok][keep])
+        if abs(math.log(max(float(np.hypot(m[0, 0], m[1, 0])), 1e-6))) > 0.2:
+            return prev.copy(), 0.0  # implausible zoom between two frames: flow failed
         return _apply(m, prev).astype(np.float32), frac
 
     # -- main API ------------------------------------------------------------------------
@@ -424,7 +433,8 @@ class LandmarkTracker:
                 if face is not None:
                     lm, box, detected = self._accept_detection(face), face.box.numpy(), True
                 elif lm is None:
-                    lm, lost = pred, True
+                    lm, lost = self._prev_lm.copy(), True  # hold the last landmarks
+        self._lost_streak = self._lost_streak + 1 if lost else 0
         self._since_detect += 1
         self._frame += 1
         self._prev_gray, self._prev_lm = gray, lm
