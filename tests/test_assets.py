@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import urllib.error
 
 import pytest
@@ -186,6 +187,9 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     atomic_write(target, lambda tmp: tmp.write_text("new"))
     assert target.read_text() == "new"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     with pytest.raises(FileNotFoundError, match="output folder"):
         atomic_write(tmp_path / "missing" / "x.txt", lambda tmp: None)
 
