@@ -60,25 +60,43 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- helpers
 def _sparse(indices: torch.Tensor, values: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Coalesced COO tensor (duplicates summed). Linearised keys + ``torch.unique`` +
-    ``index_add`` is several times faster than ``Tensor.coalesce`` and keeps the values
-    differentiable."""
+    """Coalesced COO tensor (duplicates summed). Sorting linearised keys (+ a segment sum only
+    when there are duplicates) is several times faster than ``Tensor.coalesce`` and keeps the
+    values differentiable."""
     size = tuple(int(n) for n in size)
     if indices.shape[1] == 0:
         return torch.sparse_coo_tensor(indices, values, size, check_invariants=False).coalesce()
     key = indices[0]
     for d in range(1, len(size)):
         key = key * size[d] + indices[d]
-    uk, inv = torch.unique(key, sorted=True, return_inverse=True)
-    vals = torch.zeros(uk.numel(), dtype=values.dtype, device=values.device).index_add(
-        0, inv, values)
-    idx = torch.empty(len(size), uk.numel(), dtype=torch.long, device=uk.device)
-    rem = uk
+    sk, perm = torch.sort(key)
+    vals = values[perm]
+    if bool((sk[1:] == sk[:-1]).any()):
+        sk, inv = torch.unique_consecutive(sk, return_inverse=True)
+        vals = torch.zeros(sk.numel(), dtype=values.dtype, device=values.device).index_add(
+            0, inv, vals)
+    idx = torch.empty(len(size), sk.numel(), dtype=torch.long, device=sk.device)
+    rem = sk
     for d in range(len(size) - 1, 0, -1):
         idx[d] = rem % size[d]
         rem = rem // size[d]
     idx[0] = rem
     return torch.sparse_coo_tensor(idx, vals, size, is_coalesced=True, check_invariants=False)
+
+
+def _symmetric(ei: torch.Tensor, ej: torch.Tensor, off: torch.Tensor, diag: torch.Tensor,
+               V: int) -> torch.Tensor:
+    """COO (V, V) (or (B, V, V) for 2-D off/diag) with entries ``off`` at (ei, ej) and (ej, ei)
+    for unique undirected edges ei < ej, and ``diag`` on the diagonal."""
+    ar = torch.arange(V, device=ei.device)
+    rows = torch.cat([ei, ej, ar])
+    cols = torch.cat([ej, ei, ar])
+    if off.ndim == 1:
+        return _sparse(torch.stack([rows, cols]), torch.cat([off, off, diag]), (V, V))
+    B = off.shape[0]
+    b = torch.arange(B, device=ei.device).repeat_interleave(rows.numel())
+    idx = torch.stack([b, rows.repeat(B), cols.repeat(B)])
+    return _sparse(idx, torch.cat([off, off, diag], 1).reshape(-1), (B, V, V))
 
 
 def _csr(m: torch.Tensor) -> torch.Tensor:
@@ -229,12 +247,10 @@ def uniform_laplacian(
         sparse COO (V, V), symmetric positive semi-definite, rows sum to 0.
     """
     faces, V = _check_faces(faces, num_vertices)
-    A = adjacency(faces, V, dtype=dtype)
-    deg = torch.zeros(V, dtype=dtype, device=faces.device).index_add_(
-        0, A.indices()[0], A.values())
-    ar = torch.arange(V, device=faces.device)
-    idx = torch.cat([A.indices(), torch.stack([ar, ar])], 1)
-    return _sparse(idx, torch.cat([-A.values(), deg]), (V, V))
+    e = _unique_edges(clean_faces(faces, V), V)
+    deg = torch.bincount(e.reshape(-1), minlength=V).to(dtype)
+    off = -torch.ones(e.shape[0], dtype=dtype, device=faces.device)
+    return _symmetric(e[:, 0], e[:, 1], off, deg, V)
 
 
 def normalized_laplacian(
@@ -252,14 +268,12 @@ def normalized_laplacian(
         sparse COO (V, V), symmetric, eigenvalues in [0, 2].
     """
     faces, V = _check_faces(faces, num_vertices)
-    A = adjacency(faces, V, dtype=torch.float64)
-    i, j = A.indices()
-    deg = torch.zeros(V, dtype=torch.float64, device=faces.device).index_add_(0, i, A.values())
+    e = _unique_edges(clean_faces(faces, V), V)
+    deg = torch.bincount(e.reshape(-1), minlength=V).to(torch.float64)
     dis = torch.where(deg > 0, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
-    ar = torch.arange(V, device=faces.device)
-    idx = torch.cat([A.indices(), torch.stack([ar, ar])], 1)
-    vals = torch.cat([-dis[i] * dis[j], torch.ones(V, dtype=torch.float64, device=faces.device)])
-    return _sparse(idx, vals.to(dtype), (V, V))
+    off = -(dis[e[:, 0]] * dis[e[:, 1]])
+    return _symmetric(e[:, 0], e[:, 1], off.to(dtype),
+                      torch.ones(V, dtype=dtype, device=faces.device), V)
 
 
 def to_scipy(m: torch.Tensor):
@@ -406,13 +420,17 @@ def cotangent_weights(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tens
     return cot if batched else cot[0]
 
 
-def _batched_sparse(rows, cols, vals, B, V, device):
-    """rows/cols (N,), vals (B, N) -> coalesced COO (B, V, V) (or (V, V) if B is None)."""
-    if B is None:
-        return _sparse(torch.stack([rows, cols]), vals[0], (V, V))
-    b = torch.arange(B, device=device).repeat_interleave(rows.numel())
-    idx = torch.stack([b, rows.repeat(B), cols.repeat(B)])
-    return _sparse(idx, vals.reshape(-1), (B, V, V))
+def _diagonal(vals: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Diagonal COO from (B, V) values: (B, V, V) if batched else (V, V) from vals[0]."""
+    B, V = vals.shape
+    ar = torch.arange(V, device=vals.device)
+    if not batched:
+        return torch.sparse_coo_tensor(torch.stack([ar, ar]), vals[0], (V, V), is_coalesced=True,
+                                       check_invariants=False)
+    b = torch.arange(B, device=vals.device).repeat_interleave(V)
+    idx = torch.stack([b, ar.repeat(B), ar.repeat(B)])
+    return torch.sparse_coo_tensor(idx, vals.reshape(-1), (B, V, V), is_coalesced=True,
+                                   check_invariants=False)
 
 
 def cotangent_laplacian(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -428,17 +446,23 @@ def cotangent_laplacian(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Te
         sparse COO (V, V), or (B, V, V) for batched vertices; dtype of ``vertices``.
     """
     v, batched = _check_vertices(vertices)
-    B, V = v.shape[0], v.shape[1]
+    V = v.shape[1]
     faces = clean_faces(faces, V).to(v.device)
     cot = _face_geometry(v, faces)[0]  # (B, F, 3)
     # corner k is opposite edge (k+1, k+2)
-    i = torch.cat([faces[:, 1], faces[:, 2], faces[:, 0]])
-    j = torch.cat([faces[:, 2], faces[:, 0], faces[:, 1]])
-    w = 0.5 * torch.cat([cot[..., 0], cot[..., 1], cot[..., 2]], -1)  # (B, 3F)
-    rows = torch.cat([i, j, i, j])
-    cols = torch.cat([j, i, i, j])
-    vals = torch.cat([-w, -w, w, w], -1)
-    return _batched_sparse(rows, cols, vals, B if batched else None, V, v.device)
+    ci = torch.cat([faces[:, 1], faces[:, 2], faces[:, 0]])
+    cj = torch.cat([faces[:, 2], faces[:, 0], faces[:, 1]])
+    wc = 0.5 * torch.cat([cot[..., 0], cot[..., 1], cot[..., 2]], -1)  # (B, 3F)
+    sk, perm = torch.sort(torch.minimum(ci, cj) * V + torch.maximum(ci, cj))
+    uk, inv = torch.unique_consecutive(sk, return_inverse=True)
+    w = torch.zeros(v.shape[0], uk.numel(), dtype=v.dtype, device=v.device).index_add(
+        1, inv, wc[:, perm])
+    ei, ej = uk // V, uk % V
+    diag = torch.zeros(v.shape[0], V, dtype=v.dtype, device=v.device)
+    diag = diag.index_add(1, ei, w).index_add(1, ej, w)
+    if batched:
+        return _symmetric(ei, ej, -w, diag, V)
+    return _symmetric(ei, ej, -w[0], diag[0], V)
 
 
 def mass_matrix(vertices: torch.Tensor, faces: torch.Tensor, kind: str = "voronoi") -> torch.Tensor:
@@ -477,9 +501,9 @@ def mass_matrix(vertices: torch.Tensor, faces: torch.Tensor, kind: str = "vorono
                         vor)
     else:
         raise ValueError(f"kind must be 'voronoi' or 'barycentric', got {kind!r}")
-    rows = faces.T.reshape(-1)
-    vals = a.transpose(1, 2).reshape(a.shape[0], -1)
-    return _batched_sparse(rows, rows, vals, B if batched else None, V, v.device)
+    vals = torch.zeros(B, V, dtype=v.dtype, device=v.device).index_add(
+        1, faces.T.reshape(-1), a.transpose(1, 2).reshape(B, -1))
+    return _diagonal(vals, batched)
 
 
 # ----------------------------------------------------------------------------- applying
