@@ -381,10 +381,19 @@ class LandmarkFitter:
         P = torch.linalg.solve(A, rhs).transpose(1, 2)  # (B,2,3): x ~ P X
         r0, r1 = P[:, 0], -P[:, 1]
         s = 0.5 * (r0.norm(dim=-1) + r1.norm(dim=-1))
-        r2 = torch.linalg.cross(r0, r1)
-        M = torch.stack([r0 / s[:, None], r1 / s[:, None],
-                         r2 / r2.norm(dim=-1, keepdim=True).clamp_min(1e-12)], 1)
-        R = T.orthonormalize(M)
+        # symmetric orthonormalisation of the two rows (differentiable, unlike an SVD of a
+        # nearly orthonormal matrix whose singular values coincide)
+        a = r0 / r0.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        b = r1 / r1.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        c = a + b
+        c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        d = a - b
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        e0, e1 = (c + d) / math.sqrt(2.0), (c - d) / math.sqrt(2.0)
+        R = torch.stack([e0, e1, torch.linalg.cross(e0, e1)], 1)
+        ok = ((torch.det(R) - 1).abs() < 1e-3) & torch.isfinite(R).flatten(1).all(1)
+        R = torch.where(ok[:, None, None], R, torch.eye(3, dtype=R.dtype, device=R.device))
+        s = torch.where(ok & (s > 0), s, s.clamp_min(1e-6))
         y = cX[:, None] @ R.transpose(1, 2)
         t = cx - s[:, None] * torch.stack([y[:, 0, 0], -y[:, 0, 1]], -1)
         return R, s, t
@@ -462,7 +471,7 @@ class LandmarkFitter:
         fit_identity: bool = True,
         fit_expression: bool = True,
         contour: str = "slide",
-        iterations: int = 5,
+        iterations: int = 6,
         shared_identity: bool = False,
         smooth_pose: float = 0.0,
         smooth_exp: float = 0.0,
