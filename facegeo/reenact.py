@@ -266,6 +266,21 @@ def _as_image(x, name: str) -> torch.Tensor:
     return x
 
 
+def _polygon_mask(poly: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, N, 2) pixel polygons (star-shaped around their centroid) -> (B, S, S) float mask
+    (rasterized triangle fan, softened by a 3 x 3 box filter)."""
+    from facegeo.raster import rasterize
+
+    B, n = poly.shape[:2]
+    c = poly.mean(1, keepdim=True)
+    v = torch.cat([c, poly], 1)
+    v = torch.cat([v, torch.zeros_like(v[..., :1])], -1)
+    i = torch.arange(1, n + 1, device=poly.device)
+    faces = torch.stack([torch.zeros_like(i), i, i % n + 1], 1)
+    m = rasterize(v, faces, size, size).mask[:, None].to(poly.dtype)
+    return F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+
+
 def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
                   keep_crops: int | None = None, progress: Callable[[int], None] | None = None,
                   tracker_kwargs: dict | None = None) -> DrivingTrack:
@@ -395,6 +410,8 @@ class GeometricReenactor:
         blend_px: width (pixels at size S) of the ramp from MLS to mesh flow inside the face.
         fit_iterations: Levenberg-Marquardt iterations for the driving fit.
         smooth_pose, smooth_exp: temporal smoothness of the driving fit.
+        mouth_color: RGB painted into the target's mouth opening where the source's mouth is
+            closed (a warp cannot invent teeth; ``None`` = off).
         detector: landmark backend.
     """
 
@@ -403,6 +420,7 @@ class GeometricReenactor:
                  n_boundary: int = 48, mls_kind: str = "rigid", mls_step: int = 8,
                  raster_scale: int = 1, blend_px: float | None = None,
                  fit_iterations: int = 10, smooth_pose: float = 0.5, smooth_exp: float = 0.05,
+                 mouth_color: tuple[float, float, float] | None = (0.16, 0.06, 0.06),
                  detector: str = "dlib"):
         from facegeo.morphable import MorphableModel
 
@@ -422,6 +440,7 @@ class GeometricReenactor:
         self.fit_iterations = fit_iterations
         self.smooth_pose = smooth_pose
         self.smooth_exp = smooth_exp
+        self.mouth_color = mouth_color
         self.detector = detector
         self._setup_mesh(regions, n_boundary)
 
@@ -638,12 +657,15 @@ class GeometricReenactor:
         return src_xy.view(B, H, W, 2), frag.mask
 
     def render(self, source_image: torch.Tensor, source: FaceFit, targets: FaceFit, *,
+               source_landmarks: torch.Tensor | None = None,
                timings: dict | None = None) -> RenderOutput:
         """Warp the source crop into the target geometry.
 
         Args:
             source_image: (1, 3, S, S) source crop.
             source: one-row source fit; targets: B-row target fits (crop pixels).
+            source_landmarks: optional (1, 68, 2) detected source landmarks (crop pixels);
+                they outline the source's mouth opening (default: the fitted model's).
             timings: optional dict; ``raster`` and ``warp`` seconds are added to it.
 
         Returns:
@@ -690,6 +712,19 @@ class GeometricReenactor:
         grid = pixel_to_normalized(src_xy, S, S)
         out = F.grid_sample(img.expand(B, -1, -1, -1), grid, mode="bilinear",
                             padding_mode="border", align_corners=False)
+        if self.mouth_color is not None:
+            # inner mouth: target mouth-opening pixels that come from outside the source's
+            # mouth opening would show stretched lips; paint them as a dark mouth cavity
+            inner = slice(60, 68)
+            src_lm = (source_landmarks.to(tgt_v).reshape(1, 68, 2) if source_landmarks
+                      is not None else src_v[:, self.lm_rows, :2])
+            m_t = _polygon_mask(tgt_v[:, self.lm_rows[inner], :2], S)
+            m_s = _polygon_mask(src_lm[:, inner], S)
+            s_in = F.grid_sample(m_s[:, None].expand(B, -1, -1, -1), grid, mode="bilinear",
+                                 padding_mode="zeros", align_corners=False)
+            w = (m_t[:, None] * (1 - s_in)).clamp(0, 1)
+            color = torch.as_tensor(self.mouth_color, dtype=out.dtype, device=out.device)
+            out = out * (1 - w) + color.view(1, 3, 1, 1) * w
         t2 = time.perf_counter()
         if timings is not None:
             timings["raster"] = timings.get("raster", 0.0) + (t1 - t0)
@@ -703,7 +738,7 @@ class GeometricReenactor:
         """Render targets in chunks; yields (3, S, S) crops, or full frames with ``paste``."""
         for i in range(0, len(targets), batch):
             out = self.render(source.image, source.fit, targets.index(slice(i, i + batch)),
-                              timings=timings).frames
+                              source_landmarks=source.landmarks, timings=timings).frames
             if paste:
                 n = out.shape[0]
                 out = paste_back(source.full.expand(n, -1, -1, -1), out,
