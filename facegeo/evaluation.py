@@ -387,7 +387,7 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
     ``every``-th frame (0, k, 2k, ...) is driven and compared with the real frame. Frame 0
     (the source itself) drives too (it is the reference of relative motion) but is left out
     of the metrics when there are other frames (its PSNR would be infinite for a perfect
-    method). PSNR is capped at 100 dB per frame.
+    method), except SMS, which runs over all output frames. PSNR is capped at 100 dB per frame.
 
     Args:
         method: see the module docstring.
@@ -415,6 +415,9 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
     keep = slice(1, None) if driving.shape[0] > 1 else slice(0, None)
     r = video_metrics(out[keep], out_an.index(keep), drv_an.index(keep), src_an,
                       ground_truth=driving[keep])
+    # temporal smoothness over every output frame (frame 0 included)
+    r["sms"] = (float(M.sms(out_an.landmarks)) if len(out_an) >= 3 and bool(out_an.found.all())
+                else float("nan"))
     r["_output"] = out
     return r
 

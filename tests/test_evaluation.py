@@ -1,0 +1,246 @@
+"""facegeo.evaluation protocols and apps/evaluate.py (baselines end-to-end on a tiny clip)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from facegeo import evaluation as E
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_keypoint_perturbation_moves_exactly_one_point_per_frame():
+    g = torch.Generator().manual_seed(3)
+    hook = E.keypoint_perturbation(0.05, 0.5, generator=g)
+    kp = torch.rand(50, 10, 2)
+    out = hook(kp)
+    d = (out - kp).abs()
+    moved = (d.sum(-1) > 0)
+    assert moved.sum(1).eq(1).all()
+    assert torch.equal(moved.float().argmax(1), hook.last_index)
+    per = d[torch.arange(50), hook.last_index]
+    assert (per >= 0.05 - 1e-6).all() and (per <= 0.5 + 1e-6).all()
+    assert torch.allclose(out[torch.arange(50), hook.last_index] - kp[torch.arange(50),
+                                                                      hook.last_index],
+                          hook.last_offset)
+    # both signs occur
+    assert (hook.last_offset > 0).any() and (hook.last_offset < 0).any()
+    with pytest.raises(ValueError):
+        E.keypoint_perturbation(0.5, 0.1)
+    with pytest.raises(ValueError, match="keypoints"):
+        hook(torch.rand(3, 2))
+
+
+def test_baselines_and_call_method_checks():
+    src, drv = torch.rand(1, 3, 20, 24), torch.rand(4, 3, 16, 16)
+    s = E.call_method(E.static_source, src, drv)
+    assert s.shape == (4, 3, 20, 24) and torch.equal(s[2], src[0])
+    c = E.call_method(E.copy_driving, src, drv, mode="absolute")
+    assert torch.equal(c, drv)
+
+    seen = {}
+
+    def only_two_args(source, driving):
+        return driving
+
+    def with_mode(source, driving, mode):
+        seen["mode"] = mode
+        return driving
+
+    E.call_method(only_two_args, src, drv, mode="absolute")
+    E.call_method(with_mode, src, drv, mode="absolute")
+    assert seen["mode"] == "absolute"
+    with pytest.raises(ValueError, match="perturbation"):
+        E.call_method(only_two_args, src, drv, perturb=lambda k: k)
+    with pytest.raises(ValueError, match="frames"):
+        E.call_method(lambda s, d: d[:2], src, drv)
+    with pytest.raises(ValueError, match="NaN"):
+        E.call_method(lambda s, d: d * float("nan"), src, drv)
+    with pytest.raises(ValueError, match="mode"):
+        E.call_method(only_two_args, src, drv, mode="sideways")
+    with pytest.raises(ValueError, match="driving"):
+        E.static_source(src, torch.rand(3, 16, 16))
+    with pytest.raises(TypeError):
+        E.copy_driving(src, (drv * 255).to(torch.uint8))
+
+
+def test_background_mask_is_outside_grown_boxes():
+    lm = torch.zeros(2, 68, 2)
+    lm[0, :, 0] = torch.linspace(10, 20, 68)     # x 10..20, y 10..20 -> grown 8..22
+    lm[0, :, 1] = torch.linspace(10, 20, 68)
+    lm[1] = float("nan")                         # ignored
+    m = E.background_mask(lm, (30, 40), grow=0.2)
+    ys, xs = torch.meshgrid(torch.arange(30), torch.arange(40), indexing="ij")
+    inside = (xs >= 8) & (xs <= 22) & (ys >= 8) & (ys <= 22)
+    assert torch.equal(m, ~inside)
+
+
+def _analysis(lm, angles, expr, emb, size=(64, 64), found=None):
+    t = lm.shape[0]
+    found = torch.ones(t, dtype=torch.bool) if found is None else found
+    return E.FrameAnalysis(lm, found, angles, expr, emb, emb, size)
+
+
+def test_video_metrics_known_answers():
+    torch.manual_seed(0)
+    t = 5
+    lm_d = torch.rand(t, 68, 2) * 50
+    ang_d = torch.tensor([[10.0, -5.0, 2.0]]).repeat(t, 1)
+    exp_d = torch.rand(t, 53)
+    emb_s = torch.nn.functional.normalize(torch.randn(1, 128), dim=1)
+    # output: landmarks shifted by (3, 4) (AKD 5), yaw off by 6 deg (PRMSE 6/sqrt(3)),
+    # expression +0.1 on 4 channels (ED 0.2), embedding at 60 degrees from the source (0.5)
+    ortho = torch.randn(1, 128)
+    ortho = torch.nn.functional.normalize(ortho - (ortho @ emb_s.T) * emb_s, dim=1)
+    emb_o = (0.5 * emb_s + math.sqrt(0.75) * ortho).repeat(t, 1)
+    exp_o = exp_d.clone()
+    exp_o[:, :4] += 0.1
+    out_an = _analysis(lm_d + torch.tensor([3.0, 4.0]), ang_d + torch.tensor([6.0, 0, 0]),
+                       exp_o, emb_o)
+    drv_an = _analysis(lm_d, ang_d, exp_d, emb_o)
+    src_an = _analysis(lm_d[:1], ang_d[:1], exp_d[:1], emb_s)
+    frames = torch.rand(t, 3, 64, 64)
+    gt = (frames + 0.1).clamp(0, 1)
+    r = E.video_metrics(frames, out_an, drv_an, src_an, ground_truth=gt)
+    assert r["akd"] == pytest.approx(5.0, abs=1e-4)
+    assert r["mkr"] == 0.0
+    assert r["prmse"] == pytest.approx(6 / math.sqrt(3), abs=1e-4)
+    assert r["ed"] == pytest.approx(0.2, abs=1e-5)
+    assert r["csim"] == pytest.approx(0.5, abs=1e-5)
+    assert r["isim_dlib"] == pytest.approx(0.5, abs=1e-5)
+    assert r["l1"] == pytest.approx(float((frames - gt).abs().mean()), abs=1e-6)
+    assert r["sms"] == pytest.approx(float(E.M.sms(out_an.landmarks)), abs=1e-6)
+    assert math.isnan(r["ms_ssim"])           # 64 px is too small for 5 scales
+    # identical pose / expression -> PSIM = ESIM = AUCON = 1
+    r2 = E.video_metrics(frames, drv_an, drv_an, src_an)
+    assert r2["psim"] == pytest.approx(1.0) and r2["esim"] == pytest.approx(1.0)
+    assert r2["aucon"] == 1.0 and r2["akd"] == 0.0 and math.isnan(r2["l1"])
+    # a missing output face counts in MKR and is left out of AKD
+    miss = _analysis(out_an.landmarks, out_an.angles, exp_o, emb_o,
+                     found=torch.tensor([True, False, True, True, True]))
+    r3 = E.video_metrics(frames, miss, drv_an, src_an)
+    assert r3["mkr"] == pytest.approx(0.2) and r3["akd"] == pytest.approx(5.0, abs=1e-4)
+    # a static video has no flicker
+    r4 = E.video_metrics(frames[:1].expand(t, -1, -1, -1), out_an, drv_an, src_an)
+    assert r4["flicker"] == 0.0
+
+
+def test_aggregate_ignores_nan():
+    rows = [{"akd": 1.0, "psnr": float("nan")}, {"akd": 3.0, "psnr": 20.0}, {"akd": float("nan")}]
+    a = E.aggregate(rows, keys=("akd", "psnr", "csim"))
+    assert a["videos"] == 3 and a["akd"] == 2.0 and a["psnr"] == 20.0 and math.isnan(a["csim"])
+
+
+class _CodeAnalyzer:
+    """Fake analyzer: the landmarks of a frame are a fixed set shifted by 10 x (green value
+    at pixel (0, 0)) in x and y."""
+
+    base = torch.rand(68, 2, generator=torch.Generator().manual_seed(1)) * 30 + 10
+
+    def landmarks(self, frames):
+        v = frames[:, 1, 0, 0]
+        return self.base + 10 * v[:, None, None], torch.ones(len(frames), dtype=torch.bool)
+
+
+def test_noise_robustness_relative_change_known_answer():
+    """A method whose output landmark error is 0.1 + |offset of the perturbed keypoint|_1
+    (in the fake analyzer's units): the clean error is 10 sqrt(2) 0.1 px, the noisy error
+    10 sqrt(2) (0.1 + s_t) per frame."""
+    log = []
+
+    def method(source, driving, *, perturb=None):
+        kp = torch.full((driving.shape[0], 10, 2), 0.5)
+        s = (perturb(kp) - kp).abs().sum((1, 2)) if perturb is not None else torch.zeros(
+            driving.shape[0])
+        log.append(s)
+        out = driving.clone()
+        out[:, 1, 0, 0] = driving[:, 1, 0, 0] + (0.1 + s) / 10
+        return out
+
+    clip = torch.rand(9, 3, 8, 8)
+    clip[:, 1, 0, 0] = 0.0
+    r = E.noise_robustness(method, clip, _CodeAnalyzer(), every=2, low=0.05, high=0.5, seed=0)
+    s = log[1]
+    assert len(s) == 5 and (s >= 0.1 - 1e-6).all() and (s <= 1.0 + 1e-6).all()
+    k = 10 * math.sqrt(2) / 10
+    assert r["akd_clean"] == pytest.approx(k * 0.1, rel=1e-4)
+    assert r["akd_noisy"] == pytest.approx(float((k * (0.1 + s)).mean()), rel=1e-4)
+    assert r["change"] == pytest.approx(float(s.mean()) / 0.1, rel=1e-3)
+    # a method without keypoints is unaffected
+    r0 = E.noise_robustness(E.copy_driving, clip, _CodeAnalyzer(), every=2)
+    assert r0["akd_clean"] == 0.0 and r0["change"] == 0.0
+
+
+# ----------------------------------------------------------------------------- real media
+@pytest.fixture(scope="module")
+def analyzer():
+    return E.FaceAnalyzer()
+
+
+@pytest.mark.integration
+def test_analyzer_pose_flips_with_the_image(analyzer, media_dir):
+    """Mirroring a face negates yaw and roll and keeps pitch (a property of the fit)."""
+    from facegeo.image_io import load_image
+    from facegeo.landmarks.backends import detect_landmarks
+    from facegeo.landmarks.crops import crop_images, face_boxes
+
+    img = load_image(media_dir / "lp_d12.jpg")  # head turned: yaw about -21, pitch -17
+    lm = detect_landmarks(img, backend="dlib")
+    crop = crop_images(img[None], face_boxes(lm[None]), 256)
+    a = analyzer(torch.cat([crop, crop.flip(-1)]))
+    assert a.found.all() and a.expression.shape == (2, 53)
+    yaw, pitch, roll = a.angles[0]
+    assert abs(yaw) > 8
+    assert a.angles[1, 0] == pytest.approx(-float(yaw), abs=4)
+    assert a.angles[1, 1] == pytest.approx(float(pitch), abs=4)
+    assert a.angles[1, 2] == pytest.approx(-float(roll), abs=4)
+    # mirrored face: still the same person for the recognition network
+    assert float((a.arcface[0] * a.arcface[1]).sum()) > 0.5
+
+
+@pytest.mark.integration
+def test_app_self_protocol_with_baselines(media_dir, tmp_path):
+    from facegeo_apps import evaluate as app
+
+    out = tmp_path / "report.json"
+    rc = app.main(["--method", "static", "--data", str(media_dir), "--videos", "lp_d11.mp4",
+                   "--max-frames", "9", "--every", "4", "--size", "128", "--out", str(out),
+                   "--no-progress"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    rows = {r["method"]: r for r in rep["rows"]}
+    assert set(rows) == {"static source", "copy driving"}
+    cp, st = rows["copy driving"]["aggregate"], rows["static source"]["aggregate"]
+    assert cp["l1"] == 0.0 and cp["akd"] == 0.0 and cp["psnr"] == 100.0 and cp["prmse"] == 0.0
+    assert st["flicker"] == 0.0 and st["sms"] == 0.0
+    assert st["csim"] == pytest.approx(1.0, abs=1e-4)
+    assert st["l1"] > 0 and st["akd"] > 0
+    assert rows["copy driving"]["videos"][0]["frames"] == 2      # frames 4 and 8
+    assert "inception_fid" in rep["skipped"]["fid"]
+    md = out.with_suffix(".md").read_text()
+    assert "| static source | relative | 1 |" in md and "skipped" in md
+
+
+def test_app_bad_input_exits_2(tmp_path, media_dir, capsys):
+    from facegeo_apps import evaluate as app
+
+    assert app.main(["--method", "static", "--data", str(tmp_path / "nope"),
+                     "--out", str(tmp_path / "r.json")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert app.main(["--method", "static", "--data", str(media_dir),
+                     "--out", str(tmp_path / "r.txt")]) == 2
+    assert ".json" in capsys.readouterr().err
+    assert app.main(["--method", "static", "--data", str(tmp_path),
+                     "--out", str(tmp_path / "r.json")]) == 2
+    assert "no videos" in capsys.readouterr().err
+    assert app.main(["--method", "static", "--data", str(media_dir), "--videos", "x.mp4",
+                     "--out", str(tmp_path / "r.json")]) == 2
+    assert "x.mp4" in capsys.readouterr().err
+    assert app.main(["--method", "nosuchmodel", "--checkpoint", str(tmp_path),
+                     "--data", str(media_dir), "--videos", "lp_d11.mp4",
+                     "--out", str(tmp_path / "r.json")]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
