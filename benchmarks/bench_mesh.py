@@ -2,8 +2,8 @@
 
 Run: ``python benchmarks/bench_mesh.py [--device cpu|cuda] [--repeats N] [--skip-sampling]``
 
-Prints, measured in the same run (median over interleaved repeats, so machine load affects
-both sides alike):
+Prints, measured in the same run (minimum, or ``--stat median``, over interleaved repeats,
+so machine load affects both sides alike):
 
 1. Laplacian build time: ours vs torch_geometric ``get_laplacian``, scipy ``csgraph.laplacian``
    and libigl ``cotmatrix``/``massmatrix``;
@@ -33,7 +33,8 @@ from facegeo.graphconv import ChebConv
 
 
 def timeit(fns: dict, repeats: int, sync=lambda: None) -> dict:
-    """Median seconds of each callable, calls interleaved round-robin after one warm-up."""
+    """Seconds of each callable (the minimum over repeats, robust to a loaded machine; see
+    ``--stat``), calls interleaved round-robin after one warm-up."""
     for fn in fns.values():
         fn()
         sync()
@@ -44,7 +45,11 @@ def timeit(fns: dict, repeats: int, sync=lambda: None) -> dict:
             fn()
             sync()
             ts[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in ts.items()}
+    agg = min if STAT == "min" else statistics.median
+    return {k: agg(v) for k, v in ts.items()}
+
+
+STAT = "min"
 
 
 def load_ict():
@@ -220,10 +225,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--skip-sampling", action="store_true")
+    ap.add_argument("--stat", choices=["min", "median"], default="min",
+                    help="statistic over the interleaved repeats")
     ap.add_argument("--only", choices=["laplacian", "chebconv", "sampling"], default=None)
     a = ap.parse_args()
+    global STAT
+    STAT = a.stat
     if a.threads:
         torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, device {a.device}, {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, "
+          f"statistic: {STAT} of {a.repeats} interleaved repeats")
     v, f = load_ict()
     if a.only in (None, "laplacian"):
         bench_laplacians(v, f, a.repeats)

@@ -317,8 +317,13 @@ def largest_eigenvalue(L: torch.Tensor, *, tol: float = 1e-8) -> float:
         raise ValueError("empty matrix")
     if n <= 64:
         return float(np.linalg.eigvalsh(S.toarray()).max())
-    vals = sla.eigsh(S, k=1, which="LA", tol=tol, return_eigenvectors=False,
-                     v0=np.ones(n) + np.arange(n) % 7 * 0.1, ncv=min(n, 40))
+    v0 = np.ones(n) + np.arange(n) % 7 * 0.1
+    try:
+        vals = sla.eigsh(S, k=1, which="LA", tol=tol, return_eigenvectors=False, v0=v0,
+                         ncv=min(n, 40))
+    except sla.ArpackNoConvergence:  # rare: retry with a larger Krylov space
+        vals = sla.eigsh(S, k=1, which="LA", tol=tol, return_eigenvectors=False, v0=v0,
+                         ncv=min(n, 160), maxiter=50 * n)
     return float(vals.max())
 
 
