@@ -7,10 +7,11 @@ image height, orthographic, depth = -z). open3d is timed two ways per image:
 ``build+cast`` (build the Embree scene for this pose, then cast one orthographic ray per
 pixel centre: what a posed mesh that changes every frame costs) and ``cast`` (scene built
 beforehand). facegeo is timed for the full :func:`rasterize` call (z-buffer, face ids,
-dense barycentrics and depth). Times are the median of ``--reps`` runs in this process
-(wall clock); the ratio is ``facegeo / open3d`` per image (< 1 = facegeo faster). Both
-sides also report the triangle-id agreement on covered pixels. A CUDA figure is added
-when a GPU is present.
+dense barycentrics and depth); "facegeo cull" is the same with ``cull_backfaces=True``
+(open3d has no culling; for a closed mesh the result is the same). Times are the median
+of ``--reps`` runs in this process (wall clock, and process CPU time summed over threads);
+the ratio is ``facegeo / open3d`` per image (< 1 = facegeo faster). Also printed: the
+triangle-id agreement on covered pixels. A CUDA figure is added when a GPU is present.
 """
 
 from __future__ import annotations
@@ -39,18 +40,20 @@ def ict_image_space(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return img, f
 
 
-def timeit(fn, reps: int, sync=None) -> float:
+def timeit(fn, reps: int, sync=None) -> tuple[float, float]:
+    """Median wall-clock and median process CPU time (all threads) of ``fn()``, seconds."""
     fn()
-    ts = []
+    wall, cpu = [], []
     for _ in range(reps):
         if sync:
             sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         if sync:
             sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def o3d_build_cast(o3d, verts_np, faces_np, rays):
@@ -82,8 +85,10 @@ def main() -> None:
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), open3d {o3d.__version__}"
     )
-    hdr = f"{'size':>5} {'B':>3} | {'o3d build+cast':>14} {'o3d cast':>9} | {'facegeo':>9} | "
-    print(hdr + f"{'ratio vs b+c':>12} {'ratio vs cast':>13} {'id agree':>8}   (ms per image)")
+    print("ms per image, wall clock / CPU time (process, all threads); ratio = facegeo / open3d")
+    cols = ["o3d build+cast", "o3d cast", "facegeo", "facegeo cull"]
+    hdr = f"{'size':>5} {'B':>3} | " + " | ".join(f"{c:>15}" for c in cols)
+    print(hdr + " | ratio vs b+c (wall/cpu) | ratio vs cast (wall/cpu) | id agree")
     for size in args.sizes:
         v, f = ict_image_space(size)
         fn = f.numpy().astype(np.uint32)
@@ -103,19 +108,23 @@ def main() -> None:
             run_bc = partial(o3d_build_cast, o3d, verts_np, fn, rays_t)
             run_c = partial(o3d_cast, scenes, rays_t)
             run_ours = partial(rasterize, vb, f, size, size)
-            t_bc = timeit(run_bc, args.reps) / B
-            t_c = timeit(run_c, args.reps) / B
-            t_ours = timeit(run_ours, args.reps) / B
+            run_cull = partial(rasterize, vb, f, size, size, cull_backfaces=True)
+            t_bc = [x / B for x in timeit(run_bc, args.reps)]
+            t_c = [x / B for x in timeit(run_c, args.reps)]
+            t_ours = [x / B for x in timeit(run_ours, args.reps)]
+            t_cull = [x / B for x in timeit(run_cull, args.reps)]
             hit = run_c()[0]
             ref = hit["primitive_ids"].numpy().astype(np.int64)
             ref_mask = np.isfinite(hit["t_hit"].numpy())
             fr = run_ours()
             both = ref_mask & fr.mask[0].numpy()
             agree = (fr.face_id[0].numpy()[both] == ref[both]).mean()
-            print(
-                f"{size:>5} {B:>3} | {t_bc * 1e3:14.2f} {t_c * 1e3:9.2f} | {t_ours * 1e3:9.2f} | "
-                f"{t_ours / t_bc:12.2f} {t_ours / t_c:13.2f} {agree:8.4f}"
+            cells = " | ".join(
+                f"{w * 1e3:7.2f}/{c * 1e3:7.2f}" for w, c in (t_bc, t_c, t_ours, t_cull)
             )
+            r_bc = f"{t_ours[0] / t_bc[0]:.2f}/{t_ours[1] / t_bc[1]:.2f}"
+            r_c = f"{t_ours[0] / t_c[0]:.2f}/{t_ours[1] / t_c[1]:.2f}"
+            print(f"{size:>5} {B:>3} | {cells} | {r_bc:>23} | {r_c:>24} | {agree:.4f}")
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         print(f"CUDA: {torch.cuda.get_device_name(dev)}")
@@ -125,7 +134,7 @@ def main() -> None:
                 vb = v[None].repeat(B, 1, 1).to(dev)
                 fd = f.to(dev)
                 run = partial(rasterize, vb, fd, size, size)
-                t = timeit(run, args.reps, torch.cuda.synchronize)
+                t, _ = timeit(run, args.reps, torch.cuda.synchronize)
                 print(f"{size:>5} {B:>3} | cuda {t * 1e3:8.2f} ms/batch {t / B * 1e3:.3f} ms/image")
 
 

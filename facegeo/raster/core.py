@@ -50,6 +50,7 @@ __all__ = [
 _INT64_MAX = torch.iinfo(torch.int64).max
 _BG_KEY = 0x7F800000 << 32  # packed key of a +inf depth: not covered
 _TILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
+_MIN_BUCKET = 4096  # candidates below which a tile-shape bucket is merged into a square one
 _MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk (cache-sized)
 
 
@@ -128,13 +129,6 @@ def _sortable_int(z: torch.Tensor) -> torch.Tensor:
     return bits.to(torch.int64)
 
 
-def _gather_corners(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(B, V, C), (F, 3) -> (B, F, 3, C) corner values (index_select: fast on CPU)."""
-    B, V, C = verts.shape
-    idx = faces.reshape(1, -1) + (torch.arange(B, device=verts.device) * V)[:, None]
-    return verts.reshape(B * V, C).index_select(0, idx.reshape(-1)).view(B, faces.shape[0], 3, C)
-
-
 def _key_depth(z: torch.Tensor, perspective_correct: bool) -> torch.Tensor:
     # A quantity affine in screen space, increasing with distance.
     return -1.0 / z if perspective_correct else z
@@ -142,10 +136,6 @@ def _key_depth(z: torch.Tensor, perspective_correct: bool) -> torch.Tensor:
 
 def _min3(a: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.minimum(a[..., 0], a[..., 1]), a[..., 2])
-
-
-def _max3(a: torch.Tensor) -> torch.Tensor:
-    return torch.maximum(torch.maximum(a[..., 0], a[..., 1]), a[..., 2])
 
 
 def _valid_faces(tv: torch.Tensor, cull_backfaces: bool, perspective_correct: bool) -> torch.Tensor:
@@ -178,21 +168,30 @@ def _zbuffer_torch(
     if v.dtype != torch.float64:
         v = v.float()
     npix = B * height * width
-    tv = _gather_corners(v, faces).reshape(B * F, 3, 3)  # (N, corner, xyz)
-    x, y = tv[..., 0], tv[..., 1]
-    xmin = torch.ceil(_min3(x)).clamp_(min=0)
-    xmax = torch.floor(_max3(x)).clamp_(max=width - 1)
-    ymin = torch.ceil(_min3(y)).clamp_(min=0)
-    ymax = torch.floor(_max3(y)).clamp_(max=height - 1)
-    bw = xmax - xmin + 1
-    bh = ymax - ymin + 1
-    valid = _valid_faces(tv, cull_backfaces, perspective_correct) & (bw > 0) & (bh > 0)
+    # Structure-of-arrays corner coordinates: soa[3 * k + c] = coordinate c of corner k,
+    # each row a contiguous (B*F,) vector (fast element-wise kernels).
+    V = v.shape[1]
+    vt = v.permute(2, 0, 1).reshape(3, B * V)
+    cidx = (faces.T.reshape(3, 1, F) + (torch.arange(B, device=dev) * V).view(1, B, 1)).reshape(-1)
+    soa = vt.index_select(1, cidx).view(3, 3, B * F).transpose(0, 1).reshape(9, B * F)
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = soa.unbind(0)
+    xlo = torch.minimum(torch.minimum(x0, x1), x2)
+    xhi = torch.maximum(torch.maximum(x0, x1), x2)
+    ylo = torch.minimum(torch.minimum(y0, y1), y2)
+    yhi = torch.maximum(torch.maximum(y0, y1), y2)
+    bw = torch.floor(xhi).clamp_(max=width - 1) - torch.ceil(xlo).clamp_(min=0)
+    bh = torch.floor(yhi).clamp_(max=height - 1) - torch.ceil(ylo).clamp_(min=0)
+    area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    valid = area2 < 0 if cull_backfaces else area2 != 0
+    valid &= (bw >= 0) & (bh >= 0) & torch.isfinite(area2 + z0 + z1 + z2)
+    if perspective_correct:
+        valid &= torch.minimum(torch.minimum(z0, z1), z2) > 0
     keep = torch.nonzero(valid).squeeze(1)
     if keep.numel() == 0:
         return torch.full((npix,), _INT64_MAX, dtype=torch.int64, device=dev)
     # Group the kept triangles by tile shape (kh x kw >= bbox, sizes from _TILE_SIZES).
-    bwk = bw.index_select(0, keep)
-    bhk = bh.index_select(0, keep)
+    bwk = bw.index_select(0, keep) + 1
+    bhk = bh.index_select(0, keep) + 1
     smax = int(torch.maximum(bwk.max(), bhk.max()))
     sizes = [s for s in _TILE_SIZES if s < smax] + [smax]
     edges = torch.tensor(sizes, device=dev, dtype=bwk.dtype)
@@ -200,15 +199,23 @@ def _zbuffer_torch(
     # Triangles whose box was clamped at the right or bottom border need the two box-limit
     # planes (a tile sticking out of the box would wrap to the next row or image); for the
     # others the edge functions alone reject the tile's overshoot.
-    tvk = tv.index_select(0, keep)
-    clamped = (_max3(tvk[..., 0]) >= width - 1) | (_max3(tvk[..., 1]) >= height - 1)
-    bucket = torch.bucketize(bwk, edges) * ns + torch.bucketize(bhk, edges)
-    bucket += clamped.to(bucket.dtype) * (ns * ns)
+    clamped = (xhi.index_select(0, keep) >= width - 1) | (yhi.index_select(0, keep) >= height - 1)
+    iw = torch.bucketize(bwk, edges)
+    ih = torch.bucketize(bhk, edges)
+    cls = clamped.to(iw.dtype) * (ns * ns)
+    bucket = iw * ns + ih + cls
+    # Every non-empty bucket costs a dozen kernel launches: shapes with few candidates are
+    # moved to the square tile of their larger side, which bounds the number of buckets.
+    area = (edges[iw] * edges[ih]).to(torch.int64)
+    cnt = torch.bincount(bucket, minlength=2 * ns * ns)
+    small = cnt[bucket] * area < _MIN_BUCKET
+    isq = torch.maximum(iw, ih)
+    bucket = torch.where(small, isq * ns + isq + cls, bucket)
     perm = torch.argsort(bucket)
     counts = torch.bincount(bucket, minlength=2 * ns * ns).tolist()
     keep = keep.index_select(0, perm)
-    per_tri = tvk.reshape(-1, 9).index_select(0, perm)  # (T, 9); strided column views below
-    x0, y0, z0, x1, y1, z1, x2, y2, z2 = per_tri.unbind(1)
+    per_tri = soa.index_select(1, keep)  # (9, T), contiguous rows
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = per_tri.unbind(0)
     xmin = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2)).clamp_(min=0)
     ymin = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2)).clamp_(min=0)
     bw = torch.floor(torch.maximum(torch.maximum(x0, x1), x2)).clamp_(max=width - 1) - xmin + 1
@@ -275,9 +282,7 @@ def _zbuffer_torch(
             w = torch.matmul(pl[:, :, c:e].transpose(1, 2), basis)  # (6 or 4, t, kh*kw)
             zc = w[-1].float()
             zc.masked_fill_(w[:-1].amin(0) < 0, math.inf)
-            key = zc.view(torch.int32).to(torch.int64)
-            key.bitwise_left_shift_(32)
-            key.add_(fid[c:e, None])
+            key = torch.add(fid[c:e, None], zc.view(torch.int32), alpha=1 << 32)
             pix = base[c:e, None] + offs
             buf.scatter_reduce_(0, pix.view(-1), key.view(-1), "amin")
         start += cnt
@@ -418,15 +423,18 @@ def _barycentrics(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable barycentrics (N, 3) and depth (N,) at the covered pixel centres."""
     hw = height * width
-    F = faces.shape[0]
     b = torch.div(pix, hw, rounding_mode="floor")
     rem = pix - b * hw
     py = torch.div(rem, width, rounding_mode="floor")
     px = (rem - py * width).to(verts.dtype)
     py = py.to(verts.dtype)
-    corners = _gather_corners(verts, faces).reshape(-1, 9)  # (B*F, 9)
-    tv = corners.index_select(0, b * F + pix_face)  # (N, 9); strided column views below
-    x0, y0, z0, x1, y1, z1, x2, y2, z2 = tv.unbind(1)
+    V = verts.shape[1]
+    vt = verts.permute(2, 0, 1).reshape(3, -1)  # (3, B*V)
+    corner = faces.T.index_select(1, pix_face) + b * V  # (3 corners, N) global vertex ids
+    tv = vt.index_select(1, corner.reshape(-1)).view(3, 3, -1)  # (xyz, corner, N)
+    x0, x1, x2 = tv[0].unbind(0)
+    y0, y1, y2 = tv[1].unbind(0)
+    z0, z1, z2 = tv[2].unbind(0)
     rx0, rx1, rx2 = x0 - px, x1 - px, x2 - px
     ry0, ry1, ry2 = y0 - py, y1 - py, y2 - py
     w0 = rx1 * ry2 - rx2 * ry1  # edge function opposite corner 0, at the pixel centre
