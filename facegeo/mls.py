@@ -174,9 +174,13 @@ def _check_query(v: torch.Tensor, p: torch.Tensor, check_values: bool) -> torch.
 
 
 def _scale(p: torch.Tensor) -> torch.Tensor:
-    """(B, N, 2) -> (B,) RMS distance of the points to their mean (> 0 without duplicates)."""
+    """(B, N, 2) -> (B,) RMS distance of the points to their mean.
+
+    Floored at 1e-8 so that fully collapsed points (possible with ``validate=False``, e.g.
+    learned keypoints early in training) still give finite weights instead of NaN.
+    """
     c = p - p.mean(dim=1, keepdim=True)
-    return c.square().sum(-1).mean(-1).sqrt()
+    return c.square().sum(-1).mean(-1).sqrt().clamp_min(1e-8)
 
 
 # --------------------------------------------------------------------------- core
@@ -585,7 +589,7 @@ def _grid_points(grid: torch.Tensor, b: int, like: torch.Tensor) -> tuple[torch.
 def _normalized_weights(v: torch.Tensor, k: torch.Tensor, alpha: float) -> torch.Tensor:
     """(B, M, 2), (B, N, 2) -> (B, M, N) weights normalised to sum 1, finite at v == k_n."""
     with torch.no_grad():
-        scale = _scale(k) if k.shape[1] > 1 else torch.ones_like(k[:, 0, 0])
+        scale = _scale(k)
     tol2 = (_rho(alpha) * scale).square().view(-1, 1, 1)
     r2 = torch.maximum((k.unsqueeze(1) - v.unsqueeze(2)).square().sum(-1), tol2)
     w = (r2 / scale.square().view(-1, 1, 1)).pow(-alpha)

@@ -592,3 +592,12 @@ def test_real_photo_smile_with_dlib_landmarks(media_dir):
     # pinned frame: the border rows and columns barely change
     assert (out - img)[..., 0, :].abs().max() < 0.05
     assert (out - img)[..., :, -1].abs().max() < 0.05
+
+
+def test_weights_finite_for_collapsed_points_without_validation():
+    # learned keypoints can collapse early in training; kind=None must stay finite
+    k = torch.zeros(1, 4, 2)
+    for grid in (torch.rand(3, 3, 2), torch.zeros(2, 2, 2)):
+        wm = mls.weighted_motion(k + 0.1, k, grid, kind=None, validate=False)
+        torch.testing.assert_close(wm.weights, torch.full_like(wm.weights, 0.25))
+        torch.testing.assert_close(wm.k_s_star, torch.full_like(wm.k_s_star, 0.1))
