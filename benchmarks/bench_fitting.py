@@ -12,8 +12,8 @@
    arrays (identity basis as a PCA model with unit eigenvalues, the 53 blendshapes), landmarks
    mapped to the same 68 vertices, ``fit_shape_and_pose(..., num_iterations=5)`` per face; same
    metrics and time per face, in the same run (the first ``--eos-faces`` faces).
-3. Real photos: dlib 68-point landmarks on every face of ../shared/media/*.jpg (dlib's HOG
-   detector + ``face_recognition_models`` predictor), fit with the sliding jawline; reports the
+3. Real photos: dlib 68-point landmarks (``facegeo.landmarks.detect(..., backend="dlib")``) on
+   every face of ../shared/media/*.jpg, fit with the sliding jawline; reports the
    median reprojection error in % of the outer-eye-corner distance and saves an overlay image
    (``docs/img/fitting_overlay.png``).
 """
@@ -110,19 +110,16 @@ def run_ours(model, fitter, x, R_true, verts_true, repeats=3, **kw):
 
 def real_images(model, fitter, media: Path, out_png: Path | None):
     import cv2
-    import dlib
-    import face_recognition_models as frm
 
-    det = dlib.get_frontal_face_detector()
-    pred = dlib.shape_predictor(frm.pose_predictor_model_location())
+    from facegeo import landmarks as L
+
     pts, crops = [], []
     for f in sorted(media.glob("*.jpg")):
         img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
-        for k, d in enumerate(det(img, 1)):
-            s = pred(img, d)
-            pts.append([[p.x, p.y] for p in s.parts()])
+        for k, face in enumerate(L.detect(img, backend="dlib")):
+            pts.append(face.landmarks.float())
             crops.append((f.name, k, img))
-    x = torch.tensor(pts, dtype=torch.float32)
+    x = torch.stack(pts)
     r = fitter.fit(x)
     iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
     err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
