@@ -13,6 +13,7 @@ Images are (B, C, H, W) floats in [0, 1]. Landmarks are (B, 68, 2) pixel coordin
   :func:`cosine_similarity`, :func:`expression_distance`
 * FID: :func:`frechet_distance` of :func:`gaussian_statistics` of Inception features
 * SMS (S2D eq. 9) and flicker: :func:`sms`, :func:`flicker`
+* the FID network: :class:`InceptionFID` (pytorch-fid compatible), :func:`fid_from_features`
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "sms",
     "flicker",
     "MS_SSIM_WEIGHTS",
+    "InceptionFID",
+    "fid_from_features",
 ]
 
 #: Per-scale exponents of MS-SSIM (Wang, Simoncelli and Bovik 2003), finest scale first.
@@ -312,3 +315,174 @@ def flicker(frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Ten
         raise ValueError("flicker: empty mask")
     return diff[:, m].mean()
 
+
+
+# ------------------------------------------------------------------------------------ FID net
+class _BasicConv(torch.nn.Module):
+    """conv (no bias) + batch norm (eps 1e-3) + ReLU; parameter names ``conv.*``, ``bn.*``."""
+
+    def __init__(self, cin: int, cout: int, k, stride: int = 1, padding=0):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cin, cout, k, stride, padding, bias=False)
+        self.bn = torch.nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _avg3(x: torch.Tensor) -> torch.Tensor:
+    # the TF graph's average pooling ignores the zero padding
+    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+
+
+class _BlockA(torch.nn.Module):
+    def __init__(self, cin: int, pool: int):
+        super().__init__()
+        self.branch1x1 = _BasicConv(cin, 64, 1)
+        self.branch5x5_1 = _BasicConv(cin, 48, 1)
+        self.branch5x5_2 = _BasicConv(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = _BasicConv(cin, 64, 1)
+        self.branch3x3dbl_2 = _BasicConv(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = _BasicConv(96, 96, 3, padding=1)
+        self.branch_pool = _BasicConv(cin, pool, 1)
+
+    def forward(self, x):
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_avg3(x))], 1)
+
+
+class _BlockB(torch.nn.Module):
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3 = _BasicConv(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = _BasicConv(cin, 64, 1)
+        self.branch3x3dbl_2 = _BasicConv(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = _BasicConv(96, 96, 3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, 2)], 1)
+
+
+class _BlockC(torch.nn.Module):
+    def __init__(self, cin: int, c7: int):
+        super().__init__()
+        self.branch1x1 = _BasicConv(cin, 192, 1)
+        self.branch7x7_1 = _BasicConv(cin, c7, 1)
+        self.branch7x7_2 = _BasicConv(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = _BasicConv(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = _BasicConv(cin, c7, 1)
+        self.branch7x7dbl_2 = _BasicConv(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = _BasicConv(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = _BasicConv(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = _BasicConv(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = _BasicConv(cin, 192, 1)
+
+    def forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        d = x
+        for i in range(1, 6):
+            d = getattr(self, f"branch7x7dbl_{i}")(d)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg3(x))], 1)
+
+
+class _BlockD(torch.nn.Module):
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3_1 = _BasicConv(cin, 192, 1)
+        self.branch3x3_2 = _BasicConv(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = _BasicConv(cin, 192, 1)
+        self.branch7x7x3_2 = _BasicConv(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = _BasicConv(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = _BasicConv(192, 192, 3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([b3, b7, F.max_pool2d(x, 3, 2)], 1)
+
+
+class _BlockE(torch.nn.Module):
+    def __init__(self, cin: int, max_pool: bool):
+        super().__init__()
+        self.max_pool = max_pool
+        self.branch1x1 = _BasicConv(cin, 320, 1)
+        self.branch3x3_1 = _BasicConv(cin, 384, 1)
+        self.branch3x3_2a = _BasicConv(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = _BasicConv(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = _BasicConv(cin, 448, 1)
+        self.branch3x3dbl_2 = _BasicConv(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = _BasicConv(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = _BasicConv(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = _BasicConv(cin, 192, 1)
+
+    def forward(self, x):
+        a = self.branch3x3_1(x)
+        a = torch.cat([self.branch3x3_2a(a), self.branch3x3_2b(a)], 1)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        d = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
+        p = F.max_pool2d(x, 3, 1, 1) if self.max_pool else _avg3(x)
+        return torch.cat([self.branch1x1(x), a, d, self.branch_pool(p)], 1)
+
+
+class InceptionFID(torch.nn.Module):
+    """Inception-v3 of the FID reference (TF graph 2015-12-05, as ported by pytorch-fid):
+    parameter names of torchvision's ``Inception3`` without the auxiliary head and with a
+    1008-way ``fc``, so the ``pt_inception-2015-12-05`` state dict (asset
+    ``"inception_fid"``) loads strictly. The blocks follow the TF graph where it differs from
+    torchvision: average pools ignore padding, and the last block max-pools.
+
+    ``forward``: (B, 3, H, W) in [0, 1] -> (B, 2048) pool features (input resized to
+    299x299 bilinearly and scaled to [-1, 1], as pytorch-fid does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = _BasicConv(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = _BasicConv(32, 32, 3)
+        self.Conv2d_2b_3x3 = _BasicConv(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = _BasicConv(64, 80, 1)
+        self.Conv2d_4a_3x3 = _BasicConv(80, 192, 3)
+        self.Mixed_5b = _BlockA(192, 32)
+        self.Mixed_5c = _BlockA(256, 64)
+        self.Mixed_5d = _BlockA(288, 64)
+        self.Mixed_6a = _BlockB(288)
+        self.Mixed_6b = _BlockC(768, 128)
+        self.Mixed_6c = _BlockC(768, 160)
+        self.Mixed_6d = _BlockC(768, 160)
+        self.Mixed_6e = _BlockC(768, 192)
+        self.Mixed_7a = _BlockD(768)
+        self.Mixed_7b = _BlockE(1280, max_pool=False)
+        self.Mixed_7c = _BlockE(2048, max_pool=True)
+        self.fc = torch.nn.Linear(2048, 1008)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"InceptionFID takes (B, 3, H, W), got {tuple(x.shape)}")
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, 3, 2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, 3, 2)
+        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
+                     "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+            x = getattr(self, name)(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    @classmethod
+    def pretrained(cls, path=None, *, download: bool = False) -> InceptionFID:
+        """Load the FID weights through the asset resolver (``"inception_fid"``); raises
+        :class:`facegeo.assets.AssetNotFoundError` when they are not available."""
+        from facegeo import assets
+
+        p = assets.resolve("inception_fid", path=path, download=download)
+        net = cls()
+        net.load_state_dict(torch.load(p, map_location="cpu", weights_only=True), strict=True)
+        return net.eval()
+
+
+def fid_from_features(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """FID between two feature sets (N_a, D), (N_b, D): Fréchet distance of their Gaussian
+    statistics (:func:`gaussian_statistics`, :func:`frechet_distance`)."""
+    return frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))

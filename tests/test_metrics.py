@@ -130,3 +130,91 @@ def test_flicker():
     assert M.flicker(frames).item() == pytest.approx(0.25)
     with pytest.raises(ValueError, match="empty"):
         M.flicker(frames, torch.zeros(4, 4, dtype=torch.bool))
+
+
+# ----------------------------------------------------------------------------- FID network
+def _expected_inception_keys() -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of pytorch-fid's FID Inception (torchvision Inception3
+    naming, no aux head, 1008 classes), written out from the published architecture tables:
+    per block, (conv name, in, out, kernel)."""
+    convs = [("Conv2d_1a_3x3", 3, 32, (3, 3)), ("Conv2d_2a_3x3", 32, 32, (3, 3)),
+             ("Conv2d_2b_3x3", 32, 64, (3, 3)), ("Conv2d_3b_1x1", 64, 80, (1, 1)),
+             ("Conv2d_4a_3x3", 80, 192, (3, 3))]
+    for name, cin, pool in (("Mixed_5b", 192, 32), ("Mixed_5c", 256, 64), ("Mixed_5d", 288, 64)):
+        convs += [(f"{name}.branch1x1", cin, 64, (1, 1)), (f"{name}.branch5x5_1", cin, 48, (1, 1)),
+                  (f"{name}.branch5x5_2", 48, 64, (5, 5)),
+                  (f"{name}.branch3x3dbl_1", cin, 64, (1, 1)),
+                  (f"{name}.branch3x3dbl_2", 64, 96, (3, 3)),
+                  (f"{name}.branch3x3dbl_3", 96, 96, (3, 3)),
+                  (f"{name}.branch_pool", cin, pool, (1, 1))]
+    convs += [("Mixed_6a.branch3x3", 288, 384, (3, 3)),
+              ("Mixed_6a.branch3x3dbl_1", 288, 64, (1, 1)),
+              ("Mixed_6a.branch3x3dbl_2", 64, 96, (3, 3)),
+              ("Mixed_6a.branch3x3dbl_3", 96, 96, (3, 3))]
+    for name, c in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+        row, col = (1, 7), (7, 1)
+        convs += [(f"{name}.branch1x1", 768, 192, (1, 1)), (f"{name}.branch7x7_1", 768, c, (1, 1)),
+                  (f"{name}.branch7x7_2", c, c, row), (f"{name}.branch7x7_3", c, 192, col),
+                  (f"{name}.branch7x7dbl_1", 768, c, (1, 1)),
+                  (f"{name}.branch7x7dbl_2", c, c, col), (f"{name}.branch7x7dbl_3", c, c, row),
+                  (f"{name}.branch7x7dbl_4", c, c, col), (f"{name}.branch7x7dbl_5", c, 192, row),
+                  (f"{name}.branch_pool", 768, 192, (1, 1))]
+    convs += [("Mixed_7a.branch3x3_1", 768, 192, (1, 1)),
+              ("Mixed_7a.branch3x3_2", 192, 320, (3, 3)),
+              ("Mixed_7a.branch7x7x3_1", 768, 192, (1, 1)),
+              ("Mixed_7a.branch7x7x3_2", 192, 192, (1, 7)),
+              ("Mixed_7a.branch7x7x3_3", 192, 192, (7, 1)),
+              ("Mixed_7a.branch7x7x3_4", 192, 192, (3, 3))]
+    for name, cin in (("Mixed_7b", 1280), ("Mixed_7c", 2048)):
+        convs += [(f"{name}.branch1x1", cin, 320, (1, 1)),
+                  (f"{name}.branch3x3_1", cin, 384, (1, 1)),
+                  (f"{name}.branch3x3_2a", 384, 384, (1, 3)),
+                  (f"{name}.branch3x3_2b", 384, 384, (3, 1)),
+                  (f"{name}.branch3x3dbl_1", cin, 448, (1, 1)),
+                  (f"{name}.branch3x3dbl_2", 448, 384, (3, 3)),
+                  (f"{name}.branch3x3dbl_3a", 384, 384, (1, 3)),
+                  (f"{name}.branch3x3dbl_3b", 384, 384, (3, 1)),
+                  (f"{name}.branch_pool", cin, 192, (1, 1))]
+    keys = {}
+    for name, cin, cout, k in convs:
+        keys[f"{name}.conv.weight"] = (cout, cin, *k)
+        for s in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{name}.bn.{s}"] = (cout,)
+        keys[f"{name}.bn.num_batches_tracked"] = ()
+    keys["fc.weight"], keys["fc.bias"] = (1008, 2048), (1008,)
+    return keys
+
+
+def test_inception_fid_state_dict_names_and_parameter_count():
+    net = M.InceptionFID()
+    got = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert got == _expected_inception_keys()
+    # torchvision's Inception3 has 27,161,264 parameters; minus its aux head
+    # (768*128 + 2*128 + 128*768*25 + 2*768 + 768*1000 + 1000) and with 1008 classes:
+    aux = 768 * 128 + 2 * 128 + 128 * 768 * 25 + 2 * 768 + 768 * 1000 + 1000
+    expected = 27_161_264 - aux + 8 * 2048 + 8
+    assert sum(p.numel() for p in net.parameters()) == expected
+    net.load_state_dict(net.state_dict(), strict=True)
+
+
+def test_inception_fid_features_and_fid_plumbing():
+    torch.manual_seed(0)
+    net = M.InceptionFID().eval()
+    x = torch.rand(2, 3, 64, 80)
+    with torch.no_grad():
+        f = net(x)
+        f2 = net(torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear",
+                                                 align_corners=False))
+    assert f.shape == (2, 2048) and torch.isfinite(f).all()
+    assert torch.allclose(f, f2, atol=1e-4)          # the input is resized to 299 first
+    assert (f >= 0).all()                            # pooled ReLU outputs
+    # (a 2048-d matrix square root takes a minute on one core: check on 16 features)
+    g = torch.cat([f[:, :16], f[:, :16] + 1.0])
+    assert M.fid_from_features(g, g) == pytest.approx(0.0, abs=1e-6)
+    assert M.fid_from_features(g, g + 0.5) == pytest.approx(16 * 0.25, rel=1e-6)
+    with pytest.raises(ValueError):
+        net(torch.rand(1, 1, 64, 64))
+    from facegeo.assets import AssetNotFoundError
+
+    with pytest.raises((AssetNotFoundError, FileNotFoundError)):
+        M.InceptionFID.pretrained("/nonexistent/pt_inception.pth")
