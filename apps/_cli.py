@@ -116,6 +116,19 @@ def demo_source() -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
 
 
+_MODELS: dict = {}
+
+
+def load_model(name: str = "ict_facekit"):
+    """``MorphableModel.load(name)``, cached per process (apps called repeatedly in-process
+    reuse the model and its cached landmark fitter)."""
+    from facegeo.morphable import MorphableModel
+
+    if name not in _MODELS:
+        _MODELS[name] = MorphableModel.load(name)
+    return _MODELS[name]
+
+
 def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 

@@ -31,6 +31,7 @@ from facegeo_apps._cli import (
     check_output,
     demo_source,
     is_image_path,
+    load_model,
     load_source_image,
     pick_device,
     progress_bar,
@@ -150,7 +151,7 @@ def _run(a: argparse.Namespace) -> int:
     device = pick_device(a.device)
     out = Path(a.output).expanduser()
     src_img = demo_source() if a.source is None else load_source_image(a.source)
-    rr = GeometricReenactor(size=a.size, device=device)
+    rr = GeometricReenactor(load_model(), size=a.size, device=device)
     src = rr.fit_source(src_img, crop=True)
     sf = src.fit
     if a.target is not None:
