@@ -212,7 +212,7 @@ def markdown(report: dict) -> str:
                          f"{'–' if ch is None or not math.isfinite(ch) else f'{100 * ch:.1f}%'}"
                          f" | {a.get('videos')} |")
     else:
-        keys = [k for k in METRIC_KEYS
+        keys = [k for k in (*METRIC_KEYS, "fid")
                 if any(isinstance(r["aggregate"].get(k), float)
                        and math.isfinite(r["aggregate"][k]) for r in report["rows"])]
         lines += ["| method | mode | videos | " + " | ".join(keys) + " |",
@@ -346,10 +346,12 @@ def run(a) -> dict:
                         r = E.self_reenactment(methods[n], clip, analyzer, every=a.every,
                                                mode=m, clip_analysis=c_an)
                         r["video"] = vpath.name
+                        r["_driving"] = clip[::a.every]
                     elif a.protocol == "cross":
                         r = E.cross_reenactment(methods[n], source, driving, analyzer, mode=m,
                                                 source_analysis=s_an, driving_analysis=d_an)
                         r["video"], r["source"] = vpath.name, spath.name
+                        r["_driving"] = driving
                     else:
                         r = E.noise_robustness(methods[n], clip, analyzer, every=a.every,
                                                low=a.noise_low, high=a.noise_high,
@@ -360,8 +362,20 @@ def run(a) -> dict:
                     continue
                 r["seconds"] = time.perf_counter() - t0
                 rows[(n, m)].append(r)
+    skipped = dict(E.SKIPPED)
+    fid_refs = {}
+    if a.protocol != "noise":
+        net = E.fid_network(a.device)
+        if net is None:
+            skipped["fid"] = E.FID_SKIP
+        else:
+            for (n, m), rs in rows.items():
+                outs = [r["_output"] for r in rs]
+                refs = [r["_driving"] for r in rs]
+                if sum(o.shape[0] for o in outs) >= 2:
+                    fid_refs[(n, m)] = E.dataset_fid(outs, refs, net)
     keys = (("akd_clean", "akd_noisy", "change", "mkr_clean", "mkr_noisy")
-            if a.protocol == "noise" else E.METRIC_KEYS)
+            if a.protocol == "noise" else E.METRIC_KEYS + ("fid",))
     report = {
         "command": "python -m facegeo_apps.evaluate " + " ".join(
             shlex.quote(x) for x in (a.argv if a.argv is not None else sys.argv[1:])),
@@ -369,11 +383,14 @@ def run(a) -> dict:
         "protocol": a.protocol,
         "settings": {"every": a.every, "max_frames": a.max_frames, "size": a.size,
                      "margin": a.margin, "modes": modes, "data": str(data)},
-        "skipped": dict(E.SKIPPED),
+        "skipped": skipped,
         "failures": failures,
         "rows": [{"method": label[n], "mode": m, "aggregate": E.aggregate(rows[(n, m)], keys),
                   "videos": rows[(n, m)]} for n in names for m in modes],
     }
+    for row, key in zip(report["rows"], [(n, m) for n in names for m in modes]):
+        if key in fid_refs:
+            row["aggregate"]["fid"] = fid_refs[key]
     if a.protocol == "noise":
         for row in report["rows"]:   # relative change of the mean errors over videos
             agg = row["aggregate"]

@@ -34,7 +34,10 @@ Metrics per video (:func:`video_metrics`; means over frames, NaN where undefined
 The pose / expression comparisons are with the *driving* frame (in self-reenactment that is the
 ground truth), as in the papers; in relative mode a faithful method moves the source by the
 driving *motion*, so PRMSE against the driving pose includes the source-driving pose offset.
-LPIPS and FID are reported as skipped (see :data:`SKIPPED`).
+FID (:func:`dataset_fid`) compares all output frames of a method with all driving frames of the
+run, with the pytorch-fid Inception (:class:`facegeo.metrics.InceptionFID`); when its weights
+(asset ``inception_fid``) cannot be resolved the report says :data:`FID_SKIP`. LPIPS is not
+computed (:data:`SKIPPED`).
 """
 
 from __future__ import annotations
@@ -62,16 +65,18 @@ __all__ = [
     "noise_robustness",
     "aggregate",
     "SKIPPED",
+    "FID_SKIP",
     "METRIC_KEYS",
+    "fid_network",
+    "dataset_fid",
 ]
 
-#: Metrics this harness does not compute here, with the reason written into every report.
+#: Metrics this harness does not compute, with the reason written into every report.
 SKIPPED = {
-    "lpips": "skipped: not computed by this harness (no LPIPS network here; its AlexNet/VGG "
-             "backbone weights are not available on this machine)",
-    "fid": "skipped: weights not available (asset inception_fid) and no FID Inception network "
-           "in this harness yet",
+    "lpips": "skipped: not implemented in this harness (no LPIPS network; its AlexNet/VGG "
+             "backbone weights are not available on this machine either)",
 }
+FID_SKIP = "skipped: weights not available (asset inception_fid)"
 
 #: Order of the metric columns in reports.
 METRIC_KEYS = ("l1", "psnr", "ssim", "ms_ssim", "akd", "mkr", "csim", "isim_dlib", "prmse",
@@ -480,3 +485,31 @@ def aggregate(rows: list[dict], keys=METRIC_KEYS) -> dict:
                 and math.isfinite(r[k])]
         out[k] = sum(vals) / len(vals) if vals else float("nan")
     return out
+
+
+def fid_network(device=None):
+    """The FID Inception with the resolver's ``inception_fid`` weights (no download), or
+    ``None`` when they are not available (the caller reports :data:`FID_SKIP`)."""
+    from facegeo.assets import AssetNotFoundError
+
+    try:
+        net = M.InceptionFID.pretrained(download=False)
+    except AssetNotFoundError:
+        return None
+    return net.to(device) if device is not None else net
+
+
+@torch.no_grad()
+def dataset_fid(outputs: list[torch.Tensor], references: list[torch.Tensor], net,
+                batch: int = 16) -> float:
+    """FID between two sets of frames: lists of (T_i, 3, H, W) tensors (sizes may differ
+    between lists and items; each frame is resized to 299 by the network). Needs >= 2 frames
+    per set; with fewer frames than feature dimensions (2048) the covariances are singular
+    and the value is only indicative."""
+    def feats(frames):
+        dev = next(net.parameters()).device
+        out = [net(f[i:i + batch].to(dev)).cpu() for f in frames
+               for i in range(0, f.shape[0], batch)]
+        return torch.cat(out).double()
+
+    return M.fid_from_features(feats(outputs), feats(references))

@@ -202,8 +202,10 @@ def test_analyzer_pose_flips_with_the_image(analyzer, media_dir):
 
 
 @pytest.mark.integration
-def test_app_self_protocol_with_baselines(media_dir, tmp_path):
+def test_app_self_protocol_with_baselines(media_dir, tmp_path, monkeypatch):
     from facegeo_apps import evaluate as app
+
+    monkeypatch.setattr(E, "fid_network", lambda device=None: _TinyFeatures())
 
     out = tmp_path / "report.json"
     rc = app.main(["--method", "static", "--data", str(media_dir), "--videos", "lp_d11.mp4",
@@ -219,7 +221,8 @@ def test_app_self_protocol_with_baselines(media_dir, tmp_path):
     assert st["csim"] == pytest.approx(1.0, abs=1e-4)
     assert st["l1"] > 0 and st["akd"] > 0
     assert rows["copy driving"]["videos"][0]["frames"] == 2      # frames 4 and 8
-    assert "inception_fid" in rep["skipped"]["fid"]
+    assert cp["fid"] == pytest.approx(0.0, abs=1e-6) and st["fid"] > 0   # stand-in network
+    assert "lpips" in rep["skipped"]
     md = out.with_suffix(".md").read_text()
     assert "| static source | relative | 1 |" in md and "skipped" in md
 
@@ -244,3 +247,30 @@ def test_app_bad_input_exits_2(tmp_path, media_dir, capsys):
                      "--out", str(tmp_path / "r.json")]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+class _TinyFeatures(torch.nn.Module):
+    """Stand-in for the FID network: 4 features per image (channel means and contrast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return torch.cat([x.mean((2, 3)), x.std((1, 2, 3))[:, None]], 1) * self.w
+
+
+def test_dataset_fid_plumbing_and_skip_message(monkeypatch):
+    torch.manual_seed(0)
+    a = [torch.rand(5, 3, 16, 16), torch.rand(4, 3, 8, 8)]
+    net = _TinyFeatures()
+    assert E.dataset_fid(a, a, net, batch=3) == pytest.approx(0.0, abs=1e-6)
+    b = [x * 0.5 for x in a]
+    direct = E.M.fid_from_features(torch.cat([net(x) for x in a]).detach(),
+                                   torch.cat([net(x) for x in b]).detach())
+    assert E.dataset_fid(a, b, net) == pytest.approx(direct, rel=1e-9) and direct > 0
+    # without the asset: None (the report then says FID_SKIP)
+    monkeypatch.setenv("FACEGEO_ASSETS", "/nonexistent")
+    monkeypatch.setenv("FACEGEO_CACHE", "/nonexistent")
+    assert E.fid_network() is None
+    assert "inception_fid" in E.FID_SKIP
