@@ -758,7 +758,7 @@ class LandmarkFitter:
         Aaa = H[:, idx_a][:, :, idx_a].sum(0) + torch.diag(damp[:, idx_a].mean(0))
         gf, ga = g[:, idx_f], g[:, idx_a].sum(0)
         L, _ = torch.linalg.cholesky_ex(Aff)
-        X = torch.cholesky_solve(torch.cat([Afa, gf[..., None]], -1), L)  # Aff^-1 [Afa, gf]
+        X = torch.cholesky_inverse(L) @ torch.cat([Afa, gf[..., None]], -1)  # Aff^-1 [Afa, gf]
         S = Aaa - (Afa.transpose(1, 2) @ X[..., :Ki]).sum(0)
         rhs = ga - (Afa.transpose(1, 2) @ X[..., Ki:]).sum(0)[..., 0]
         da = -torch.linalg.solve(S + 1e-9 * S.diagonal().mean() * torch.eye(

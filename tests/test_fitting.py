@@ -285,3 +285,23 @@ def test_differentiable_wrt_landmarks(model, fitter):
     full = fitter.fit(x2)
     (full.exp_coeffs.sum() + full.angles.sum() + full.id_coeffs.sum()).backward()
     assert torch.isfinite(x2.grad).all() and x2.grad.abs().sum() > 0
+
+
+def test_pca_expression_model(model):
+    """A PCA-style expression model (Gaussian prior, no box): negative coefficients allowed."""
+    pca = MorphableModel(
+        model.mean, model.triangles, model.id_basis[:30], model.exp_basis[:12] * 0.5,
+        id_std=torch.ones(30), exp_std=torch.full((12,), 2.0), exp_kind="pca",
+        landmarks68=model.landmarks68, contour=model.contour, units="cm",
+    )
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(6, 30, generator=g)
+    e = 2.0 * torch.randn(6, 12, generator=g)
+    R = T.euler_to_matrix(torch.tensor([[15.0, -5.0, 3.0]]).expand(6, 3))
+    x = T.weak_perspective_project(model.landmarks(pca.vertices(a, e)), torch.full((6,), 18.0),
+                                   R, torch.full((6, 2), 256.0))
+    r = fitting.fit_landmarks(pca, x, contour="fixed", lambda_id=1e-5, lambda_exp=1e-5,
+                              iterations=10)
+    assert r.rmse.max() < 0.3
+    assert (r.exp_coeffs < -0.5).any()  # not clamped to a box
+    assert T.rotation_angle(r.rotation, R).max() < 1.0
