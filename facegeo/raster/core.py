@@ -51,7 +51,8 @@ _INT64_MAX = torch.iinfo(torch.int64).max
 _BG_KEY = 0x7F800000 << 32  # packed key of a +inf depth: not covered
 _TILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
 _MIN_BUCKET = 4096  # candidates below which a tile-shape bucket is merged into a square one
-_MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk (cache-sized)
+_MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk
+_GROUP_TRIANGLES = 100_000  # CPU: triangles per batch group in pass 1
 
 
 @dataclass
@@ -153,6 +154,34 @@ def _valid_faces(tv: torch.Tensor, cull_backfaces: bool, perspective_correct: bo
 
 @torch.no_grad()
 def _zbuffer_torch(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    height: int,
+    width: int,
+    cull_backfaces: bool,
+    perspective_correct: bool,
+) -> torch.Tensor:
+    """Pass 1 over groups of batch items (about _GROUP_TRIANGLES triangles per group).
+
+    Keeping the working set of one group small (per-triangle arrays, the part of the
+    z-buffer being scattered into) is 20-35 % faster on the CPU than one huge pass."""
+    B, F = verts.shape[0], faces.shape[0]
+    g = max(1, _GROUP_TRIANGLES // max(F, 1)) if verts.device.type == "cpu" else B
+    if g >= B:
+        return _zbuffer_torch_group(
+            verts, faces, height, width, cull_backfaces, perspective_correct
+        )
+    return torch.cat(
+        [
+            _zbuffer_torch_group(
+                verts[i : i + g], faces, height, width, cull_backfaces, perspective_correct
+            )
+            for i in range(0, B, g)
+        ]
+    )
+
+
+def _zbuffer_torch_group(
     verts: torch.Tensor,
     faces: torch.Tensor,
     height: int,
@@ -415,26 +444,24 @@ _BACKENDS = {"torch": _zbuffer_torch, "open3d": _zbuffer_open3d, "pytorch3d": _z
 def _barycentrics(
     verts: torch.Tensor,
     faces: torch.Tensor,
-    pix: torch.Tensor,
+    bpix: torch.Tensor,
     pix_face: torch.Tensor,
-    height: int,
-    width: int,
     perspective_correct: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable barycentrics (N, 3) and depth (N,) at the covered pixel centres."""
-    hw = height * width
-    b = torch.div(pix, hw, rounding_mode="floor")
-    rem = pix - b * hw
-    py = torch.div(rem, width, rounding_mode="floor")
-    px = (rem - py * width).to(verts.dtype)
+    """Differentiable barycentrics (N, 3) and depth (N,) at covered pixel centres.
+
+    ``bpix`` is (3, N) int64: batch index, row, column of each covered pixel."""
+    b, py, px = bpix.unbind(0)
+    px = px.to(verts.dtype)
     py = py.to(verts.dtype)
     V = verts.shape[1]
     vt = verts.permute(2, 0, 1).reshape(3, -1)  # (3, B*V)
-    corner = faces.T.index_select(1, pix_face) + b * V  # (3 corners, N) global vertex ids
-    tv = vt.index_select(1, corner.reshape(-1)).view(3, 3, -1)  # (xyz, corner, N)
-    x0, x1, x2 = tv[0].unbind(0)
-    y0, y1, y2 = tv[1].unbind(0)
-    z0, z1, z2 = tv[2].unbind(0)
+    ft = faces.T.contiguous()
+    bV = b * V
+    corners = [ft[k].index_select(0, pix_face) + bV for k in range(3)]  # global vertex ids
+    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (
+        [vt[c].index_select(0, corners[k]) for k in range(3)] for c in range(3)
+    )
     rx0, rx1, rx2 = x0 - px, x1 - px, x2 - px
     ry0, ry1, ry2 = y0 - py, y1 - py, y2 - py
     w0 = rx1 * ry2 - rx2 * ry1  # edge function opposite corner 0, at the pixel centre
@@ -491,12 +518,13 @@ def rasterize(
     B = verts.shape[0]
     keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
     covered = keys != _INT64_MAX
-    pix = torch.nonzero(covered).squeeze(1)
+    bpix = torch.nonzero(covered.view(B, height, width)).T  # (3, N): batch, row, column
+    pix = (bpix[0] * height + bpix[1]) * width + bpix[2]
     pix_face = keys.index_select(0, pix) & 0xFFFFFFFF
     npix = B * height * width
     face_id = torch.full((npix,), -1, dtype=torch.int64, device=verts.device)
     face_id.index_copy_(0, pix, pix_face)
-    bary, depth = _barycentrics(verts, faces, pix, pix_face, height, width, perspective_correct)
+    bary, depth = _barycentrics(verts, faces, bpix, pix_face, perspective_correct)
     bary_img = verts.new_zeros(npix, 3).index_put((pix,), bary)
     depth_img = verts.new_zeros(npix).index_put((pix,), depth)
     shape = (B, height, width)
