@@ -255,3 +255,19 @@ def test_tracker_loss_and_recovery(media_dir):
     assert bool(res.detected[8])  # re-detected when the face is back
     ref = detect_every_frame(frames[8:], "dlib_hog")
     assert float((res.landmarks[8:] - ref).norm(dim=-1).mean()) < 3.0
+
+
+def test_gray_region_predictor_matches_dlib_on_rgb(media_dir):
+    import dlib
+
+    frames, _ = read_video(media_dir / "lp_d10.mp4", max_frames=6)
+    det = get_detector("dlib_hog")
+    box = det.detect(frames[0])[0].box.numpy()
+    g = np.random.default_rng(0)
+    for f in frames:
+        for shift in ([0, 0], g.uniform(-40, 40, 2), [-box[0] - 30, 0], [0, 480 - box[3]]):
+            b = box + np.tile(np.asarray(shift, np.float32), 2)  # incl. boxes off the image
+            x0, y0, x1, y1 = (round(float(v)) for v in b)
+            ref = det._sp(f, dlib.rectangle(x0, y0, x1, y1))
+            ref = np.array([(p.x, p.y) for p in ref.parts()], np.float32)
+            assert np.array_equal(det.landmarks_in_box_np(f, b), ref)
