@@ -175,8 +175,8 @@ def validate_landmarks(
 def _contour_candidates(model, lm_idx: torch.Tensor, band: float, back_margin: float):
     """Per jawline landmark, candidate vertices on a horizontal model-space line.
 
-    Returns (cand_vertices (C,), table (16, M) indices into cand_vertices or -1, landmark ids
-    (16,), side sign (16,) -1 right / +1 left)."""
+    Returns (cand_vertices (C,), table (16, M) indices into cand_vertices or -1 (column 0 is
+    the landmark's own fixed vertex), landmark ids (16,))."""
     mean = model.mean.detach().to("cpu", torch.float64)
     lmk = mean[lm_idx.cpu()]
     eye = (lmk[36] - lmk[45]).norm().item()
@@ -186,7 +186,7 @@ def _contour_candidates(model, lm_idx: torch.Tensor, band: float, back_margin: f
     if region is not None:
         allowed &= region.cpu() <= 1  # face regions (ICT: 0 narrow, 1 outer)
     contour = getattr(model, "contour", None) or {}
-    ids, sides, rows = [], [], []
+    ids, rows = [], []
     for side, sign, lms in (("right", -1.0, CONTOUR_RIGHT), ("left", 1.0, CONTOUR_LEFT)):
         back = contour.get(side)
         back_pts = mean[back.cpu()] if back is not None and len(back) else None
@@ -205,7 +205,6 @@ def _contour_candidates(model, lm_idx: torch.Tensor, band: float, back_margin: f
             cand = sel.nonzero().flatten()
             cand = torch.cat([lm_idx[i : i + 1].cpu(), cand[cand != lm_idx[i].cpu()]])
             ids.append(i)
-            sides.append(sign)
             rows.append(cand)
     allc = torch.unique(torch.cat(rows))
     pos = {int(v): k for k, v in enumerate(allc.tolist())}
@@ -213,7 +212,7 @@ def _contour_candidates(model, lm_idx: torch.Tensor, band: float, back_margin: f
     table = torch.full((len(rows), m), -1, dtype=torch.long)
     for r, cand in enumerate(rows):
         table[r, : len(cand)] = torch.tensor([pos[int(v)] for v in cand.tolist()])
-    return allc, table, torch.tensor(ids), torch.tensor(sides)
+    return allc, table, torch.tensor(ids)
 
 
 class LandmarkFitter:
@@ -255,7 +254,7 @@ class LandmarkFitter:
         # (68, 3, K) with K = n_id + n_exp
         self.basis_lm = torch.cat([id_lm[: self.n_id], exp_lm[: self.n_exp]], 0).permute(
             1, 2, 0).to(**kw).contiguous()
-        cand, table, ids, sides = _contour_candidates(model, lm_idx, contour_band, 0.02)
+        cand, table, ids = _contour_candidates(model, lm_idx, contour_band, 0.02)
         cv = cand.to(model.mean.device)
         self.cand_vertices = cand.to(self.device)
         self.cand_mean = model.mean[cv].to(**kw)
@@ -264,7 +263,6 @@ class LandmarkFitter:
         ).permute(1, 2, 0).to(**kw).contiguous()
         self.cand_table = table.to(self.device)
         self.contour_ids = ids.to(self.device)
-        self.contour_sides = sides.to(**kw)
         self._E = _E.to(**kw)
         self._structured = True
 
