@@ -231,10 +231,15 @@ def markdown(report: dict) -> str:
 def write_report(out: Path, report: dict) -> Path:
     from facegeo.assets import atomic_write
 
-    text = json.dumps(_clean(report), indent=1)
-    atomic_write(out, lambda p: p.write_text(text))
+    def writer(text: str):
+        def write(p: Path) -> None:
+            p.write_text(text)
+            p.chmod(0o644)          # the temporary file is created private
+        return write
+
+    atomic_write(out, writer(json.dumps(_clean(report), indent=1)))
     md = out.with_suffix(".md")
-    atomic_write(md, lambda p: p.write_text(markdown(report)))
+    atomic_write(md, writer(markdown(report)))
     return md
 
 
@@ -313,6 +318,10 @@ def run(a) -> dict:
     det = get_detector("dlib")
     ident = _identities(data)
     rows = {(n, m): [] for n in names for m in modes}
+    skipped = dict(E.SKIPPED)
+    lpips_net = E.lpips_network(a.device) if a.protocol == "self" else None
+    if a.protocol == "self" and lpips_net is None:
+        skipped["lpips"] = E.LPIPS_SKIP
     failures: list[str] = []
     bar = tqdm(videos, desc=f"{a.protocol}", disable=a.no_progress)
     for vpath in bar:
@@ -344,7 +353,8 @@ def run(a) -> dict:
                 try:
                     if a.protocol == "self":
                         r = E.self_reenactment(methods[n], clip, analyzer, every=a.every,
-                                               mode=m, clip_analysis=c_an)
+                                               mode=m, clip_analysis=c_an,
+                                               lpips_net=lpips_net)
                         r["video"] = vpath.name
                         r["_driving"] = clip[::a.every]
                     elif a.protocol == "cross":
@@ -362,7 +372,6 @@ def run(a) -> dict:
                     continue
                 r["seconds"] = time.perf_counter() - t0
                 rows[(n, m)].append(r)
-    skipped = dict(E.SKIPPED)
     fid_refs = {}
     if a.protocol != "noise":
         net = E.fid_network(a.device)

@@ -36,8 +36,9 @@ ground truth), as in the papers; in relative mode a faithful method moves the so
 driving *motion*, so PRMSE against the driving pose includes the source-driving pose offset.
 FID (:func:`dataset_fid`) compares all output frames of a method with all driving frames of the
 run, with the pytorch-fid Inception (:class:`facegeo.metrics.InceptionFID`); when its weights
-(asset ``inception_fid``) cannot be resolved the report says :data:`FID_SKIP`. LPIPS is not
-computed (:data:`SKIPPED`).
+(asset ``inception_fid``) cannot be resolved the report says :data:`FID_SKIP`. LPIPS is computed
+per video (self-reenactment) with :class:`facegeo.metrics.LPIPS` when its AlexNet weights (asset
+``alexnet_lpips``) resolve, else the report says :data:`LPIPS_SKIP`.
 """
 
 from __future__ import annotations
@@ -66,20 +67,21 @@ __all__ = [
     "aggregate",
     "SKIPPED",
     "FID_SKIP",
+    "LPIPS_SKIP",
+    "lpips_network",
     "METRIC_KEYS",
     "fid_network",
     "dataset_fid",
 ]
 
 #: Metrics this harness does not compute, with the reason written into every report.
-SKIPPED = {
-    "lpips": "skipped: not implemented in this harness (no LPIPS network; its AlexNet/VGG "
-             "backbone weights are not available on this machine either)",
-}
+SKIPPED: dict[str, str] = {}
 FID_SKIP = "skipped: weights not available (asset inception_fid)"
+LPIPS_SKIP = ("skipped: weights not available (asset alexnet_lpips, or the lpips package for "
+              "its linear layers)")
 
 #: Order of the metric columns in reports.
-METRIC_KEYS = ("l1", "psnr", "ssim", "ms_ssim", "akd", "mkr", "csim", "isim_dlib", "prmse",
+METRIC_KEYS = ("l1", "psnr", "ssim", "ms_ssim", "lpips", "akd", "mkr", "csim", "isim_dlib", "prmse",
                "psim", "aucon", "esim", "ed", "sms", "flicker")
 
 Method = Callable[..., torch.Tensor]
@@ -318,7 +320,8 @@ def _nanmean(x: torch.Tensor) -> float:
 
 
 def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnalysis,
-                  src_an: FrameAnalysis, *, ground_truth: torch.Tensor | None = None) -> dict:
+                  src_an: FrameAnalysis, *, ground_truth: torch.Tensor | None = None,
+                  lpips_net=None) -> dict:
     """All metrics of one generated video.
 
     Args:
@@ -326,6 +329,7 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
         out_an, drv_an: analyses of the output and of the driving frames (T rows each).
         src_an: analysis of the source image (1 row).
         ground_truth: (T, 3, H, W) target frames (self-reenactment) or None.
+        lpips_net: a :class:`facegeo.metrics.LPIPS` (or None: ``lpips`` is NaN).
 
     Returns:
         dict metric name -> float (NaN where undefined), plus ``frames`` and
@@ -346,8 +350,16 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
         r["ssim"] = float(M.ssim(output, gt).mean())
         r["ms_ssim"] = float(M.ms_ssim(output, gt).mean()) if min(output.shape[-2:]) > 160 \
             else nan
+        if lpips_net is not None:
+            dev = next(lpips_net.parameters()).device
+            with torch.no_grad():
+                r["lpips"] = float(torch.cat([lpips_net(output[i:i + 8].to(dev),
+                                                        gt[i:i + 8].to(dev)).cpu()
+                                              for i in range(0, t, 8)]).mean())
+        else:
+            r["lpips"] = nan
     else:
-        r.update(l1=nan, psnr=nan, ssim=nan, ms_ssim=nan)
+        r.update(l1=nan, psnr=nan, ssim=nan, ms_ssim=nan, lpips=nan)
     # keypoints: only meaningful when output and driving frames share a frame of reference
     if out_an.size == drv_an.size:
         a, m = M.akd(torch.nan_to_num(out_an.landmarks), torch.nan_to_num(drv_an.landmarks),
@@ -387,7 +399,8 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
 
 # ----------------------------------------------------------------------------- protocols
 def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer, *,
-                     every: int = 1, mode: str = "relative", clip_analysis=None) -> dict:
+                     every: int = 1, mode: str = "relative", clip_analysis=None,
+                     lpips_net=None) -> dict:
     """FOMM/FSRT self-reenactment: the first frame of ``clip`` is the source, every
     ``every``-th frame (0, k, 2k, ...) is driven and compared with the real frame. Frame 0
     (the source itself) drives too (it is the reference of relative motion) but is left out
@@ -401,6 +414,7 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
         every: frame stride k.
         mode: passed to the method.
         clip_analysis: optional precomputed ``analyzer(clip[::every])`` (shared by methods).
+        lpips_net: optional :class:`facegeo.metrics.LPIPS`.
 
     Returns:
         dict of :func:`video_metrics` (``output`` frames under key ``"_output"``).
@@ -419,7 +433,7 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
     out_an = analyzer(out)
     keep = slice(1, None) if driving.shape[0] > 1 else slice(0, None)
     r = video_metrics(out[keep], out_an.index(keep), drv_an.index(keep), src_an,
-                      ground_truth=driving[keep])
+                      ground_truth=driving[keep], lpips_net=lpips_net)
     # temporal smoothness over every output frame (frame 0 included)
     r["sms"] = (float(M.sms(out_an.landmarks)) if len(out_an) >= 3 and bool(out_an.found.all())
                 else float("nan"))
@@ -513,3 +527,15 @@ def dataset_fid(outputs: list[torch.Tensor], references: list[torch.Tensor], net
         return torch.cat(out).double()
 
     return M.fid_from_features(feats(outputs), feats(references))
+
+
+def lpips_network(device=None):
+    """:meth:`facegeo.metrics.LPIPS.pretrained` (no download), or ``None`` when its weights
+    are not available (the caller reports :data:`LPIPS_SKIP`)."""
+    from facegeo.assets import AssetNotFoundError
+
+    try:
+        net = M.LPIPS.pretrained(download=False)
+    except (AssetNotFoundError, FileNotFoundError):
+        return None
+    return net.to(device) if device is not None else net

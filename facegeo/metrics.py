@@ -14,6 +14,7 @@ Images are (B, C, H, W) floats in [0, 1]. Landmarks are (B, 68, 2) pixel coordin
 * FID: :func:`frechet_distance` of :func:`gaussian_statistics` of Inception features
 * SMS (S2D eq. 9) and flicker: :func:`sms`, :func:`flicker`
 * the FID network: :class:`InceptionFID` (pytorch-fid compatible), :func:`fid_from_features`
+* LPIPS (AlexNet, v0.1): :class:`LPIPS` (backbone weights through the resolver)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "MS_SSIM_WEIGHTS",
     "InceptionFID",
     "fid_from_features",
+    "LPIPS",
 ]
 
 #: Per-scale exponents of MS-SSIM (Wang, Simoncelli and Bovik 2003), finest scale first.
@@ -486,3 +488,121 @@ def fid_from_features(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
     """FID between two feature sets (N_a, D), (N_b, D): Fréchet distance of their Gaussian
     statistics (:func:`gaussian_statistics`, :func:`frechet_distance`)."""
     return frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))
+
+
+# ------------------------------------------------------------------------------------ LPIPS
+from facegeo import assets as _assets  # noqa: E402
+
+_assets.register_asset(_assets.AssetSpec(
+    name="alexnet_lpips",
+    relpath="weights/torchvision/alexnet-owt-7be5be79.pth",
+    description="torchvision AlexNet ImageNet weights (backbone of LPIPS 'alex')",
+    license="BSD-3-Clause (torchvision); ImageNet terms apply to the training data",
+    obtain="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    sha256="7be5be79",
+))
+
+#: LPIPS input scaling layer (applied to images in [-1, 1]): (x - shift) / scale.
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+#: AlexNet ``features`` indices after the 5 ReLUs LPIPS compares, and their channels.
+_ALEX_TAPS = (1, 4, 7, 9, 11)
+_ALEX_CHANNELS = (64, 192, 384, 256, 256)
+
+
+def _alexnet_features() -> torch.nn.Sequential:
+    """torchvision ``alexnet().features`` (parameter names ``features.<i>.*``)."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=False), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+    )
+
+
+class LPIPS(torch.nn.Module):
+    """LPIPS v0.1, AlexNet variant (Zhang et al. 2018):
+
+        d(x, y) = sum_l mean_hw  w_l . (f_l(x)/|f_l(x)| - f_l(y)/|f_l(y)|)^2
+
+    with f_l the 5 ReLU outputs of AlexNet (unit-normalised along channels, eps 1e-10) on
+    the scaled input ``(2 x - 1 - shift) / scale``, and w_l the learned non-negative 1x1
+    weights. Backbone: torchvision AlexNet state dict (asset ``"alexnet_lpips"``; keys
+    ``features.*``, the classifier is ignored). Linear weights: the ``lpips`` PyPI package's
+    ``weights/v0.1/alex.pth`` (keys ``lin<l>.model.1.weight``), read from its files.
+
+    ``forward``: (B, 3, H, W) x2 in [0, 1] -> (B,) distances (H, W >= 32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = _alexnet_features()
+        self.lins = torch.nn.ModuleList(torch.nn.Conv2d(c, 1, 1, bias=False)
+                                        for c in _ALEX_CHANNELS)
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def load_backbone(self, state_dict: dict) -> None:
+        """Strictly load the ``features.*`` entries of a torchvision AlexNet state dict."""
+        feats = {k[len("features."):]: v for k, v in state_dict.items()
+                 if k.startswith("features.")}
+        self.features.load_state_dict(feats, strict=True)
+
+    def load_linear(self, state_dict: dict) -> None:
+        """Strictly load an lpips ``alex.pth`` (``lin<l>.model.1.weight``)."""
+        want = {f"lin{i}.model.1.weight" for i in range(5)}
+        if set(state_dict) != want:
+            raise ValueError(f"expected LPIPS linear weights {sorted(want)}, got "
+                             f"{sorted(state_dict)}")
+        for i, lin in enumerate(self.lins):
+            lin.weight.data.copy_(state_dict[f"lin{i}.model.1.weight"])
+
+    @staticmethod
+    def linear_weights_path(version: str = "v0.1"):
+        """Path of ``alex.pth`` inside the installed ``lpips`` package (found without
+        importing it, since it imports torchvision)."""
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("lpips")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("the lpips package (pip install lpips) is needed for its "
+                                    "linear-layer weights")
+        p = Path(list(spec.submodule_search_locations)[0]) / "weights" / version / "alex.pth"
+        if not p.is_file():
+            raise FileNotFoundError(f"LPIPS linear weights not found at {p}")
+        return p
+
+    @classmethod
+    def pretrained(cls, path=None, *, download: bool = False) -> LPIPS:
+        """Backbone through the resolver (``"alexnet_lpips"``; AssetNotFoundError when
+        missing) and linear weights from the lpips package."""
+        p = _assets.resolve("alexnet_lpips", path=path, download=download)
+        net = cls()
+        net.load_backbone(torch.load(p, map_location="cpu", weights_only=True))
+        net.load_linear(torch.load(cls.linear_weights_path(), map_location="cpu",
+                                   weights_only=True))
+        return net.eval()
+
+    def layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> the 5 unit-normalised activations."""
+        h = (2 * x - 1 - self.shift) / self.scale
+        out = []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in _ALEX_TAPS:
+                out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _pair(x, y, "lpips")
+        if x.shape[1] != 3 or min(x.shape[-2:]) < 32:
+            raise ValueError(f"lpips: needs (B, 3, H>=32, W>=32), got {tuple(x.shape)}")
+        total = x.new_zeros(x.shape[0])
+        for lin, a, b in zip(self.lins, self.layers(x), self.layers(y)):
+            total = total + lin((a - b) ** 2).mean((1, 2, 3))
+        return total

@@ -274,3 +274,17 @@ def test_dataset_fid_plumbing_and_skip_message(monkeypatch):
     monkeypatch.setenv("FACEGEO_CACHE", "/nonexistent")
     assert E.fid_network() is None
     assert "inception_fid" in E.FID_SKIP
+
+
+def test_video_metrics_lpips_when_given_a_network():
+    torch.manual_seed(0)
+    t = 3
+    lm = torch.rand(t, 68, 2) * 50
+    an = _analysis(lm, torch.zeros(t, 3), torch.zeros(t, 5), torch.randn(t, 128), size=(48, 48))
+    src = an.index(slice(0, 1))
+    x, y = torch.rand(t, 3, 48, 48), torch.rand(t, 3, 48, 48)
+    net = E.M.LPIPS().eval()
+    r = E.video_metrics(x, an, an, src, ground_truth=y, lpips_net=net)
+    with torch.no_grad():
+        assert r["lpips"] == pytest.approx(float(net(x, y).mean()), rel=1e-5)
+    assert math.isnan(E.video_metrics(x, an, an, src, ground_truth=y)["lpips"])

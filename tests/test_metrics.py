@@ -218,3 +218,74 @@ def test_inception_fid_features_and_fid_plumbing():
 
     with pytest.raises((AssetNotFoundError, FileNotFoundError)):
         M.InceptionFID.pretrained("/nonexistent/pt_inception.pth")
+
+
+# ----------------------------------------------------------------------------- LPIPS
+def test_lpips_backbone_and_linear_keys():
+    # torchvision alexnet().features: conv layers at 0, 3, 6, 8, 10
+    expected = {"features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
+                "features.3.weight": (192, 64, 5, 5), "features.3.bias": (192,),
+                "features.6.weight": (384, 192, 3, 3), "features.6.bias": (384,),
+                "features.8.weight": (256, 384, 3, 3), "features.8.bias": (256,),
+                "features.10.weight": (256, 256, 3, 3), "features.10.bias": (256,)}
+    net = M.LPIPS()
+    got = {f"features.{k}": tuple(v.shape) for k, v in net.features.state_dict().items()}
+    assert got == expected
+    # a torchvision-format dict (with the classifier) loads; a wrong one does not
+    sd = {k: torch.randn(s) for k, s in expected.items()}
+    sd["classifier.1.weight"] = torch.randn(4096, 9216)
+    net.load_backbone(sd)
+    assert torch.equal(net.features[3].weight, sd["features.3.weight"])
+    with pytest.raises(RuntimeError):
+        net.load_backbone({k: v for k, v in sd.items() if k != "features.8.bias"})
+    # the lpips package's own linear weights load strictly
+    lin = torch.load(M.LPIPS.linear_weights_path(), map_location="cpu", weights_only=True)
+    net.load_linear(lin)
+    assert torch.equal(net.lins[2].weight, lin["lin2.model.1.weight"])
+    assert all((w.weight >= 0).all() for w in net.lins)
+    with pytest.raises(ValueError, match="linear"):
+        net.load_linear({"lin0.weight": torch.zeros(1, 64, 1, 1)})
+    from facegeo.assets import AssetNotFoundError
+
+    with pytest.raises((AssetNotFoundError, FileNotFoundError)):
+        M.LPIPS.pretrained("/nonexistent/alexnet.pth")
+
+
+def test_lpips_matches_brute_force_formula():
+    """Random backbone + the real linear weights: compare with the formula written out with
+    plain conv2d calls."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = M.LPIPS().eval()
+    net.load_linear(torch.load(M.LPIPS.linear_weights_path(), map_location="cpu",
+                               weights_only=True))
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+
+    def acts(img):
+        h = (2 * img - 1 - torch.tensor(M.LPIPS_SHIFT).view(1, 3, 1, 1)) / torch.tensor(
+            M.LPIPS_SCALE).view(1, 3, 1, 1)
+        w = net.features
+        out = []
+        h = F.relu(F.conv2d(h, w[0].weight, w[0].bias, 4, 2))
+        out.append(h)
+        h = F.relu(F.conv2d(F.max_pool2d(h, 3, 2), w[3].weight, w[3].bias, 1, 2))
+        out.append(h)
+        h = F.relu(F.conv2d(F.max_pool2d(h, 3, 2), w[6].weight, w[6].bias, 1, 1))
+        out.append(h)
+        h = F.relu(F.conv2d(h, w[8].weight, w[8].bias, 1, 1))
+        out.append(h)
+        h = F.relu(F.conv2d(h, w[10].weight, w[10].bias, 1, 1))
+        out.append(h)
+        return [a / (a.norm(dim=1, keepdim=True) + 1e-10) for a in out]
+
+    ref = sum(torch.einsum("bchw,c->bhw", (a - b) ** 2, lin.weight.view(-1)).mean((1, 2))
+              for a, b, lin in zip(acts(x), acts(y), net.lins))
+    with torch.no_grad():
+        d = net(x, y)
+        assert torch.allclose(d, ref, rtol=1e-4, atol=1e-7)
+        assert torch.allclose(net(y, x), d, rtol=1e-5)
+        assert torch.allclose(net(x, x), torch.zeros(2), atol=1e-7)
+        assert (d > 0).all()
+    with pytest.raises(ValueError):
+        net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
