@@ -1,0 +1,114 @@
+"""Figures of docs/reenact.md (geometric reenactment and interpolation strips).
+
+    python docs/make_figures_reenact.py [--media /work/shared/media] [--tile 128]
+
+Writes docs/img/reenact_pairs.png (two source/driver pairs of different people: driving
+frames, relative-mode results, absolute-mode results for the first pair) and
+docs/img/reenact_interpolate.png (scikit-image's astronaut blended towards yaw 25 deg,
+pitch -10 deg and a smiling open mouth: pose + expression, pose only, expression only, and
+the target mesh overlay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facegeo import transforms as T
+from facegeo.image_io import load_image
+from facegeo.landmarks.crops import crop_images
+from facegeo.reenact import (
+    FaceFit,
+    GeometricReenactor,
+    driving_boxes,
+    expression_from_names,
+    interpolate_fits,
+    track_driving,
+)
+from facegeo.video import read_video
+
+OUT = Path(__file__).resolve().parent / "img"
+
+
+def save_png(path: Path, img: torch.Tensor) -> None:
+    """(3, H, W) -> palette PNG (adaptive 256 colours, keeps the file small)."""
+    from PIL import Image
+
+    a = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    im = Image.fromarray(a).quantize(256, method=Image.Quantize.MEDIANCUT, dither=1)
+    tmp = path.with_suffix(".tmp.png")
+    im.save(tmp, optimize=True)
+    os.replace(tmp, path)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+
+
+def resize(x: torch.Tensor, s: int) -> torch.Tensor:
+    return F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+
+
+def pair_rows(rr, media: Path, source: str, video: str, picks, tile: int, absolute: bool):
+    frames, fps = read_video(media / video, max_frames=max(picks) + 1)
+    src = rr.fit_source(load_image(media / source))
+    track = track_driving(frames, fps)
+    dfit = rr.fit_driving(track)
+    boxes = driving_boxes(track)
+    idx = torch.tensor(picks)
+    imgs = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2).float() / 255
+    drv = crop_images(imgs, boxes[idx], rr.size)
+    rows = [torch.cat([resize(src.image, tile)[0]] + list(resize(drv, tile)), 2)]
+    modes = ("relative", "absolute") if absolute else ("relative",)
+    for mode in modes:
+        tgt = rr.target_fits(src.fit, dfit, mode).index(idx)
+        out = rr.render(src.image, src.fit, tgt, source_landmarks=src.landmarks).frames
+        blank = torch.ones(3, tile, tile)
+        rows.append(torch.cat([blank] + list(resize(out, tile)), 2))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA", "/work/shared/media"))
+    p.add_argument("--tile", type=int, default=128)
+    a = p.parse_args()
+    media = Path(a.media)
+    OUT.mkdir(exist_ok=True)
+    rr = GeometricReenactor(size=256)
+    gap = torch.ones(3, 6, 5 * a.tile)
+    rows = pair_rows(rr, media, "lp_s12.jpg", "lp_d12.mp4", [0, 40, 60, 100], a.tile, True)
+    rows += [gap]
+    rows += pair_rows(rr, media, "lp_s1.jpg", "lp_d3.mp4", [0, 60, 150, 250], a.tile, False)
+    save_png(OUT / "reenact_pairs.png", torch.cat(rows, 1))
+
+    # interpolation strip on the public-domain astronaut
+    from skimage import data
+
+    astro = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255
+    src = rr.fit_source(astro)
+    sf = src.fit
+    ang = sf.angles.clone()
+    ang[:, 0], ang[:, 1] = 25.0, -10.0
+    exp = expression_from_names(rr.model, {"jawOpen": 0.35, "mouthSmile_L": 0.8,
+                                           "mouthSmile_R": 0.8, "browInnerUp_L": 0.5,
+                                           "browInnerUp_R": 0.5}, sf.exp_coeffs)
+    tgt = FaceFit(T.euler_to_matrix(ang), sf.scale, sf.translation, sf.id_coeffs, exp)
+    alpha = torch.linspace(0, 1, 5)
+    rows = []
+    for only in (None, "pose", "expression"):
+        fits = interpolate_fits(sf, tgt, alpha, only=only)
+        out = rr.render(src.image, sf, fits, source_landmarks=src.landmarks).frames
+        rows.append(torch.cat(list(resize(out, a.tile)), 2))
+    from facegeo_apps.interpolate import _mesh_overlay
+
+    fits = interpolate_fits(sf, tgt, alpha)
+    out = rr.render(src.image, sf, fits, source_landmarks=src.landmarks).frames
+    rows.append(torch.cat(list(resize(_mesh_overlay(rr, fits, out), a.tile)), 2))
+    save_png(OUT / "reenact_interpolate.png", torch.cat(rows, 1))
+
+
+if __name__ == "__main__":
+    main()
