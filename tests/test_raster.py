@@ -308,3 +308,25 @@ def test_pytorch3d_backend_is_optional_with_clear_message():
             torch.tensor(v, dtype=torch.float32)[None], torch.tensor(f), 64, 64, backend="pytorch3d"
         )
         assert (a.face_id == b.face_id).float().mean() > 0.995
+
+
+def test_cpu_batch_groups_give_the_same_fragments(monkeypatch):
+    import facegeo.raster.core as core
+
+    g = np.random.default_rng(3)
+    B, F, H, W = 3, 30, 14, 15
+    verts = g.uniform([-2, -2, 0], [W + 2, H + 2, 5], (B, F * 3, 3))
+    faces = torch.arange(F * 3).reshape(F, 3)
+    vt = _t(verts).requires_grad_(True)
+    whole = rasterize(vt, faces, H, W)
+    monkeypatch.setattr(core, "_GROUP_TRIANGLES", 2 * F)  # groups of 2 items: (2, 1)
+    parts = rasterize(vt, faces, H, W)
+    for name in ("face_id", "bary", "depth", "mask", "pix", "pix_face", "pix_bary"):
+        assert torch.equal(getattr(whole, name), getattr(parts, name)), name
+    attr = torch.randn(B, F * 3, 2, dtype=torch.float64)
+    a = interpolate(attr, whole, faces)
+    b = interpolate(attr, parts, faces)
+    assert torch.equal(a, b)
+    (ga,) = torch.autograd.grad(a.sum(), vt)
+    (gb,) = torch.autograd.grad(b.sum(), vt)
+    assert torch.equal(ga, gb) and ga.abs().sum() > 0

@@ -52,7 +52,7 @@ _BG_KEY = 0x7F800000 << 32  # packed key of a +inf depth: not covered
 _TILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
 _MIN_BUCKET = 4096  # candidates below which a tile-shape bucket is merged into a square one
 _MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk
-_GROUP_TRIANGLES = 100_000  # CPU: triangles per batch group in pass 1
+_GROUP_TRIANGLES = 100_000  # CPU: triangles per batch group (cache-sized working set)
 
 
 @dataclass
@@ -154,34 +154,6 @@ def _valid_faces(tv: torch.Tensor, cull_backfaces: bool, perspective_correct: bo
 
 @torch.no_grad()
 def _zbuffer_torch(
-    verts: torch.Tensor,
-    faces: torch.Tensor,
-    height: int,
-    width: int,
-    cull_backfaces: bool,
-    perspective_correct: bool,
-) -> torch.Tensor:
-    """Pass 1 over groups of batch items (about _GROUP_TRIANGLES triangles per group).
-
-    Keeping the working set of one group small (per-triangle arrays, the part of the
-    z-buffer being scattered into) is 20-35 % faster on the CPU than one huge pass."""
-    B, F = verts.shape[0], faces.shape[0]
-    g = max(1, _GROUP_TRIANGLES // max(F, 1)) if verts.device.type == "cpu" else B
-    if g >= B:
-        return _zbuffer_torch_group(
-            verts, faces, height, width, cull_backfaces, perspective_correct
-        )
-    return torch.cat(
-        [
-            _zbuffer_torch_group(
-                verts[i : i + g], faces, height, width, cull_backfaces, perspective_correct
-            )
-            for i in range(0, B, g)
-        ]
-    )
-
-
-def _zbuffer_torch_group(
     verts: torch.Tensor,
     faces: torch.Tensor,
     height: int,
@@ -515,6 +487,39 @@ def rasterize(
     _check_size(height, width)
     if backend not in _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS)}")
+    B = verts.shape[0]
+    g = _cpu_group(verts, faces)
+    if backend != "torch" or g >= B:
+        return _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct, backend)
+    # CPU: groups of batch items keep the working set cache-sized (20-25 % faster at B = 16)
+    parts = [
+        _rasterize(
+            verts[i : i + g], faces, height, width, cull_backfaces, perspective_correct, backend
+        )
+        for i in range(0, B, g)
+    ]
+    hw = height * width
+    return Fragments(
+        face_id=torch.cat([q.face_id for q in parts]),
+        bary=torch.cat([q.bary for q in parts]),
+        depth=torch.cat([q.depth for q in parts]),
+        mask=torch.cat([q.mask for q in parts]),
+        pix=torch.cat([q.pix + i * g * hw for i, q in enumerate(parts)]),
+        pix_face=torch.cat([q.pix_face for q in parts]),
+        pix_bary=torch.cat([q.pix_bary for q in parts]),
+        height=height,
+        width=width,
+    )
+
+
+def _cpu_group(verts: torch.Tensor, faces: torch.Tensor) -> int:
+    """Batch items per group: about _GROUP_TRIANGLES triangles on the CPU, all on a GPU."""
+    if verts.device.type != "cpu":
+        return verts.shape[0]
+    return max(1, _GROUP_TRIANGLES // max(faces.shape[0], 1))
+
+
+def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct, backend):
     B = verts.shape[0]
     keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
     covered = keys != _INT64_MAX
