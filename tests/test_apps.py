@@ -211,3 +211,30 @@ def test_scripts_and_console_entry_points():
         assert exe is not None, f"console script {prog} is not installed"
         r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "--device" in r.stdout
+
+
+def test_reenact_neural_model_path(tmp_path, media_dir, capsys):
+    """--model pfp_mls --checkpoint: an (untrained) tiny checkpoint runs end to end."""
+    import yaml
+
+    from facegeo_models import pfp_mls
+    from facegeo_models.common import checkpoint as ckpt
+    from facegeo_models.common.registry import build_model
+
+    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())
+    torch.manual_seed(0)
+    net = build_model(cfg["model"]).eval()
+    ckpt.save_checkpoint(tmp_path / "ck", {"model": net}, ckpt.make_model_card(cfg["model"],
+                                                                              config=cfg))
+    out = tmp_path / "n.mp4"
+    rc = reenact_app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving",
+                           str(media_dir / "lp_d12.mp4"), "--output", str(out), "--model",
+                           "pfp_mls", "--checkpoint", str(tmp_path / "ck"), "--size", "64",
+                           "--max-frames", "3", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    info = video_info(out)
+    assert info.frames == 3 and (info.width, info.height) == (64, 64)
+    rc = reenact_app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving",
+                           str(media_dir / "lp_d12.mp4"), "--output", str(out), "--model",
+                           "pfp_mls", "--size", "64", "--quiet"])
+    assert rc == 2 and "--checkpoint" in capsys.readouterr().err
