@@ -281,8 +281,11 @@ def selection_matrix(kept: torch.Tensor, num_vertices: int,
     """
     kept = torch.as_tensor(kept, dtype=torch.long)
     W = kept.numel()
-    idx = torch.stack([torch.arange(W), kept])
-    return _sparse(idx, torch.ones(W, dtype=dtype), (W, num_vertices))
+    if W and (int(kept.min()) < 0 or int(kept.max()) >= num_vertices):
+        raise ValueError(f"kept indices must lie in [0, {num_vertices})")
+    idx = torch.stack([torch.arange(W), kept])  # one entry per row, already sorted
+    return torch.sparse_coo_tensor(idx, torch.ones(W, dtype=dtype), (W, num_vertices),
+                                   is_coalesced=True, check_invariants=False)
 
 
 def qslim_decimate(vertices, faces, target_vertices: int, *, boundary_weight: float = 1.0,
@@ -556,8 +559,11 @@ def _load(path: Path) -> MeshHierarchy:
         vs = [torch.from_numpy(z[f"v{i}"]) for i in range(n + 1)]
         fs = [torch.from_numpy(z[f"f{i}"]) for i in range(n + 1)]
         kept = [torch.from_numpy(z[f"kept{i}"]) for i in range(n)]
-        ups = [_sparse(torch.from_numpy(z[f"U{i}_idx"]), torch.from_numpy(z[f"U{i}_val"]),
-                       (vs[i].shape[0], vs[i + 1].shape[0])) for i in range(n)]
+        # stored from coalesced tensors: indices are sorted and unique
+        ups = [torch.sparse_coo_tensor(
+            torch.from_numpy(z[f"U{i}_idx"]), torch.from_numpy(z[f"U{i}_val"]),
+            (vs[i].shape[0], vs[i + 1].shape[0]), is_coalesced=True, check_invariants=False)
+            for i in range(n)]
     downs = [selection_matrix(k, vs[i].shape[0]) for i, k in enumerate(kept)]
     return MeshHierarchy(vs, fs, kept, downs, ups, 0.0, True)
 
