@@ -249,3 +249,22 @@ def test_track_driving_holds_frames_without_face(media_dir, model):
     f = rr.fit_driving(tr)
     torch.testing.assert_close(f.rotation[4], f.rotation[2])
     torch.testing.assert_close(f.exp_coeffs[0], f.exp_coeffs[1])
+
+
+def test_reenact_function_on_real_frames(media_dir, model):
+    from facegeo.image_io import load_image
+    from facegeo.reenact import reenact
+    from facegeo.video import read_video
+
+    frames, fps = read_video(media_dir / "lp_d12.mp4", max_frames=3)
+    src = load_image(media_dir / "lp_s12.jpg")
+    rr = GeometricReenactor(model, size=64)
+    res = reenact(src, frames[:, ::2, ::2], fps=fps, reenactor=rr)
+    assert res.frames.shape == (3, 3, 64, 64) and res.fps == fps and res.n_missing == 0
+    assert set(res.timings) == {"landmarks", "fit", "raster", "warp"}
+    # relative mode: the first frame keeps the source pose
+    torch.testing.assert_close(res.target_fit.rotation[0], res.source_fit.rotation[0],
+                               atol=1e-5, rtol=0)
+    one = reenact(src, torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 255,
+                  reenactor=rr, crop=False, mode="absolute")
+    assert one.frames.shape == (1, 3) + tuple(src.shape[1:])
