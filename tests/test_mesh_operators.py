@@ -279,6 +279,19 @@ def test_spmm_batched_matches_dense_and_gradients(sphere):
     torch.testing.assert_close(M.spmm(L, x[0]), y[0])
     with pytest.raises(ValueError, match="vertices"):
         M.spmm(L, x[:, :-1])
+    # batched (B, V, V) operator, e.g. the cotangent Laplacian of a batch of vertex sets
+    v, _ = sphere
+    vb = torch.stack([v, 2 * v, v + 1]).float()
+    Cb = M.cotangent_laplacian(vb, f)
+    x3 = x[:3].detach().requires_grad_(True)
+    yb = M.spmm(Cb, x3)
+    torch.testing.assert_close(yb, torch.bmm(Cb.to_dense(), x3), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(yb[1], M.spmm(M.cotangent_laplacian(vb[1], f), x3[1]),
+                               atol=1e-4, rtol=1e-5)
+    yb.sum().backward()
+    assert x3.grad.shape == x3.shape
+    with pytest.raises(ValueError, match="batched"):
+        M.spmm(Cb, x)
 
 
 def test_lerp_and_blend():

@@ -538,13 +538,21 @@ def spmm(M: torch.Tensor, x: torch.Tensor, Mt: torch.Tensor | None = None) -> to
 
     Args:
         M: sparse (W, V) COO or CSR tensor (treated as a constant unless ``Mt`` is None and
-            it requires grad).
-        x: (V, C) or (B, V, C) dense features.
+            it requires grad), or a batched sparse COO (B, W, V) (e.g. the cotangent
+            Laplacian of a batch of vertex sets), applied per sample with ``torch.bmm``.
+        x: (V, C) or (B, V, C) dense features ((B, V, C) for a batched ``M``).
         Mt: optional precomputed transpose of ``M`` (sparse, (V, W)), used for the gradient
             w.r.t. ``x`` (pass ``M`` itself for a symmetric matrix).
     Returns:
         (W, C) or (B, W, C).
     """
+    if isinstance(M, torch.Tensor) and M.ndim == 3:
+        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[0] != M.shape[0] \
+                or x.shape[1] != M.shape[2]:
+            raise ValueError(f"batched matrix {tuple(M.shape)} needs (B, V, C) features with "
+                             f"B={M.shape[0]}, V={M.shape[2]}, got "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        return torch.bmm(M.to(x.dtype), x)
     if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3):
         raise ValueError(f"x must be a (V, C) or (B, V, C) tensor, got "
                          f"{tuple(getattr(x, 'shape', ()))}")
