@@ -288,3 +288,29 @@ def test_video_metrics_lpips_when_given_a_network():
     with torch.no_grad():
         assert r["lpips"] == pytest.approx(float(net(x, y).mean()), rel=1e-5)
     assert math.isnan(E.video_metrics(x, an, an, src, ground_truth=y)["lpips"])
+
+
+def test_neural_method_from_checkpoint_with_perturbation_hook(tmp_path):
+    """apps/evaluate.py drives a facegeo_models model from a checkpoint folder; the keypoint
+    hook reaches the model as driving_point_offset (one point per frame, x2 units)."""
+    import yaml
+
+    from facegeo_apps.evaluate import NeuralMethod
+    from facegeo_models import pfp_mls
+    from facegeo_models.common import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())["model"]
+    model = pfp_mls.from_config("tiny")
+    ckpt.save_checkpoint(tmp_path / "ck", {"model": model}, ckpt.make_model_card(cfg))
+    method = NeuralMethod("pfp_mls", str(tmp_path / "ck"))
+    assert method.num_points == cfg["params"]["num_points"]
+    src, drv = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    clean = E.call_method(method, src, drv)
+    assert clean.shape == (3, 3, 64, 64)
+    hook = E.keypoint_perturbation(0.3, 0.5, generator=torch.Generator().manual_seed(1))
+    noisy = E.call_method(method, src, drv, perturb=hook)
+    assert hook.last_offset.shape == (3, 2)
+    assert (noisy - clean).abs().max() > 1e-4
+    again = E.call_method(method, src, drv)
+    assert torch.allclose(again, clean)
