@@ -17,6 +17,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from facegeo.mesh.operators import _csr, _mm, _SpMM, chebyshev_laplacian
 
@@ -99,6 +100,7 @@ class _ChebFn(torch.autograd.Function):
         return out.view(V, B, Cout).transpose(0, 1)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         B, V, Cin, K, Cout = ctx.shape
         L = ctx.L

@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "clean_faces",
@@ -527,6 +528,7 @@ class _SpMM(torch.autograd.Function):
         return _mm(M, x)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         return _mm(ctx.Mt, g.contiguous()), None, None
 
