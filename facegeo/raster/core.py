@@ -50,7 +50,7 @@ __all__ = [
 _INT64_MAX = torch.iinfo(torch.int64).max
 _BG_KEY = 0x7F800000 << 32  # packed key of a +inf depth: not covered
 _TILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
-_MIN_BUCKET = 4096  # candidates below which a tile-shape bucket is merged into a square one
+_MIN_BUCKET = 16384  # candidates below which a tile-shape bucket is merged into a square one
 _MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk
 _GROUP_TRIANGLES = 100_000  # CPU: triangles per batch group (cache-sized working set)
 
