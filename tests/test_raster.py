@@ -296,6 +296,10 @@ def test_input_validation():
 
 
 def test_pytorch3d_backend_is_optional_with_clear_message():
+    from facegeo.raster import available_backends
+
+    backends = available_backends()
+    assert backends[:2] == ["torch", "open3d"]
     try:
         import pytorch3d  # noqa: F401
     except ImportError:
