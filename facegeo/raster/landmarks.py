@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from facegeo.coords import pixel_grid
+from facegeo.landmarks.conventions import GROUPS_68
 
 __all__ = [
     "PARTS_68",
@@ -31,17 +32,13 @@ __all__ = [
     "part_maps",
 ]
 
-#: 68-point parts: name -> (landmark indices in drawing order, closed contour?)
+#: 68-point parts: name -> (landmark indices in drawing order, closed contour?); the index
+#: groups are the ones of :data:`facegeo.landmarks.conventions.GROUPS_68`.
+_CLOSED_PARTS = ("right_eye", "left_eye", "outer_lips", "inner_lips")
 PARTS_68: dict[str, tuple[tuple[int, ...], bool]] = {
-    "jaw": (tuple(range(0, 17)), False),
-    "right_brow": (tuple(range(17, 22)), False),
-    "left_brow": (tuple(range(22, 27)), False),
-    "nose_bridge": (tuple(range(27, 31)), False),
-    "nose_lower": (tuple(range(31, 36)), False),
-    "right_eye": (tuple(range(36, 42)), True),
-    "left_eye": (tuple(range(42, 48)), True),
-    "outer_lips": (tuple(range(48, 60)), True),
-    "inner_lips": (tuple(range(60, 68)), True),
+    name: (GROUPS_68[name], name in _CLOSED_PARTS)
+    for name in ("jaw", "right_brow", "left_brow", "nose_bridge", "nose_lower", "right_eye",
+                 "left_eye", "outer_lips", "inner_lips")
 }
 
 #: default RGB colour of each part in :func:`draw_landmark_lines`
