@@ -33,6 +33,19 @@ def _require_dir(var: str) -> Path:
     return Path(value)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test with one intra-op torch thread (restored afterwards). Opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` for modules of tiny tensors, where
+    one thread is faster than two on a loaded 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def assets_dir() -> Path:
     """The third-party assets folder (``$FACEGEO_ASSETS``)."""

@@ -15,13 +15,8 @@ from facegeo_models.common import discriminator as D
 torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is much faster than two on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _grad_ok(module: nn.Module, out: torch.Tensor) -> None:

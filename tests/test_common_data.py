@@ -12,14 +12,8 @@ import torch
 from facegeo_models.common import data as D
 from facegeo_models.common.sampling import StepBatchSampler
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is much faster than two on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_color_jitter_known_cases():

@@ -10,14 +10,8 @@ import torch.nn.functional as F
 from facegeo import assets
 from facegeo_models.common import perceptual as P
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is much faster than two on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fake_torchvision_vgg19(path):

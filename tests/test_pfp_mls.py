@@ -22,13 +22,8 @@ from facegeo_models.pfp_mls.network import (
     sinusoidal_encoding,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(seed: int = 0) -> pfp_mls.PFPMLS:

@@ -48,13 +48,8 @@ def real_videos(media_dir):
             _decode(media_dir / "lp_d3.mp4", 12, 10, 32)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster than two on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**over) -> dict:

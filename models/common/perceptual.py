@@ -26,7 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegeo import assets
-from facegeo.facerec import MobileFaceNet, load_mobilefacenet_state_dict
+from facegeo.facerec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MobileFaceNet,
+    load_mobilefacenet_state_dict,
+)
 
 from .blocks import ImagePyramid
 
@@ -41,9 +46,6 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # torchvision VGG-19 "E" configuration: channels, "M" = 2x2 max pool.
 _VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
