@@ -1,7 +1,7 @@
 """Benchmark: the geometric reenactment pipeline, frames/s per stage.
 
     python benchmarks/bench_reenact.py [--video lp_d3.mp4] [--seconds 10] [--sizes 256 512]
-                                       [--threads 2] [--source lp_s12.jpg]
+                                       [--threads 1] [--source lp_s12.jpg]
 
 A 10-second driving clip from $FACEGEO_MEDIA (default /work/shared/media) animates a source
 portrait. Stages (each timed over the whole clip, wall clock and process CPU time):
@@ -52,7 +52,8 @@ def main() -> None:
     p.add_argument("--source", default="lp_s12.jpg")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     p.add_argument("--batch", type=int, default=16)
     a = p.parse_args()
     torch.set_num_threads(a.threads)

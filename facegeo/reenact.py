@@ -699,15 +699,19 @@ class GeometricReenactor:
         p = p + 1e-3 * torch.randn_like(p)  # break exact ties between control points
         mls_xy = mls_grid(p, q, S, S, self.mls_kind, grid_step=self.mls_step,
                           pin_border=9, validate=False)
-        # blend: 0 on the mesh silhouette, 1 from blend_px pixels inside
+        # blend: 0 on the mesh silhouette, 1 from blend_px pixels inside. Erosion then box
+        # blur, both separable, on a coverage map reduced to <= 128 px (then upsampled)
         covf = cov[:, None].float()
-        k = int(2 * round(self.blend_px) + 1)
-        # erosion then box blur, both separable (k x 1 then 1 x k: much cheaper on the CPU)
-        inside = -F.max_pool2d(-covf, (k, 1), stride=1, padding=(k // 2, 0))
+        f = max(1, S // 128)
+        low = F.avg_pool2d(covf, f, ceil_mode=True) if f > 1 else covf
+        k = max(3, int(2 * round(self.blend_px / f) + 1))
+        inside = -F.max_pool2d(-low, (k, 1), stride=1, padding=(k // 2, 0))
         inside = -F.max_pool2d(-inside, (1, k), stride=1, padding=(0, k // 2))
         m = F.avg_pool2d(inside, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
-        m = F.avg_pool2d(m, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False) * covf
-        m = m[:, 0]
+        m = F.avg_pool2d(m, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
+        if f > 1:
+            m = F.interpolate(m, size=(S, S), mode="bilinear", align_corners=False)
+        m = (m * covf)[:, 0]
         src_xy = mls_xy + m[..., None] * (xy - mls_xy)
         grid = pixel_to_normalized(src_xy, S, S)
         out = F.grid_sample(img.expand(B, -1, -1, -1), grid, mode="bilinear",
