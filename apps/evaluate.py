@@ -13,7 +13,8 @@ Protocols (:mod:`facegeo.evaluation`):
 * ``self``: every video of DIR; the first frame is the source, every ``--every``-th frame of
   the first ``--max-frames`` is reconstructed and compared with the real frame.
 * ``cross``: each video drives a source image of DIR of another identity (identities from
-  DIR/media.json when present, else the file name), in ``--mode`` relative/absolute/both.
+  DIR/media.json when present, else the file name; images with role "source" there are
+  preferred), in ``--mode`` relative/absolute/both.
 * ``noise``: self-reenactment with one driving keypoint perturbed per frame (PFP-MLS
   Table 2); reports the relative change of the landmark error.
 
@@ -131,14 +132,18 @@ def make_method(name: str, checkpoint: str | None, size: int, device):
 
 
 # ----------------------------------------------------------------------------- data
-def _identities(data: Path) -> dict[str, str]:
+def _media_info(data: Path) -> tuple[dict[str, str], set[str]]:
+    """From DIR/media.json (when present): identity per file, and the files whose role is
+    a source portrait (preferred as cross-reenactment sources)."""
     meta = data / "media.json"
     if not meta.is_file():
-        return {}
+        return {}, set()
     try:
         items = json.loads(meta.read_text()).get("items", [])
-        return {it["file"]: str(it.get("identity") or it["file"]) for it in items}
-    except (ValueError, KeyError, AttributeError) as e:
+        ident = {it["file"]: str(it.get("identity") or it["file"]) for it in items}
+        sources = {it["file"] for it in items if str(it.get("role", "")) == "source"}
+        return ident, sources
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
         raise EvalError(f"{meta}: cannot read identities ({e})") from None
 
 
@@ -221,8 +226,9 @@ def markdown(report: dict) -> str:
             a = row["aggregate"]
             lines.append(f"| {row['method']} | {row['mode']} | {a['videos']} | "
                          + " | ".join(_fmt(a.get(k)) for k in keys) + " |")
-    lines += ["", "Skipped metrics:", ""]
-    lines += [f"- {k}: {v}" for k, v in report["skipped"].items()]
+    if report["skipped"]:
+        lines += ["", "Skipped metrics:", ""]
+        lines += [f"- {k}: {v}" for k, v in report["skipped"].items()]
     if report.get("failures"):
         lines += ["", "Failures:", ""] + [f"- {f}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
@@ -316,7 +322,9 @@ def run(a) -> dict:
     label = {n: BASELINES.get(n, n) for n in names}
     analyzer = E.FaceAnalyzer(device=a.device)
     det = get_detector("dlib")
-    ident = _identities(data)
+    ident, portraits = _media_info(data)
+    if a.protocol == "cross" and not a.sources and any(p.name in portraits for p in images):
+        images = [p for p in images if p.name in portraits]
     rows = {(n, m): [] for n in names for m in modes}
     skipped = dict(E.SKIPPED)
     lpips_net = E.lpips_network(a.device) if a.protocol == "self" else None
