@@ -314,3 +314,34 @@ def test_neural_method_from_checkpoint_with_perturbation_hook(tmp_path):
     assert (noisy - clean).abs().max() > 1e-4
     again = E.call_method(method, src, drv)
     assert torch.allclose(again, clean)
+
+
+class _StubAnalyzer:
+    """Deterministic analysis from pixel content: landmarks shifted by 20 x mean intensity,
+    yaw = 30 x mean red, embeddings = the per-channel means (padded), expression = the
+    per-channel means."""
+
+    base = torch.rand(68, 2, generator=torch.Generator().manual_seed(2)) * 20 + 5
+
+    def __call__(self, frames):
+        m = frames.mean((2, 3))                                      # (T, 3)
+        t = frames.shape[0]
+        lm = self.base + 20 * m.mean(1)[:, None, None]
+        ang = torch.stack([30 * m[:, 0], torch.zeros(t), torch.zeros(t)], 1)
+        emb = torch.nn.functional.normalize(torch.cat([m, torch.ones(t, 1)], 1), dim=1)
+        return _analysis(lm, ang, m, emb, size=tuple(frames.shape[-2:]))
+
+
+def test_cross_reenactment_baselines_bound_the_metrics():
+    torch.manual_seed(0)
+    src, drv = torch.rand(1, 3, 32, 32) * 0.5, torch.rand(4, 3, 32, 32) * 0.5 + 0.5
+    st = E.cross_reenactment(E.static_source, src, drv, _StubAnalyzer(), mode="absolute")
+    cp = E.cross_reenactment(E.copy_driving, src, drv, _StubAnalyzer())
+    assert st["csim"] == pytest.approx(1.0) and st["flicker"] == 0.0 and st["sms"] == 0.0
+    assert cp["akd"] == 0.0 and cp["prmse"] == 0.0 and cp["ed"] == 0.0 and cp["aucon"] == 1.0
+    assert cp["csim"] < 1.0 and st["akd"] > 0 and st["prmse"] > 0
+    for r in (st, cp):
+        assert all(math.isnan(r[k]) for k in ("l1", "psnr", "ssim", "ms_ssim", "lpips"))
+        assert r["_output"].shape == (4, 3, 32, 32)
+    with pytest.raises(ValueError, match="one image"):
+        E.cross_reenactment(E.copy_driving, drv, drv, _StubAnalyzer())
