@@ -266,6 +266,19 @@ def _as_image(x, name: str) -> torch.Tensor:
     return x
 
 
+def _visible(pts: torch.Tensor, depth: torch.Tensor, covered: torch.Tensor,
+             tol: float) -> torch.Tensor:
+    """(B, N) bool: image-space points (B, N, 3) not hidden behind the rasterized surface
+    (depth (B, H, W), covered (B, H, W)) by more than ``tol`` at their nearest pixel."""
+    B, H, W = depth.shape
+    ix = pts[..., 0].round().clamp(0, W - 1).long()
+    iy = pts[..., 1].round().clamp(0, H - 1).long()
+    b = torch.arange(B, device=pts.device)[:, None].expand_as(ix)
+    d = depth[b, iy, ix]
+    c = covered[b, iy, ix]
+    return ~c | (pts[..., 2] <= d + tol)
+
+
 def _polygon_mask(poly: torch.Tensor, size: int) -> torch.Tensor:
     """(B, N, 2) pixel polygons (star-shaped around their centroid) -> (B, S, S) float mask
     (rasterized triangle fan, softened by a 3 x 3 box filter)."""
@@ -654,7 +667,7 @@ class GeometricReenactor:
         grid = pixel_grid(H, W, device=tgt_v.device, dtype=xy.dtype)
         src_xy = grid.unsqueeze(0).expand(B, -1, -1, -1).reshape(-1, 2).clone()
         src_xy[frag.pix] = xy
-        return src_xy.view(B, H, W, 2), frag.mask
+        return src_xy.view(B, H, W, 2), frag.mask, frag.depth
 
     def render(self, source_image: torch.Tensor, source: FaceFit, targets: FaceFit, *,
                source_landmarks: torch.Tensor | None = None,
@@ -685,20 +698,33 @@ class GeometricReenactor:
             k = hs / S  # pixel centres: x' = (x + 0.5) k - 0.5
             sub = tgt_v.clone()
             sub[..., :2] = (sub[..., :2] + 0.5) * k - 0.5
-            xy_s, cov_s = self._mesh_flow(src_v, sub, hs, hs)
+            xy_s, cov_s, dep_s = self._mesh_flow(src_v, sub, hs, hs)
+            vis_t = _visible(sub[:, self.control_rows], dep_s, cov_s, 0.03 * hs)
             xy = F.interpolate(xy_s.permute(0, 3, 1, 2), size=(S, S), mode="bilinear",
                                align_corners=False).permute(0, 2, 3, 1)
             cov = F.interpolate(cov_s[:, None].float(), size=(S, S), mode="bilinear",
                                 align_corners=False)[:, 0] > 0.999
         else:
-            xy, cov = self._mesh_flow(src_v, tgt_v, S, S)
+            xy, cov, dep = self._mesh_flow(src_v, tgt_v, S, S)
+            vis_t = _visible(tgt_v[:, self.control_rows], dep, cov, 0.03 * S)
         t1 = time.perf_counter()
         # MLS motion for everything outside the mesh: target positions -> source positions
-        p = tgt_v[:, self.control_rows, :2].contiguous()
-        q = src_v[:, self.control_rows, :2].expand(B, -1, -1).contiguous()
+        # control points hidden by the face itself (far-side boundary after a turn) in the
+        # target or the source view would drag the background into the face: drop them;
+        # the 51 inner-face landmarks (brows, eyes, nose, mouth) are always kept
+        from facegeo.raster import rasterize
+
+        sfrag = rasterize(src_v, self.faces, S, S, cull_backfaces=True)
+        vis_s = _visible(src_v[:, self.control_rows], sfrag.depth, sfrag.mask, 0.03 * S)
+        keep = vis_t & vis_s
+        keep[:, -51:] = True
+        p = tgt_v[:, self.control_rows, :2]
+        q = src_v[:, self.control_rows, :2].expand(B, -1, -1)
         p = p + 1e-3 * torch.randn_like(p)  # break exact ties between control points
-        mls_xy = mls_grid(p, q, S, S, self.mls_kind, grid_step=self.mls_step,
-                          pin_border=9, validate=False)
+        mls_xy = torch.cat([
+            mls_grid(p[b:b + 1, keep[b]].contiguous(), q[b:b + 1, keep[b]].contiguous(), S, S,
+                     self.mls_kind, grid_step=self.mls_step, pin_border=9, validate=False)
+            for b in range(B)])
         # blend: 0 on the mesh silhouette, 1 from blend_px pixels inside. Erosion then box
         # blur, both separable, on a coverage map reduced to <= 128 px (then upsampled)
         covf = cov[:, None].float()

@@ -125,7 +125,7 @@ def test_mesh_flow_matches_raster_mesh_flow(model, rr):
     tgt = _fit(model, yaw=18, pitch=6, t=(33.0, 32.0), id_seed=2,
                exp=expression_from_names(model, {"jawOpen": 0.4}))
     sv, tv = rr.image_vertices(src), rr.image_vertices(tgt)
-    xy, cov = rr._mesh_flow(sv, tv, 64, 64)
+    xy, cov, _ = rr._mesh_flow(sv, tv, 64, 64)
     ref = mesh_flow(sv, tv, rr.faces, 64, 64, cull_backfaces=True)
     assert torch.equal(cov, ref.driving.mask)
     m = ref.valid
