@@ -698,25 +698,24 @@ class GeometricReenactor:
             k = hs / S  # pixel centres: x' = (x + 0.5) k - 0.5
             sub = tgt_v.clone()
             sub[..., :2] = (sub[..., :2] + 0.5) * k - 0.5
-            xy_s, cov_s, dep_s = self._mesh_flow(src_v, sub, hs, hs)
-            vis_t = _visible(sub[:, self.control_rows], dep_s, cov_s, 0.03 * hs)
+            xy_s, cov_s, _ = self._mesh_flow(src_v, sub, hs, hs)
             xy = F.interpolate(xy_s.permute(0, 3, 1, 2), size=(S, S), mode="bilinear",
                                align_corners=False).permute(0, 2, 3, 1)
             cov = F.interpolate(cov_s[:, None].float(), size=(S, S), mode="bilinear",
                                 align_corners=False)[:, 0] > 0.999
         else:
-            xy, cov, dep = self._mesh_flow(src_v, tgt_v, S, S)
-            vis_t = _visible(tgt_v[:, self.control_rows], dep, cov, 0.03 * S)
+            xy, cov, _ = self._mesh_flow(src_v, tgt_v, S, S)
         t1 = time.perf_counter()
         # MLS motion for everything outside the mesh: target positions -> source positions
-        # control points hidden by the face itself (far-side boundary after a turn) in the
-        # target or the source view would drag the background into the face: drop them;
-        # the 51 inner-face landmarks (brows, eyes, nose, mouth) are always kept
+        # control points hidden by the face itself in the source view do not show what they
+        # claim to: drop them (the 51 inner-face landmarks are always kept). Controls hidden
+        # in the *target* view (far-side boundary after a turn) are kept: they compress the
+        # far cheek, which is what makes the turned head read as turned
         from facegeo.raster import rasterize
 
         sfrag = rasterize(src_v, self.faces, S, S, cull_backfaces=True)
         vis_s = _visible(src_v[:, self.control_rows], sfrag.depth, sfrag.mask, 0.03 * S)
-        keep = vis_t & vis_s
+        keep = vis_s.expand(B, -1).clone()
         keep[:, -51:] = True
         p = tgt_v[:, self.control_rows, :2]
         q = src_v[:, self.control_rows, :2].expand(B, -1, -1)
