@@ -719,7 +719,9 @@ class GeometricReenactor:
         keep[:, -51:] = True
         p = tgt_v[:, self.control_rows, :2]
         q = src_v[:, self.control_rows, :2].expand(B, -1, -1)
-        p = p + 1e-3 * torch.randn_like(p)  # break exact ties between control points
+        # break exact ties between control points with a fixed, deterministic jitter
+        jit = torch.arange(p.shape[1] * 2, device=p.device, dtype=p.dtype).view(1, -1, 2)
+        p = p + 1e-3 * torch.sin(jit * 12.9898)
         mls_xy = torch.cat([
             mls_grid(p[b:b + 1, keep[b]].contiguous(), q[b:b + 1, keep[b]].contiguous(), S, S,
                      self.mls_kind, grid_step=self.mls_step, pin_border=9, validate=False)

@@ -189,9 +189,12 @@ def test_interpolate_params_panel_and_target(tmp_path, media_dir, model, capsys)
     a_t = _angles(model, load_image(tgt))
     a_0, a_1 = _angles(model, res[0]), _angles(model, res[-1])
     assert abs(float(a_t[0] - a_0[0])) > 10  # the source starts far from the target pose
-    # yaw within a few degrees; pitch is the least observable angle from 68 landmarks
+    # a 30-degree turn of a warped photo reads as 24-28 degrees to an independent landmark
+    # fit (hair and ears do not turn); pitch is the least observable angle from 68 landmarks
     # (fits of different faces disagree by several degrees), so it gets more room
-    assert abs(float(a_1[0] - a_t[0])) < 6 and abs(float(a_1[1] - a_t[1])) < 9
+    progress = float((a_1[0] - a_0[0]) / (a_t[0] - a_0[0]))
+    assert progress > 0.7, (float(a_0[0]), float(a_1[0]), float(a_t[0]))
+    assert abs(float(a_1[0] - a_t[0])) < 8 and abs(float(a_1[1] - a_t[1])) < 9
     # bad input
     for args, msg in [(["--target", str(tgt), "--yaw", "3"], "not both"),
                       (["--expression", "jawOpen"], "name=weight"),
