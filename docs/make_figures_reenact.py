@@ -2,7 +2,9 @@
 
     python docs/make_figures_reenact.py [--media /work/shared/media] [--tile 128]
 
-Writes docs/img/reenact_pairs.png (two source/driver pairs of different people: driving
+Writes docs/img/reenact_identity.png (driver frame with the driver's own fitted mesh, result
+with the target mesh = source identity + driver expression/pose, for two drivers of
+different people), docs/img/reenact_pairs.png (two source/driver pairs of different people: driving
 frames, relative-mode results, absolute-mode results for the first pair) and
 docs/img/reenact_interpolate.png (scikit-image's astronaut blended towards yaw 25 deg,
 pitch -10 deg and a smiling open mouth: pose + expression, pose only, expression only, and
@@ -84,6 +86,25 @@ def main() -> None:
     rows += pair_rows(rr, media, "lp_s1.jpg", "lp_d3.mp4", [0, 60, 150, 250], a.tile, False)
     save_png(OUT / "reenact_pairs.png", torch.cat(rows, 1))
 
+    # identity: the driver's own fitted mesh vs the target mesh (source identity)
+    from facegeo_apps.interpolate import _mesh_overlay
+
+    src = rr.fit_source(load_image(media / "lp_s12.jpg"))
+    rows = []
+    for video, pick in (("lp_d12.mp4", 40), ("lp_d3.mp4", 150)):
+        frames, fps = read_video(media / video, max_frames=pick + 1)
+        track = track_driving(frames, fps)
+        dfit = rr.fit_driving(track)
+        boxes = driving_boxes(track)
+        img = torch.from_numpy(frames[pick:pick + 1]).permute(0, 3, 1, 2).float() / 255
+        drv = crop_images(img, boxes[pick:pick + 1], rr.size)
+        d1 = dfit.index(pick)
+        tgt = rr.target_fits(src.fit, dfit, "relative").index(pick)
+        out = rr.render(src.image, src.fit, tgt, source_landmarks=src.landmarks).frames
+        tiles = [drv, _mesh_overlay(rr, d1, drv), out, _mesh_overlay(rr, tgt, out)]
+        rows.append(torch.cat([resize(t, a.tile)[0] for t in tiles], 2))
+    save_png(OUT / "reenact_identity.png", torch.cat(rows, 1))
+
     # interpolation strip on the public-domain astronaut
     from skimage import data
 
@@ -102,8 +123,6 @@ def main() -> None:
         fits = interpolate_fits(sf, tgt, alpha, only=only)
         out = rr.render(src.image, sf, fits, source_landmarks=src.landmarks).frames
         rows.append(torch.cat(list(resize(out, a.tile)), 2))
-    from facegeo_apps.interpolate import _mesh_overlay
-
     fits = interpolate_fits(sf, tgt, alpha)
     out = rr.render(src.image, sf, fits, source_landmarks=src.landmarks).frames
     rows.append(torch.cat(list(resize(_mesh_overlay(rr, fits, out), a.tile)), 2))
