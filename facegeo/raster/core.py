@@ -28,6 +28,12 @@ functions and depth, packs ``(depth, triangle id)`` into one int64 key whose ord
 depth order, and a ``scatter_reduce(amin)`` over pixels is the z-buffer; (2) for every
 covered pixel the barycentrics are recomputed from the vertices with autograd, so
 gradients reach the vertex positions.
+
+On the CPU the default backend (``"auto"``) replaces pass 1 by a compiled numba kernel
+(:mod:`facegeo.raster._numba_kernel`): a bounding-box rasterizer with the same arithmetic,
+hence the same face ids, run on GIL-free threads over (image, band of rows) tasks; it also
+emits the sparse view of the covered pixels. Pass 2 is the same torch code on every
+backend (in cache-sized chunks on the CPU).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ _TILE_SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
 _MIN_BUCKET = 16384  # candidates below which a tile-shape bucket is merged into a square one
 _MAX_CHUNK = 1 << 17  # candidate (triangle, pixel) pairs per vectorised chunk
 _GROUP_TRIANGLES = 100_000  # CPU: triangles per batch group (cache-sized working set)
+_PASS2_CHUNK = 32768  # CPU: covered pixels per pass-2 chunk (torch's parallel grain size)
 
 
 @dataclass
@@ -227,7 +234,11 @@ def _zbuffer_torch(
     zk0 = _key_depth(z0, perspective_correct)
     zk1 = _key_depth(z1, perspective_correct)
     zk2 = _key_depth(z2, perspective_correct)
-    zshift = 1.0 - torch.minimum(torch.minimum(zk0.amin(), zk1.amin()), zk2.amin())
+    # per image (so that the keys do not depend on which items are rasterized together)
+    bidx = torch.div(keep, F, rounding_mode="floor")
+    zkmin = torch.minimum(torch.minimum(zk0, zk1), zk2)
+    zmin = zkmin.new_full((B,), math.inf).scatter_reduce_(0, bidx, zkmin, "amin")
+    zshift = (1.0 - zmin).index_select(0, bidx)
     # Corner coordinates relative to the tile origin (xmin, ymin), for precision.
     rx0, rx1, rx2 = x0 - xmin, x1 - xmin, x2 - xmin
     ry0, ry1, ry2 = y0 - ymin, y1 - ymin, y2 - ymin
@@ -260,7 +271,6 @@ def _zbuffer_torch(
         ]
     ).view(6, 3, -1)  # fmt: skip
     planes4 = planes[[0, 1, 2, 5]]
-    bidx = torch.div(keep, F, rounding_mode="floor")
     fid = keep - bidx * F
     base = bidx * (height * width) + (ymin * width + xmin).to(torch.int64)
     # Tiles may stick out of the bounding box (masked); pad the buffer so indices stay valid.
@@ -302,6 +312,8 @@ def available_backends() -> list[str]:
         out.append("open3d")
     except ImportError:
         pass
+    if _numba_kernel() is not None:
+        out.append("numba")
     try:
         import pytorch3d.renderer.mesh.rasterize_meshes  # noqa: F401
 
@@ -409,28 +421,65 @@ def _zbuffer_pytorch3d(verts, faces, height, width, cull_backfaces, perspective_
     return out.reshape(-1)
 
 
-_BACKENDS = {"torch": _zbuffer_torch, "open3d": _zbuffer_open3d, "pytorch3d": _zbuffer_pytorch3d}
+def _numba_kernel():
+    """The compiled-kernel module, or None when numba is not installed."""
+    try:
+        from facegeo.raster import _numba_kernel
+    except ImportError:
+        return None
+    return _numba_kernel
+
+
+@torch.no_grad()
+def _zbuffer_numba(verts, faces, height, width, cull_backfaces, perspective_correct):
+    kern = _numba_kernel()
+    if kern is None:
+        raise ImportError(
+            "backend='numba' needs the numba package (pip install numba); "
+            "use backend='torch' (always available) otherwise"
+        )
+    if verts.device.type != "cpu":
+        raise ValueError(
+            f"backend='numba' runs on CPU tensors only, got device {verts.device}; "
+            "use backend='torch' (or 'auto') for GPU tensors"
+        )
+    v = verts.detach()
+    if v.dtype != torch.float64:
+        v = v.float()
+    # as many threads as torch is allowed to use (torch.set_num_threads)
+    keys, _, _ = kern.zbuffer(
+        v.contiguous().numpy(),
+        faces.contiguous().numpy(),
+        height,
+        width,
+        bool(cull_backfaces),
+        bool(perspective_correct),
+        torch.get_num_threads(),
+    )
+    return torch.from_numpy(keys).view(-1)
+
+
+_BACKENDS = {
+    "torch": _zbuffer_torch,
+    "numba": _zbuffer_numba,
+    "open3d": _zbuffer_open3d,
+    "pytorch3d": _zbuffer_pytorch3d,
+}
 
 
 # ----------------------------------------------------------------------------- pass 2
 def _barycentrics(
-    verts: torch.Tensor,
-    faces: torch.Tensor,
-    bpix: torch.Tensor,
-    pix_face: torch.Tensor,
+    vt: torch.Tensor,
+    corners: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
     perspective_correct: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable barycentrics (N, 3) and depth (N,) at covered pixel centres.
 
-    ``bpix`` is (3, N) int64: batch index, row, column of each covered pixel."""
-    b, py, px = bpix.unbind(0)
-    px = px.to(verts.dtype)
-    py = py.to(verts.dtype)
-    V = verts.shape[1]
-    vt = verts.permute(2, 0, 1).reshape(3, -1)  # (3, B*V)
-    ft = faces.T.contiguous()
-    bV = b * V
-    corners = [ft[k].index_select(0, pix_face) + bV for k in range(3)]  # global vertex ids
+    ``vt``: (3, B*V) vertex coordinates (``verts.permute(2, 0, 1).reshape(3, -1)``);
+    ``corners``: (3, N) the visible triangle's corners as indices into the B*V stacked
+    vertices; ``px``, ``py``: (N,) pixel centre (column, row) in ``vt.dtype``."""
     (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (
         [vt[c].index_select(0, corners[k]) for k in range(3)] for c in range(3)
     )
@@ -460,7 +509,7 @@ def rasterize(
     *,
     cull_backfaces: bool = False,
     perspective_correct: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> Fragments:
     """Rasterize image-space triangle meshes with a z-buffer (nearest surface wins).
 
@@ -473,10 +522,12 @@ def rasterize(
             test.
         perspective_correct: treat z as positive pinhole camera depth and interpolate
             perspective-correctly (see the module docstring).
-        backend: ``"torch"`` (built-in, any device), ``"open3d"`` (Embree ray casting on
-            the CPU) or ``"pytorch3d"`` (``rasterize_meshes``; optional dependency). The
-            backend only decides visibility; barycentrics and depth are always recomputed
-            in torch so they are differentiable w.r.t. ``verts``.
+        backend: ``"auto"`` (default: ``"numba"`` for CPU tensors when numba is
+            installed, else ``"torch"``), ``"numba"`` (compiled CPU z-buffer, same face
+            ids as ``"torch"``), ``"torch"`` (built-in, any device), ``"open3d"`` (Embree
+            ray casting on the CPU) or ``"pytorch3d"`` (``rasterize_meshes``; optional
+            dependency). The backend only decides visibility; barycentrics and depth are
+            always recomputed in torch so they are differentiable w.r.t. ``verts``.
 
     Returns:
         :class:`Fragments` with ``face_id`` (B, H, W) int64 (-1 = background), ``bary``
@@ -485,8 +536,13 @@ def rasterize(
     """
     verts, faces = _check_mesh(verts, faces)
     _check_size(height, width)
+    if backend == "auto":
+        use_numba = verts.device.type == "cpu" and _numba_kernel() is not None
+        backend = "numba" if use_numba else "torch"
     if backend not in _BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS)}")
+        raise ValueError(
+            f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS) + ['auto']}"
+        )
     B = verts.shape[0]
     g = _cpu_group(verts, faces)
     if backend != "torch" or g >= B:
@@ -521,18 +577,28 @@ def _cpu_group(verts: torch.Tensor, faces: torch.Tensor) -> int:
 
 def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct, backend):
     B = verts.shape[0]
-    keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
-    covered = keys != _INT64_MAX
-    bpix = torch.nonzero(covered.view(B, height, width)).T  # (3, N): batch, row, column
-    pix = (bpix[0] * height + bpix[1]) * width + bpix[2]
-    pix_face = keys.index_select(0, pix) & 0xFFFFFFFF
     npix = B * height * width
-    face_id = torch.full((npix,), -1, dtype=torch.int64, device=verts.device)
-    face_id.index_copy_(0, pix, pix_face)
-    bary, depth = _barycentrics(verts, faces, bpix, pix_face, perspective_correct)
+    shape = (B, height, width)
+    if backend == "numba":
+        face_id, covered, pix, pix_face, corners, xy = _pass1_numba(
+            verts, faces, height, width, cull_backfaces, perspective_correct
+        )
+        px, py = xy.to(verts.dtype).unbind(0)  # no copy unless verts are half precision
+    else:
+        keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
+        covered = keys != _INT64_MAX
+        b, i, j = torch.nonzero(covered.view(shape)).T  # (3, N): batch, row, column
+        pix = (b * height + i) * width + j
+        pix_face = keys.index_select(0, pix) & 0xFFFFFFFF
+        face_id = torch.full((npix,), -1, dtype=torch.int64, device=verts.device)
+        face_id.index_copy_(0, pix, pix_face)
+        bV = b * verts.shape[1]
+        ft = faces.T.contiguous()
+        corners = torch.stack([ft[k].index_select(0, pix_face) + bV for k in range(3)])
+        px, py = j.to(verts.dtype), i.to(verts.dtype)
+    bary, depth = _pass2(verts, corners, px, py, perspective_correct)
     bary_img = verts.new_zeros(npix, 3).index_put((pix,), bary)
     depth_img = verts.new_zeros(npix).index_put((pix,), depth)
-    shape = (B, height, width)
     return Fragments(
         face_id=face_id.view(shape),
         bary=bary_img.view(*shape, 3),
@@ -544,6 +610,51 @@ def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct,
         height=height,
         width=width,
     )
+
+
+def _pass1_numba(verts, faces, height, width, cull_backfaces, perspective_correct):
+    """Compiled pass 1 on the CPU: face ids, mask and the sparse view of covered pixels."""
+    kern = _numba_kernel()
+    if kern is None:
+        raise ImportError(
+            "backend='numba' needs the numba package (pip install numba); "
+            "use backend='torch' (always available) otherwise"
+        )
+    if verts.device.type != "cpu":
+        raise ValueError(
+            f"backend='numba' runs on CPU tensors only, got device {verts.device}; "
+            "use backend='torch' (or 'auto') for GPU tensors"
+        )
+    v = verts.detach()
+    if v.dtype != torch.float64:
+        v = v.float()
+    out = kern.rasterize_ids(
+        v.contiguous().numpy(),
+        faces.contiguous().numpy(),
+        height,
+        width,
+        bool(cull_backfaces),
+        bool(perspective_correct),
+        torch.get_num_threads(),
+        v.numpy().dtype,
+    )
+    return tuple(torch.from_numpy(a) for a in out)
+
+
+def _pass2(verts, corners, px, py, perspective_correct):
+    """Pass 2 (:func:`_barycentrics`), on the CPU in chunks of at most _PASS2_CHUNK pixels:
+    each chunk stays in cache and below torch's intra-op parallel grain size (torch's
+    OpenMP threads made this pass 5-10x slower, not faster, on a busy 2-core machine)."""
+    n = px.numel()
+    vt = verts.permute(2, 0, 1).reshape(3, -1)  # (3, B*V)
+    if verts.device.type != "cpu" or n <= _PASS2_CHUNK:
+        return _barycentrics(vt, corners, px, py, perspective_correct)
+    c = _PASS2_CHUNK
+    parts = [
+        _barycentrics(vt, corners[:, i : i + c], px[i : i + c], py[i : i + c], perspective_correct)
+        for i in range(0, n, c)
+    ]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 # ----------------------------------------------------------------------------- interpolation
