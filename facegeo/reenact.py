@@ -27,9 +27,11 @@ instead of learned. For a source portrait and a driving video:
    ``F(p) = src_xy(p) - p`` of :func:`facegeo.raster.mesh_flow`. Outside the face (hair, neck,
    background) and in the mesh's holes (eyes, mouth) the motion comes from an MLS deformation
    (:func:`facegeo.mls.mls_grid`, rigid) whose control points are the face-region boundary
-   vertices and the 68 landmark vertices (target position -> source position) plus pinned
-   image-border points. The two are blended with a mask that ramps from 0 on the mesh
-   silhouette to 1 a few pixels inside, and the source is warped with the result.
+   vertices and the 68 landmark vertices (target position -> source position; boundary
+   controls hidden behind the face in the source view are dropped) plus pinned image-border
+   points. The two are blended with a mask that ramps from 0 on the mesh silhouette to 1 a
+   few pixels inside, and the source is warped with the result. Target mouth-opening pixels
+   that come from outside the source's mouth opening are painted as a dark cavity.
 
 Everything after the fit is batched torch (any device). Main entry points:
 :func:`reenact` (whole job), :class:`GeometricReenactor` (the parts), :func:`track_driving`,
