@@ -264,10 +264,16 @@ def frechet_distance(
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError("frechet_distance: inconsistent shapes")
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        off = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+    import warnings
+
+    with warnings.catch_warnings():
+        # singular products are expected with fewer samples than dimensions; the result is
+        # checked for finiteness below (as pytorch-fid does with disp=False)
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            off = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
     covmean = np.real(covmean)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
