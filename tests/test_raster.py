@@ -322,9 +322,9 @@ def test_cpu_batch_groups_give_the_same_fragments(monkeypatch):
     verts = g.uniform([-2, -2, 0], [W + 2, H + 2, 5], (B, F * 3, 3))
     faces = torch.arange(F * 3).reshape(F, 3)
     vt = _t(verts).requires_grad_(True)
-    whole = rasterize(vt, faces, H, W)
+    whole = rasterize(vt, faces, H, W, backend="torch")
     monkeypatch.setattr(core, "_GROUP_TRIANGLES", 2 * F)  # groups of 2 items: (2, 1)
-    parts = rasterize(vt, faces, H, W)
+    parts = rasterize(vt, faces, H, W, backend="torch")
     for name in ("face_id", "bary", "depth", "mask", "pix", "pix_face", "pix_bary"):
         assert torch.equal(getattr(whole, name), getattr(parts, name)), name
     attr = torch.randn(B, F * 3, 2, dtype=torch.float64)
@@ -334,3 +334,171 @@ def test_cpu_batch_groups_give_the_same_fragments(monkeypatch):
     (ga,) = torch.autograd.grad(a.sum(), vt)
     (gb,) = torch.autograd.grad(b.sum(), vt)
     assert torch.equal(ga, gb) and ga.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- numba backend
+def _soup(seed: int, B: int, F: int, H: int, W: int, margin: float = 6.0):
+    """Random batched triangle soup: mostly small triangles, some large ones crossing the
+    borders, some entirely outside, a degenerate one and one with a NaN vertex."""
+    g = np.random.default_rng(seed)
+    tri = g.uniform([-margin, -margin, 0], [W + margin, H + margin, 10], (B, F, 3, 3))
+    cen = tri.mean(2, keepdims=True)
+    scale = np.where(g.uniform(size=(B, F, 1, 1)) < 0.8, g.uniform(0.05, 0.5, (B, F, 1, 1)), 1.5)
+    tri = cen + (tri - cen) * scale
+    tri[:, 0, 2] = tri[:, 0, 1]  # degenerate (two equal corners)
+    tri[:, 1, 0, 0] = np.nan
+    tri[:, 2] += [3 * W, 0, 0]  # right of the image
+    return tri.reshape(B, F * 3, 3), np.arange(F * 3).reshape(F, 3)
+
+
+def _ids_equal(a, b):
+    return torch.equal(a.face_id, b.face_id) and torch.equal(a.mask, b.mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cull,persp", [(False, False), (True, False), (False, True)])
+def test_numba_equals_torch_on_random_soups(dtype, cull, persp):
+    import facegeo.raster.core as core
+
+    assert "numba" in core.available_backends()
+    H, W = 21, 26
+    for seed in range(3):
+        verts, faces = _soup(seed, 3, 60, H, W)
+        if persp:
+            verts[..., 2] -= 1.0  # some triangles reach z <= 0 and are dropped
+        v, f = _t(verts, dtype), _t(faces, torch.int64)
+        kw = dict(cull_backfaces=cull, perspective_correct=persp)
+        a = rasterize(v, f, H, W, backend="torch", **kw)
+        b = rasterize(v, f, H, W, backend="numba", **kw)
+        assert a.mask.sum() > 300
+        assert torch.equal(a.face_id, b.face_id), (seed, (a.face_id != b.face_id).sum())
+        for name in ("mask", "pix", "pix_face", "bary", "depth", "pix_bary"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        if dtype == torch.float64:
+            # packed keys (depth bits | face) identical too: the same depth order
+            ka = core._zbuffer_torch(v, f, H, W, cull, persp)
+            kb = core._zbuffer_numba(v, f, H, W, cull, persp)
+            assert torch.equal(ka, kb)
+            if not persp:  # and both equal the independent brute force
+                for i in range(3):
+                    fid, _, _ = _brute_force(verts[i], faces, H, W, cull)
+                    assert torch.equal(b.face_id[i], torch.as_tensor(fid))
+
+
+def test_numba_ties_on_pixel_centres_and_shared_edges():
+    # an integer grid of coplanar triangles: edges and corners pass through pixel centres,
+    # so coverage and depth ties decide (covered if on the boundary; equal depth -> the
+    # smaller face index wins), plus a second, identical copy with larger face indices
+    n = 4
+    ys, xs = np.mgrid[0 : n + 1, 0 : n + 1]
+    pts = np.stack([xs.ravel() * 3.0, ys.ravel() * 3.0, np.full(xs.size, 2.0)], 1)
+    quads = [(i * (n + 1) + j, i * (n + 1) + j + 1, (i + 1) * (n + 1) + j) for i in range(n)
+             for j in range(n)]  # fmt: skip
+    quads += [((i + 1) * (n + 1) + j + 1, (i + 1) * (n + 1) + j, i * (n + 1) + j + 1)
+              for i in range(n) for j in range(n)]  # fmt: skip
+    faces = np.array(quads + quads)
+    H = W = 3 * n + 3
+    v = _t(pts)[None]
+    for cull in (False, True):
+        a = rasterize(v, _t(faces, torch.int64), H, W, backend="torch", cull_backfaces=cull)
+        b = rasterize(v, _t(faces, torch.int64), H, W, backend="numba", cull_backfaces=cull)
+        assert torch.equal(a.face_id, b.face_id)
+        # exact integer reference: covered iff all three edge functions are >= 0 after
+        # orienting the triangle; all depths are equal, so the first covering face wins
+        P = pts[:, :2].astype(np.int64)
+        yy, xx = np.mgrid[0:H, 0:W]
+        fid = np.full((H, W), -1)
+        for k, (i0, i1, i2) in enumerate(faces):
+            c = P[[i0, i1, i2]]
+            area = (c[1, 0] - c[0, 0]) * (c[2, 1] - c[0, 1]) - (c[2, 0] - c[0, 0]) * (
+                c[1, 1] - c[0, 1]
+            )
+            if area == 0 or (cull and area > 0):
+                continue
+            w = [
+                (c[(e + 2) % 3, 0] - c[(e + 1) % 3, 0]) * (yy - c[(e + 1) % 3, 1])
+                - (c[(e + 2) % 3, 1] - c[(e + 1) % 3, 1]) * (xx - c[(e + 1) % 3, 0])
+                for e in range(3)
+            ]
+            inside = np.all([np.sign(area) * we >= 0 for we in w], 0)
+            fid[inside & (fid < 0)] = k
+        assert torch.equal(b.face_id[0], torch.as_tensor(fid))
+        if not cull:
+            assert (b.face_id[0, : 3 * n + 1, : 3 * n + 1] >= 0).all()
+            assert int(b.face_id.max()) < len(quads)  # the copies never win a tie
+        else:  # the grid triangles are clockwise on screen: all culled
+            assert not b.mask.any()
+
+
+@pytest.mark.parametrize("cull", [False, True])
+def test_numba_equals_torch_on_ict_batch(cull):
+    views = [
+        _ict_image_space(160, yaw, off)
+        for yaw, off in ((35.0, (0.37, 0.21)), (-20.0, (-30.0, 41.3)))
+    ]
+    v = torch.tensor(np.stack([x[0] for x in views]), dtype=torch.float32)  # 2nd: off-image
+    f = torch.tensor(views[0][1])
+    a = rasterize(v, f, 160, 160, backend="torch", cull_backfaces=cull)
+    b = rasterize(v, f, 160, 160, backend="numba", cull_backfaces=cull)
+    c = rasterize(v, f, 160, 160, cull_backfaces=cull)  # default: auto -> numba on the CPU
+    assert b.mask.sum() > 10000 and not b.mask[1, :, -1].any() and b.mask[1, -1].any()
+    assert torch.equal(a.face_id, b.face_id) and torch.equal(b.face_id, c.face_id)
+    assert torch.equal(a.bary, b.bary) and torch.equal(a.depth, b.depth)
+    # single images give the same as the batch
+    for i in range(2):
+        s = rasterize(v[i : i + 1], f, 160, 160, backend="numba", cull_backfaces=cull)
+        assert torch.equal(s.face_id[0], b.face_id[i])
+
+
+def test_numba_threads_and_bands_do_not_change_the_result():
+    from facegeo.raster import _numba_kernel as kern
+
+    verts, faces = _soup(7, 2, 80, 37, 29)
+    v = verts.astype(np.float32)
+    ref, counts, nb = kern.zbuffer(v, faces, 37, 29, False, False, 1)
+    assert nb == 1 and counts.sum() == (ref != np.iinfo(np.int64).max).sum()
+    for nt in (2, 3, 8):
+        out, counts, nb = kern.zbuffer(v, faces, 37, 29, False, False, nt)
+        assert np.array_equal(out, ref) and counts.sum() == (out != ref.max()).sum()
+        assert nb > 1  # the rows were split into bands
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = rasterize(_t(v, torch.float32), _t(faces, torch.int64), 37, 29)
+        torch.set_num_threads(3)
+        three = rasterize(_t(v, torch.float32), _t(faces, torch.int64), 37, 29)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one.face_id, three.face_id) and torch.equal(one.pix, three.pix)
+
+
+def test_pass2_chunks_give_the_same_fragments_and_gradients(monkeypatch):
+    import facegeo.raster.core as core
+
+    verts, faces = _soup(11, 2, 40, 17, 19)
+    vt = _t(verts).requires_grad_(True)
+    f = _t(faces, torch.int64)
+    whole = rasterize(vt, f, 17, 19)
+    monkeypatch.setattr(core, "_PASS2_CHUNK", 7)
+    parts = rasterize(vt, f, 17, 19)
+    assert whole.pix.numel() > 7 * 20
+    for name in ("face_id", "bary", "depth", "pix", "pix_face", "pix_bary"):
+        assert torch.equal(getattr(whole, name), getattr(parts, name)), name
+    (ga,) = torch.autograd.grad(whole.depth.sum() + whole.bary[..., 0].sum(), vt)
+    (gb,) = torch.autograd.grad(parts.depth.sum() + parts.bary[..., 0].sum(), vt)
+    # (summation order of the gradient scatter differs between chunkings)
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+    assert ga.abs().sum() > 0
+
+
+def test_auto_backend_falls_back_to_torch_without_numba(monkeypatch):
+    import facegeo.raster.core as core
+
+    verts, faces = _soup(5, 1, 30, 12, 14)
+    v, f = _t(verts), _t(faces, torch.int64)
+    ref = rasterize(v, f, 12, 14, backend="numba")
+    monkeypatch.setattr(core, "_numba_kernel", lambda: None)
+    assert "numba" not in core.available_backends()
+    assert torch.equal(rasterize(v, f, 12, 14).face_id, ref.face_id)  # auto -> torch
+    with pytest.raises(ImportError, match="numba"):
+        rasterize(v, f, 12, 14, backend="numba")
