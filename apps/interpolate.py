@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                    help="write the face crop (default) or paste it back into the full frame")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the pipeline's many small tensor ops run "
+                        "faster on one thread; 0 = torch's default)")
     p.add_argument("--demo", action="store_true",
                    help="scikit-image's astronaut portrait, turning to yaw 25 / pitch -10 "
                    "with an open, smiling mouth (unless a target is given)")
@@ -148,7 +151,7 @@ def _run(a: argparse.Namespace) -> int:
 
     _validate(a)
     weights = parse_expression(a.expression)
-    device = pick_device(a.device)
+    device = pick_device(a.device, threads=a.threads)
     out = Path(a.output).expanduser()
     src_img = demo_source() if a.source is None else load_source_image(a.source)
     rr = GeometricReenactor(load_model(), size=a.size, device=device)
