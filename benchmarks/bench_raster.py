@@ -7,11 +7,15 @@ image height, orthographic, depth = -z). open3d is timed two ways per image:
 ``build+cast`` (build the Embree scene for this pose, then cast one orthographic ray per
 pixel centre: what a posed mesh that changes every frame costs) and ``cast`` (scene built
 beforehand). facegeo is timed for the full :func:`rasterize` call (z-buffer, face ids,
-dense barycentrics and depth); "facegeo cull" is the same with ``cull_backfaces=True``
-(open3d has no culling; for a closed mesh the result is the same). Times are the median
-of ``--reps`` runs in this process (wall clock, and process CPU time summed over threads);
-the ratio is ``facegeo / open3d`` per image (< 1 = facegeo faster). Also printed: the
-triangle-id agreement on covered pixels. A CUDA figure is added when a GPU is present.
+dense barycentrics and depth) with the default backend (``"auto"``: the compiled numba
+z-buffer on the CPU when numba is installed) and, for comparison, ``backend="torch"``;
+"cull" is the default backend with ``cull_backfaces=True`` (open3d has no culling; for a
+closed mesh the result is the same). Every configuration is called once before timing, so
+numba's JIT compilation (or loading its on-disk cache) is not in the timings; the first
+call's time is printed separately. Times are the median of ``--reps`` runs in this process
+(wall clock, and process CPU time summed over threads); the ratios are ``facegeo (default
+backend) / open3d`` per image (< 1 = facegeo faster). Also printed: the triangle-id
+agreement with open3d on covered pixels. A CUDA figure is added when a GPU is present.
 """
 
 from __future__ import annotations
@@ -82,11 +86,34 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     import open3d as o3d
 
+    from facegeo.raster import available_backends
+
+    backend = "numba" if "numba" in available_backends() else "torch"
+    extra = ""
+    if backend == "numba":
+        import numba
+
+        extra = f", numba {numba.__version__}"
+        # first call in this process: JIT compilation, or loading numba's on-disk cache
+        v, f = ict_image_space(64)
+        t = time.perf_counter()
+        rasterize(v[None], f, 64, 64)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        rasterize(v[None], f, 64, 64)
+        second = time.perf_counter() - t
+        print(
+            f"numba first call {first:.2f} s (compile or cache load), second {second * 1e3:.1f} ms"
+        )
     print(
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), open3d {o3d.__version__}"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"open3d {o3d.__version__}{extra}; default backend on the CPU: {backend}"
     )
-    print("ms per image, wall clock / CPU time (process, all threads); ratio = facegeo / open3d")
-    cols = ["o3d build+cast", "o3d cast", "facegeo", "facegeo cull"]
+    print(
+        "ms per image, wall clock / CPU time (process, all threads); "
+        f"ratio = facegeo ({backend}) / open3d"
+    )
+    cols = ["o3d build+cast", "o3d cast", "facegeo torch", f"facegeo {backend}", f"{backend} cull"]
     hdr = f"{'size':>5} {'B':>3} | " + " | ".join(f"{c:>15}" for c in cols)
     print(hdr + " | ratio vs b+c (wall/cpu) | ratio vs cast (wall/cpu) | id agree")
     for size in args.sizes:
@@ -107,10 +134,12 @@ def main() -> None:
                 scenes.append(sc)
             run_bc = partial(o3d_build_cast, o3d, verts_np, fn, rays_t)
             run_c = partial(o3d_cast, scenes, rays_t)
+            run_torch = partial(rasterize, vb, f, size, size, backend="torch")
             run_ours = partial(rasterize, vb, f, size, size)
             run_cull = partial(rasterize, vb, f, size, size, cull_backfaces=True)
             t_bc = [x / B for x in timeit(run_bc, args.reps)]
             t_c = [x / B for x in timeit(run_c, args.reps)]
+            t_torch = [x / B for x in timeit(run_torch, args.reps)]
             t_ours = [x / B for x in timeit(run_ours, args.reps)]
             t_cull = [x / B for x in timeit(run_cull, args.reps)]
             hit = run_c()[0]
@@ -120,7 +149,7 @@ def main() -> None:
             both = ref_mask & fr.mask[0].numpy()
             agree = (fr.face_id[0].numpy()[both] == ref[both]).mean()
             cells = " | ".join(
-                f"{w * 1e3:7.2f}/{c * 1e3:7.2f}" for w, c in (t_bc, t_c, t_ours, t_cull)
+                f"{w * 1e3:7.2f}/{c * 1e3:7.2f}" for w, c in (t_bc, t_c, t_torch, t_ours, t_cull)
             )
             r_bc = f"{t_ours[0] / t_bc[0]:.2f}/{t_ours[1] / t_bc[1]:.2f}"
             r_c = f"{t_ours[0] / t_c[0]:.2f}/{t_ours[1] / t_c[1]:.2f}"

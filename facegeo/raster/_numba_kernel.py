@@ -344,3 +344,50 @@ def _pool(n: int) -> ThreadPoolExecutor:
             _POOL[0] = ThreadPoolExecutor(n, thread_name_prefix="facegeo-raster")
             _POOL[1] = n
         return _POOL[0]
+
+
+@njit(cache=True, nogil=True)
+def _bary_tasks(vflat, corners, xy, persp, pix, pix_bary, bary_img, depth_img, start, step):
+    """Pass 2 without autograd, the same operations as ``core._barycentrics`` (in the same
+    order and dtype): pixels ``start, start + step, ...`` of the sparse view."""
+    one = _like(vflat[0, 0], 1.0)
+    for n in range(start, pix.size, step):
+        c0, c1, c2 = corners[0, n], corners[1, n], corners[2, n]
+        px, py = xy[0, n], xy[1, n]
+        x0, y0, z0 = vflat[c0, 0], vflat[c0, 1], vflat[c0, 2]
+        x1, y1, z1 = vflat[c1, 0], vflat[c1, 1], vflat[c1, 2]
+        x2, y2, z2 = vflat[c2, 0], vflat[c2, 1], vflat[c2, 2]
+        rx0, rx1, rx2 = x0 - px, x1 - px, x2 - px
+        ry0, ry1, ry2 = y0 - py, y1 - py, y2 - py
+        w0 = rx1 * ry2 - rx2 * ry1
+        w1 = rx2 * ry0 - rx0 * ry2
+        w2 = rx0 * ry1 - rx1 * ry0
+        if persp:
+            w0, w1, w2 = w0 / z0, w1 / z1, w2 / z2
+        inv = one / (w0 + w1 + w2)
+        b0, b1, b2 = w0 * inv, w1 * inv, w2 * inv
+        if persp:
+            area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+            depth = inv * area
+        else:
+            depth = (w0 * z0 + w1 * z1 + w2 * z2) * inv
+        p = pix[n]
+        pix_bary[n, 0] = b0
+        pix_bary[n, 1] = b1
+        pix_bary[n, 2] = b2
+        bary_img[p, 0] = b0
+        bary_img[p, 1] = b1
+        bary_img[p, 2] = b2
+        depth_img[p] = depth
+
+
+def barycentrics(vflat, corners, xy, persp, pix, npix, nthreads):
+    """Pass 2 without autograd: ``pix_bary`` (N, 3), dense ``bary`` (npix, 3) and
+    ``depth`` (npix,) (zeros on background), in the dtype of ``vflat`` (B*V, 3)."""
+    n = pix.size
+    pix_bary = np.empty((n, 3), vflat.dtype)
+    bary_img = np.zeros((npix, 3), vflat.dtype)
+    depth_img = np.zeros(npix, vflat.dtype)
+    nt = max(1, min(int(nthreads), n // 4096))
+    _run(nt, _bary_tasks, vflat, corners, xy, persp, pix, pix_bary, bary_img, depth_img)
+    return pix_bary, bary_img, depth_img

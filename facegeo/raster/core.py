@@ -112,11 +112,15 @@ def _check_mesh(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor,
     if faces.is_floating_point() or faces.dtype == torch.bool:
         raise TypeError(f"faces must be an integer tensor, got {faces.dtype}")
     faces = faces.to(device=verts.device, dtype=torch.int64)
-    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= verts.shape[1]):
-        raise ValueError(
-            f"faces index vertices out of range [0, {verts.shape[1]}): "
-            f"min {int(faces.min())}, max {int(faces.max())}"
-        )
+    if faces.numel():
+        # on the CPU via a numpy view: a torch reduction over 60k indices opens an OpenMP
+        # parallel region, which cost ~10 ms of spinning on a busy 2-core machine
+        ff = faces.numpy() if faces.device.type == "cpu" else faces
+        lo, hi = int(ff.min()), int(ff.max())
+        if lo < 0 or hi >= verts.shape[1]:
+            raise ValueError(
+                f"faces index vertices out of range [0, {verts.shape[1]}): min {lo}, max {hi}"
+            )
     if faces.shape[0] >= 2**31:
         raise ValueError("too many faces (at most 2**31 - 1)")
     return verts, faces
@@ -583,6 +587,34 @@ def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct,
         face_id, covered, pix, pix_face, corners, xy = _pass1_numba(
             verts, faces, height, width, cull_backfaces, perspective_correct
         )
+        if not (torch.is_grad_enabled() and verts.requires_grad) and verts.dtype in (
+            torch.float32,
+            torch.float64,
+        ):
+            # no autograd needed: pass 2 in compiled code too (same operations)
+            bary, bary_img, depth_img = (
+                torch.from_numpy(a)
+                for a in _numba_kernel().barycentrics(
+                    verts.detach().reshape(-1, 3).contiguous().numpy(),
+                    corners.numpy(),
+                    xy.numpy(),
+                    bool(perspective_correct),
+                    pix.numpy(),
+                    npix,
+                    torch.get_num_threads(),
+                )
+            )
+            return Fragments(
+                face_id=face_id.view(shape),
+                bary=bary_img.view(*shape, 3),
+                depth=depth_img.view(shape),
+                mask=covered.view(shape),
+                pix=pix,
+                pix_face=pix_face,
+                pix_bary=bary,
+                height=height,
+                width=width,
+            )
         px, py = xy.to(verts.dtype).unbind(0)  # no copy unless verts are half precision
     else:
         keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
