@@ -502,3 +502,27 @@ def test_auto_backend_falls_back_to_torch_without_numba(monkeypatch):
     assert torch.equal(rasterize(v, f, 12, 14).face_id, ref.face_id)  # auto -> torch
     with pytest.raises(ImportError, match="numba"):
         rasterize(v, f, 12, 14, backend="numba")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("persp", [False, True])
+def test_numba_compiled_pass2_equals_autograd_pass2(dtype, persp):
+    # without autograd the numba backend computes the barycentrics and depth in compiled
+    # code too; it must give bit-identical results to the torch pass used with autograd
+    verts, faces = _soup(13, 2, 70, 23, 25)
+    if persp:
+        verts[..., 2] += 1.0
+    v = _t(verts, dtype)
+    f = _t(faces, torch.int64)
+    kw = dict(perspective_correct=persp, backend="numba")
+    plain = rasterize(v, f, 23, 25, **kw)
+    with torch.no_grad():
+        nograd = rasterize(v.clone().requires_grad_(True), f, 23, 25, **kw)
+    graded = rasterize(v.clone().requires_grad_(True), f, 23, 25, **kw)
+    ref = rasterize(v, f, 23, 25, perspective_correct=persp, backend="torch")
+    assert graded.bary.requires_grad and not plain.bary.requires_grad
+    assert not nograd.bary.requires_grad
+    for name in ("face_id", "mask", "pix", "pix_face", "bary", "depth", "pix_bary"):
+        for other in (nograd, graded, ref):
+            assert torch.equal(getattr(plain, name), getattr(other, name).detach()), name
+    assert plain.mask.sum() > 150
