@@ -28,6 +28,7 @@ slower on a busy 2-core machine; idle pool threads block instead.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -331,19 +332,19 @@ def rasterize_ids(v, faces, height, width, cull, persp, nthreads, xy_dtype):
     return fid, mask, pix, pix_face, corners, xy
 
 
-_POOL: list = [None, 0]
+_POOLS: dict = {}
 _POOL_LOCK = threading.Lock()
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
-    """A shared pool of ``n`` worker threads (blocked, not spinning, while idle)."""
+    """A shared pool of ``n`` worker threads (blocked, not spinning, while idle); a new one
+    after a fork (the parent's worker threads do not exist in the child)."""
+    key = (os.getpid(), n)
     with _POOL_LOCK:
-        if _POOL[1] != n:
-            if _POOL[0] is not None:
-                _POOL[0].shutdown(wait=False)
-            _POOL[0] = ThreadPoolExecutor(n, thread_name_prefix="facegeo-raster")
-            _POOL[1] = n
-        return _POOL[0]
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="facegeo-raster")
+        return pool
 
 
 @njit(cache=True, nogil=True)
