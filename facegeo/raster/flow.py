@@ -80,7 +80,7 @@ def mesh_flow(
     cull_backfaces: bool = False,
     perspective_correct: bool = False,
     depth_tol: float | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> MeshFlow:
     """Backward flow from a driving mesh to a source mesh (same topology, image space).
 
@@ -96,7 +96,7 @@ def mesh_flow(
         depth_tol: a transferred point counts as occluded in the source when it lies more
             than this behind the source depth buffer at its (nearest) source pixel and the
             source pixel shows another triangle. Default: the source mesh's mean edge length.
-        backend: rasterizer backend.
+        backend: rasterizer backend (see :func:`facegeo.raster.rasterize`; "auto" = numba on CPU).
 
     Returns:
         :class:`MeshFlow`. ``flow`` and ``src_xy`` are differentiable w.r.t. both meshes'
