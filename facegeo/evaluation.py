@@ -37,8 +37,8 @@ driving *motion*, so PRMSE against the driving pose includes the source-driving 
 FID (:func:`dataset_fid`) compares all output frames of a method with all driving frames of the
 run, with the pytorch-fid Inception (:class:`facegeo.metrics.InceptionFID`); when its weights
 (asset ``inception_fid``) cannot be resolved the report says :data:`FID_SKIP`. LPIPS is computed
-per video (self-reenactment) with :class:`facegeo.metrics.LPIPS` when its AlexNet weights (asset
-``alexnet_lpips``) resolve, else the report says :data:`LPIPS_SKIP`.
+per video (self-reenactment) with :class:`facegeo.metrics.LPIPS` when its weights (assets
+``alexnet_lpips``, ``lpips_alex_lin``) resolve, else the report says :data:`LPIPS_SKIP`.
 """
 
 from __future__ import annotations
@@ -77,8 +77,7 @@ __all__ = [
 #: Metrics this harness does not compute, with the reason written into every report.
 SKIPPED: dict[str, str] = {}
 FID_SKIP = "skipped: weights not available (asset inception_fid)"
-LPIPS_SKIP = ("skipped: weights not available (asset alexnet_lpips, or the lpips package for "
-              "its linear layers)")
+LPIPS_SKIP = "skipped: weights not available (assets alexnet_lpips, lpips_alex_lin)"
 
 #: Order of the metric columns in reports.
 METRIC_KEYS = ("l1", "psnr", "ssim", "ms_ssim", "lpips", "akd", "mkr", "csim", "isim_dlib", "prmse",

@@ -508,6 +508,16 @@ _assets.register_asset(_assets.AssetSpec(
     url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     sha256="7be5be79",
 ))
+_assets.register_asset(_assets.AssetSpec(
+    name="lpips_alex_lin",
+    relpath="weights/lpips/v0.1/alex.pth",
+    description="LPIPS v0.1 linear-layer weights for the AlexNet variant (lin0..lin4)",
+    license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
+    obtain="https://github.com/richzhang/PerceptualSimilarity (lpips/weights/v0.1/alex.pth)",
+    url=("https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/"
+         "lpips/weights/v0.1/alex.pth"),
+    sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+))
 
 #: LPIPS input scaling layer (applied to images in [-1, 1]): (x - shift) / scale.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
@@ -537,8 +547,8 @@ class LPIPS(torch.nn.Module):
     with f_l the 5 ReLU outputs of AlexNet (unit-normalised along channels, eps 1e-10) on
     the scaled input ``(2 x - 1 - shift) / scale``, and w_l the learned non-negative 1x1
     weights. Backbone: torchvision AlexNet state dict (asset ``"alexnet_lpips"``; keys
-    ``features.*``, the classifier is ignored). Linear weights: the ``lpips`` PyPI package's
-    ``weights/v0.1/alex.pth`` (keys ``lin<l>.model.1.weight``), read from its files.
+    ``features.*``, the classifier is ignored). Linear weights: the LPIPS authors'
+    ``weights/v0.1/alex.pth`` (asset ``"lpips_alex_lin"``; keys ``lin<l>.model.1.weight``).
 
     ``forward``: (B, 3, H, W) x2 in [0, 1] -> (B,) distances (H, W >= 32)."""
 
@@ -567,31 +577,15 @@ class LPIPS(torch.nn.Module):
         for i, lin in enumerate(self.lins):
             lin.weight.data.copy_(state_dict[f"lin{i}.model.1.weight"])
 
-    @staticmethod
-    def linear_weights_path(version: str = "v0.1"):
-        """Path of ``alex.pth`` inside the installed ``lpips`` package (found without
-        importing it, since it imports torchvision)."""
-        import importlib.util
-        from pathlib import Path
-
-        spec = importlib.util.find_spec("lpips")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("the lpips package (pip install lpips) is needed for its "
-                                    "linear-layer weights")
-        p = Path(list(spec.submodule_search_locations)[0]) / "weights" / version / "alex.pth"
-        if not p.is_file():
-            raise FileNotFoundError(f"LPIPS linear weights not found at {p}")
-        return p
-
     @classmethod
-    def pretrained(cls, path=None, *, download: bool = False) -> LPIPS:
-        """Backbone through the resolver (``"alexnet_lpips"``; AssetNotFoundError when
-        missing) and linear weights from the lpips package."""
+    def pretrained(cls, path=None, *, linear_path=None, download: bool = False) -> LPIPS:
+        """Backbone (asset ``"alexnet_lpips"``) and linear weights (asset
+        ``"lpips_alex_lin"``) through the resolver; AssetNotFoundError when missing."""
         p = _assets.resolve("alexnet_lpips", path=path, download=download)
+        lin = _assets.resolve("lpips_alex_lin", path=linear_path, download=download)
         net = cls()
         net.load_backbone(torch.load(p, map_location="cpu", weights_only=True))
-        net.load_linear(torch.load(cls.linear_weights_path(), map_location="cpu",
-                                   weights_only=True))
+        net.load_linear(torch.load(lin, map_location="cpu", weights_only=True))
         return net.eval()
 
     def layers(self, x: torch.Tensor) -> list[torch.Tensor]:

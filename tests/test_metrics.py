@@ -238,8 +238,9 @@ def test_lpips_backbone_and_linear_keys():
     assert torch.equal(net.features[3].weight, sd["features.3.weight"])
     with pytest.raises(RuntimeError):
         net.load_backbone({k: v for k, v in sd.items() if k != "features.8.bias"})
-    # the lpips package's own linear weights load strictly
-    lin = torch.load(M.LPIPS.linear_weights_path(), map_location="cpu", weights_only=True)
+    # linear weights in the layout of the LPIPS authors' alex.pth load strictly
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+           for i, c in enumerate((64, 192, 384, 256, 256))}
     net.load_linear(lin)
     assert torch.equal(net.lins[2].weight, lin["lin2.model.1.weight"])
     assert all((w.weight >= 0).all() for w in net.lins)
@@ -252,14 +253,14 @@ def test_lpips_backbone_and_linear_keys():
 
 
 def test_lpips_matches_brute_force_formula():
-    """Random backbone + the real linear weights: compare with the formula written out with
-    plain conv2d calls."""
+    """Random backbone and random non-negative linear weights: compare with the formula
+    written out with plain conv2d calls."""
     import torch.nn.functional as F
 
     torch.manual_seed(0)
     net = M.LPIPS().eval()
-    net.load_linear(torch.load(M.LPIPS.linear_weights_path(), map_location="cpu",
-                               weights_only=True))
+    net.load_linear({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+                     for i, c in enumerate((64, 192, 384, 256, 256))})
     x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
 
     def acts(img):
