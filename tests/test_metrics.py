@@ -111,11 +111,13 @@ def test_sms_zero_for_constant_velocity(v, p0):
 
 
 def test_sms_known_jitter():
-    # alternating +-1 px in x: |(x_{t-1}+x_{t+1})/2 - x_t| = 2 at every interior frame
+    # alternating +-1 px in x: |(x_{t-1}+x_{t+1})/2 - x_t| = 2 for each of the 68 x
+    # coordinates at every interior frame, 0 for the y coordinates
     x = torch.tensor([1.0, -1.0] * 5)
     track = torch.zeros(10, 68, 2)
     track[..., 0] = x[:, None]
-    assert M.sms(track).item() == pytest.approx(2.0)
+    assert M.sms(track).item() == pytest.approx(2.0 * 68)
+    assert M.sms(track, per_coordinate=True).item() == pytest.approx(1.0)
     assert M.sms(track[None].repeat(3, 1, 1, 1)).shape == (3,)
     with pytest.raises(ValueError):
         M.sms(track[:2])

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facegeo import metrics as _metrics
 from facegeo.image_io import as_uint8_rgb
 from facegeo.landmarks.backends import (
     Face,
@@ -141,22 +142,11 @@ def one_euro_smooth(seq: torch.Tensor, fps: float, min_cutoff: float = 1.0, beta
 
 
 def sms(seq: torch.Tensor, per_coordinate: bool = False) -> float:
-    """Temporal smoothness (S2D eq. 9) of a landmark sequence; lower is smoother.
-
-    Args:
-        seq: (T, N, 2) landmarks in pixels, T >= 3.
-        per_coordinate: divide by N * 2 (mean absolute deviation per coordinate, px).
-
-    Returns:
-        SMS as a float (pixels).
-    """
-    if seq.ndim != 3 or seq.shape[0] < 3:
-        raise ValueError(f"seq must be (T>=3, N, D), got {tuple(seq.shape)}")
-    dev = (seq[:-2] + seq[2:]) / 2 - seq[1:-1]
-    val = dev.abs().flatten(1).sum(-1).mean()
-    if per_coordinate:
-        val = val / (seq.shape[1] * seq.shape[2])
-    return float(val)
+    """Temporal smoothness (S2D eq. 9) of one (T, N, 2) landmark sequence as a float (px);
+    lower is smoother. See :func:`facegeo.metrics.sms`, which computes it."""
+    if seq.ndim != 3:
+        raise ValueError(f"seq must be (T>=3, N, 2), got {tuple(seq.shape)}")
+    return float(_metrics.sms(seq, per_coordinate=per_coordinate))
 
 
 # stable points whose optical flow drives the box: brows (19, 24), nose (27-31, 33, 35),
