@@ -434,8 +434,9 @@ def _numba_kernel():
     return _numba_kernel
 
 
-@torch.no_grad()
-def _zbuffer_numba(verts, faces, height, width, cull_backfaces, perspective_correct):
+def _numba_inputs(verts: torch.Tensor):
+    """The compiled kernel module and the detached float32/float64 CPU vertices it takes
+    (clear errors when numba is missing or the tensors are not on the CPU)."""
     kern = _numba_kernel()
     if kern is None:
         raise ImportError(
@@ -450,6 +451,12 @@ def _zbuffer_numba(verts, faces, height, width, cull_backfaces, perspective_corr
     v = verts.detach()
     if v.dtype != torch.float64:
         v = v.float()
+    return kern, v
+
+
+@torch.no_grad()
+def _zbuffer_numba(verts, faces, height, width, cull_backfaces, perspective_correct):
+    kern, v = _numba_inputs(verts)
     # as many threads as torch is allowed to use (torch.set_num_threads)
     keys, _, _ = kern.zbuffer(
         v.contiguous().numpy(),
@@ -646,20 +653,7 @@ def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct,
 
 def _pass1_numba(verts, faces, height, width, cull_backfaces, perspective_correct):
     """Compiled pass 1 on the CPU: face ids, mask and the sparse view of covered pixels."""
-    kern = _numba_kernel()
-    if kern is None:
-        raise ImportError(
-            "backend='numba' needs the numba package (pip install numba); "
-            "use backend='torch' (always available) otherwise"
-        )
-    if verts.device.type != "cpu":
-        raise ValueError(
-            f"backend='numba' runs on CPU tensors only, got device {verts.device}; "
-            "use backend='torch' (or 'auto') for GPU tensors"
-        )
-    v = verts.detach()
-    if v.dtype != torch.float64:
-        v = v.float()
+    kern, v = _numba_inputs(verts)
     out = kern.rasterize_ids(
         v.contiguous().numpy(),
         faces.contiguous().numpy(),
