@@ -590,6 +590,7 @@ def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct,
     B = verts.shape[0]
     npix = B * height * width
     shape = (B, height, width)
+    compiled_pass2 = False
     if backend == "numba":
         face_id, covered, pix, pix_face, corners, xy = _pass1_numba(
             verts, faces, height, width, cull_backfaces, perspective_correct
@@ -611,18 +612,9 @@ def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct,
                     torch.get_num_threads(),
                 )
             )
-            return Fragments(
-                face_id=face_id.view(shape),
-                bary=bary_img.view(*shape, 3),
-                depth=depth_img.view(shape),
-                mask=covered.view(shape),
-                pix=pix,
-                pix_face=pix_face,
-                pix_bary=bary,
-                height=height,
-                width=width,
-            )
-        px, py = xy.to(verts.dtype).unbind(0)  # no copy unless verts are half precision
+            compiled_pass2 = True
+        else:
+            px, py = xy.to(verts.dtype).unbind(0)  # no copy unless verts are half precision
     else:
         keys = _BACKENDS[backend](verts, faces, height, width, cull_backfaces, perspective_correct)
         covered = keys != _INT64_MAX
@@ -635,9 +627,10 @@ def _rasterize(verts, faces, height, width, cull_backfaces, perspective_correct,
         ft = faces.T.contiguous()
         corners = torch.stack([ft[k].index_select(0, pix_face) + bV for k in range(3)])
         px, py = j.to(verts.dtype), i.to(verts.dtype)
-    bary, depth = _pass2(verts, corners, px, py, perspective_correct)
-    bary_img = verts.new_zeros(npix, 3).index_put((pix,), bary)
-    depth_img = verts.new_zeros(npix).index_put((pix,), depth)
+    if not compiled_pass2:
+        bary, depth = _pass2(verts, corners, px, py, perspective_correct)
+        bary_img = verts.new_zeros(npix, 3).index_put((pix,), bary)
+        depth_img = verts.new_zeros(npix).index_put((pix,), depth)
     return Fragments(
         face_id=face_id.view(shape),
         bary=bary_img.view(*shape, 3),

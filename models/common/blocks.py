@@ -85,18 +85,11 @@ class SameBlock2d(nn.Module):
         return F.relu(self.norm(self.conv(x)))
 
 
-class DownBlock2d(nn.Module):
+class DownBlock2d(SameBlock2d):
     """conv3x3 -> norm -> ReLU -> 2x2 average pool. (B, Cin, H, W) -> (B, Cout, H/2, W/2)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3,
-                 norm: str = "batch"):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size,
-                              padding=kernel_size // 2)
-        self.norm = make_norm(norm, out_features)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
+        return F.avg_pool2d(super().forward(x), 2)
 
 
 class UpBlock2d(nn.Module):
