@@ -14,7 +14,9 @@ Test identities are drawn with a different seed than the training identities (un
    against the exact recombined landmarks: LD-Net, the driver's landmarks as they are, the
    target's landmarks, and the 3DMM recombination (fit both with facegeo.fitting, swap
    identity); clean inputs and inputs with detector-like noise.
-3. Timing of one LD-Net forward pass (batch 1 and 256) on this machine.
+3. Identity usage: reconstruction error of G(E_P(l_S2), E_I(x)) with x of the same identity
+   vs another identity (equal = G ignores E_I).
+4. Timing of one LD-Net forward pass (batch 1 and 256) on this machine.
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ def main(argv=None) -> dict:
     os.environ.setdefault("FACEGEO_ASSETS", "/work/shared/assets")
 
     from facegeo.disentangle import LandmarkSynth, load_ldnet
-    from facegeo.disentangle.evaluate import latent_distances, make_lmtest, recombination_nme
+    from facegeo.disentangle.evaluate import (
+        identity_usage,
+        latent_distances,
+        make_lmtest,
+        recombination_nme,
+    )
     from facegeo.morphable import MorphableModel
 
     model = MorphableModel.load()
@@ -74,6 +81,11 @@ def main(argv=None) -> dict:
     paper = {"same_identity": (2.0431, 3.5171), "same_pose_exp": (3.1793, 1.2730),
              "both_different": (3.8274, 3.6744)}
     print("paper:        " + "; ".join(f"{k} {v[0]:.2f}/{v[1]:.2f}" for k, v in paper.items()))
+
+    use = identity_usage(net, synth)
+    res["identity_usage"] = use
+    print("\nidentity usage (per-point squared error of G(E_P(l_S2), E_I(x)) vs l_S2): "
+          + ", ".join(f"x={k} {v:.5f}" for k, v in use.items()))
 
     methods = ("ldnet", "driver", "target") + (() if a.no_3dmm else ("3dmm",))
     res["nme"] = {}

@@ -6,6 +6,9 @@
 * :func:`latent_distances`: the paper's Table 1 (codes reduced to 8 dimensions by PCA, mean
   Euclidean distance of random pairs with the same identity / the same pose-expression / both
   different).
+* :func:`identity_usage`: does ``G`` use its identity input at all? Reconstruction error of
+  ``G(E_P(l_S2), E_I(x))`` with ``x`` = another face of the same identity vs. a face of another
+  identity (equal errors = ``E_I`` is ignored; this is how the first shipped model failed).
 * :func:`recombination_nme`: NME of recombined landmarks against the exact ground truth
   (identity of A + pose/expression/camera of B), for LD-Net, the naive "driver's landmarks"
   baseline and the 3DMM recombination (fit both, swap identity).
@@ -21,7 +24,8 @@ import torch
 
 from facegeo.disentangle.data import LandmarkSynth, normalize_landmarks
 
-__all__ = ["make_lmtest", "pca_reduce", "latent_distances", "nme", "recombination_nme"]
+__all__ = ["make_lmtest", "pca_reduce", "latent_distances", "nme", "recombination_nme",
+           "identity_usage"]
 
 
 def make_lmtest(synth: LandmarkSynth, n_frames: int, *, noise: float = 0.0, seed: int = 1):
@@ -138,3 +142,27 @@ def recombination_nme(net, synth: LandmarkSynth, *, n_pairs: int = 2000, noise: 
         e = nme(p, gt.cpu())
         out[m] = {"mean": float(e.mean()), "median": float(e.median())}
     return out
+
+
+@torch.no_grad()
+def identity_usage(net, synth: LandmarkSynth, *, n: int = 512, seed: int = 5) -> dict:
+    """Does the generator use ``E_I``? Mean per-point squared error (normalised units) of
+    ``G(E_P(l_S2), E_I(x))`` against ``l_S2`` for ``x`` = ``l_S1`` (same identity, other
+    pose/expression), ``x`` = ``l_T`` (another identity) and ``x`` = ``l_S2`` itself, plus
+    ``"identity_change"``: the error of the clean ``l_S2`` against the exact face with T's
+    identity (what an ignored identity code costs at most).
+
+    Returns ``{"same_identity", "other_identity", "self", "identity_change"}`` (floats)."""
+    g = torch.Generator().manual_seed(seed)
+    s1, s2, t = synth.triplets(n, generator=g)
+    dev = next(net.parameters()).device
+    dt = next(net.parameters()).dtype
+
+    def err(src):
+        out = net.generate(net.pose_code(s2.landmarks.to(dev, dt)),
+                           net.id_code(src.landmarks.to(dev, dt))).float().cpu()
+        return float(((out - s2.landmarks.cpu()) ** 2).sum(-1).mean())
+
+    gt = synth.recombine(t, s2)
+    return {"same_identity": err(s1), "other_identity": err(t), "self": err(s2),
+            "identity_change": float(((gt - s2.clean) ** 2).sum(-1).mean())}

@@ -193,6 +193,17 @@ class LDNetTrainer:
         d = 2 * c.n_points
         self.net = LDNet(c).to(self.device)
         self.N_I = nn.Linear(c.n_identities, c.id_dim).to(self.device)
+        # N_I's initialisation is not given by the paper. Default ("linear"): nn.Linear's own
+        # (entries ~U(+-1/sqrt(K)), ~0.045 for K = 500; the shipped weights). Option
+        # ``extra={"ni_init": "normal"}``: the embedding convention (nn.Embedding: N(0, 1)
+        # entries, zero bias), identity codes as large as E_P's codes. Measured (docs,
+        # "Why E_I collapsed"): neither makes G rely on N_I within our short CPU budgets.
+        ni_init = c.extra.get("ni_init", "linear")
+        if ni_init == "normal":
+            nn.init.normal_(self.N_I.weight, 0.0, 1.0)
+            nn.init.zeros_(self.N_I.bias)
+        elif ni_init != "linear":
+            raise ValueError(f"extra['ni_init'] must be 'linear' or 'normal', got {ni_init!r}")
         self.C1 = MLP(d, c.n_identities, c.hidden, c.n_hidden, c.leaky_slope).to(self.device)
         self.C2 = MLP(d, c.n_identities, c.hidden, c.n_hidden, c.leaky_slope).to(self.device)
         self.D = MLP(d, 1, c.hidden, c.n_hidden, c.leaky_slope).to(self.device)

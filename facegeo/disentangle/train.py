@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--n-hidden", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--ni-init", choices=("linear", "normal"), default="linear",
+                   help="N_I initialisation (paper: unspecified); see docs/disentangle.md")
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint-every", type=float, default=120.0)
     p.add_argument("--log-every", type=int, default=100)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = LDNetConfig(n_identities=a.n_identities, hidden=a.hidden, n_hidden=a.n_hidden)
+    cfg = LDNetConfig(n_identities=a.n_identities, hidden=a.hidden, n_hidden=a.n_hidden,
+                      extra={} if a.ni_init == "linear" else {"ni_init": a.ni_init})
     synth = LandmarkSynth(n_identities=a.n_identities, seed=a.seed, noise=a.noise,
                           device=a.device)
     trainer = LDNetTrainer(cfg, device=a.device, seed=a.init_seed)
