@@ -194,10 +194,12 @@ class LDNetTrainer:
         self.net = LDNet(c).to(self.device)
         self.N_I = nn.Linear(c.n_identities, c.id_dim).to(self.device)
         # N_I's initialisation is not given by the paper. Default ("linear"): nn.Linear's own
-        # (entries ~U(+-1/sqrt(K)), ~0.045 for K = 500; the shipped weights). Option
+        # (entries ~U(+-1/sqrt(K)), |w| <= 0.045 for K = 500; the first shipped weights). Option
         # ``extra={"ni_init": "normal"}``: the embedding convention (nn.Embedding: N(0, 1)
-        # entries, zero bias), identity codes as large as E_P's codes. Measured (docs,
-        # "Why E_I collapsed"): neither makes G rely on N_I within our short CPU budgets.
+        # entries, zero bias), identity codes as large as E_P's codes; the shipped weights since
+        # the retraining use it (docs/disentangle.md, "Why E_I collapsed": with the default
+        # init Stage-1 G reads identity from E_P; its contribution vs the longer training of
+        # the shipped run is not separated).
         ni_init = c.extra.get("ni_init", "linear")
         if ni_init == "normal":
             nn.init.normal_(self.N_I.weight, 0.0, 1.0)
