@@ -252,17 +252,9 @@ def test_at_least_eos_accuracy(model, fitter):
 
 
 def test_real_photo(model, media_dir):
-    import cv2
-    import dlib
-    import face_recognition_models as frm
+    from facegeo.landmarks import detect_landmarks
 
-    img = cv2.cvtColor(cv2.imread(str(media_dir / "lp_s1.jpg")), cv2.COLOR_BGR2RGB)
-    det = dlib.get_frontal_face_detector()
-    pred = dlib.shape_predictor(frm.pose_predictor_model_location())
-    faces = det(img, 1)
-    assert len(faces) >= 1
-    shape = pred(img, faces[0])
-    x = torch.tensor([[[p.x, p.y] for p in shape.parts()]], dtype=torch.float32)
+    x = detect_landmarks(media_dir / "lp_s1.jpg", backend="dlib_hog")[None].float()
     r = fitting.fit_landmarks(model, x)
     iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
     err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None]

@@ -554,18 +554,13 @@ def test_inductor_backend_matches_eager():
 @pytest.mark.integration
 def test_real_photo_smile_with_dlib_landmarks(media_dir):
     import cv2
-    import dlib
-    import face_recognition_models
+
+    from facegeo.landmarks import detect_landmarks
 
     bgr = cv2.imread(str(media_dir / "lp_s1.jpg"))
     rgb = cv2.cvtColor(cv2.resize(bgr, (384, 384), interpolation=cv2.INTER_AREA),
                        cv2.COLOR_BGR2RGB)
-    faces = dlib.get_frontal_face_detector()(rgb, 1)
-    assert len(faces) >= 1
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    shape = predictor(rgb, faces[0])
-    p = torch.tensor([[[shape.part(i).x, shape.part(i).y] for i in range(68)]],
-                     dtype=torch.float32)
+    p = detect_landmarks(rgb, backend="dlib_hog")[None].float()
     q = p.clone()
     width = float((p[0, 54] - p[0, 48]).norm())
     q[0, 48] += torch.tensor([-0.08, -0.15]) * width
