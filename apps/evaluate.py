@@ -19,7 +19,10 @@ Protocols (:mod:`facegeo.evaluation`):
   Table 2); reports the relative change of the landmark error.
 
 Frames are cropped FOMM-style: one square box per clip around the first frame's
-landmarks (``--margin``), resized to ``--size``. The report is written atomically as JSON
+landmarks (``--margin``), resized to ``--size``. A sub-folder of DIR holding ``*.png`` /
+``*.jpg`` frames (the clips ``apps/train.py preprocess`` writes, e.g. ``--data ROOT/test``) is
+a clip that is already cropped: its frames are only resized to ``--size``, so a model is
+evaluated on exactly the crops of its test split. The report is written atomically as JSON
 (per-video and aggregate metrics) and as a Markdown table beside it (``report.md``).
 Exit status 2 with one ``error: ...`` line on bad input.
 """
@@ -160,9 +163,34 @@ def _crop_clip(frames: torch.Tensor, size: int, margin: float, detector) -> torc
     raise EvalError("no face in the first 10 frames")
 
 
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def load_frame_folder(path: Path, max_frames: int, size: int) -> torch.Tensor:
+    """A folder of already-cropped frames (sorted by name) -> (T, 3, size, size)."""
+    import torch.nn.functional as F
+
+    from facegeo.image_io import load_image
+
+    files = _frame_files(path)[:max_frames]
+    if not files:
+        raise EvalError(f"no frames (*.png, *.jpg) in {path}")
+    try:
+        frames = torch.stack([load_image(f) for f in files])
+    except Exception as e:  # noqa: BLE001 - unreadable or differently sized frames
+        raise EvalError(f"cannot read the frames of {path}: {e}") from None
+    if frames.shape[-2:] != (size, size):
+        frames = F.interpolate(frames, size=(size, size), mode="bilinear",
+                               align_corners=False, antialias=True).clamp(0, 1)
+    return frames
+
+
 def load_clip(path: Path, max_frames: int, size: int, margin: float, detector) -> torch.Tensor:
     from facegeo.video import frames_to_tensor, read_video
 
+    if path.is_dir():
+        return load_frame_folder(path, max_frames, size)
     try:
         frames, _ = read_video(path, max_frames=max_frames)
     except Exception as e:  # noqa: BLE001 - any decoder failure is bad input here
@@ -288,10 +316,11 @@ def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
         raise EvalError("--max-frames and --every must be >= 1 and --size >= 64")
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise EvalError(f"--device {a.device}: CUDA is not available")
-    videos = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    videos = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES
+                    or (p.is_dir() and _frame_files(p)))
     images = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if a.videos:
-        missing = [v for v in a.videos if not (data / v).is_file()]
+        missing = [v for v in a.videos if not (data / v).exists()]
         if missing:
             raise EvalError(f"videos not found in {data}: {', '.join(missing)}")
         videos = [data / v for v in a.videos]
@@ -301,7 +330,7 @@ def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
             raise EvalError(f"images not found in {data}: {', '.join(missing)}")
         images = [data / v for v in a.sources]
     if not videos:
-        raise EvalError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {data}")
+        raise EvalError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) or frame folders in {data}")
     if a.protocol == "cross" and not images:
         raise EvalError(f"the cross protocol needs source images in {data}")
     return data, out, videos, images

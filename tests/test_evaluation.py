@@ -227,6 +227,41 @@ def test_app_self_protocol_with_baselines(media_dir, tmp_path, monkeypatch):
     assert "| static source | relative | 1 |" in md and "skipped" in md
 
 
+def test_app_reads_preprocessed_frame_folders(media_dir, tmp_path, monkeypatch):
+    """A sub-folder of already-cropped frames (the layout apps/train.py preprocess writes)
+    is a clip: its frames are used as they are (only resized), never re-cropped."""
+    import cv2
+
+    from facegeo.video import read_video
+    from facegeo_apps import evaluate as app
+
+    monkeypatch.setattr(E, "fid_network", lambda device=None: None)
+    frames, _ = read_video(media_dir / "lp_d11.mp4", max_frames=9)
+    clip = tmp_path / "test" / "lp_d11"
+    clip.mkdir(parents=True)
+    for i, f in enumerate(frames):      # 512x512 video -> 96x96 "crops"
+        small = cv2.resize(f, (96, 96), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(clip / f"{i:06d}.png"), small[:, :, ::-1])
+    (tmp_path / "test" / "empty").mkdir()   # no frames: not a clip
+    out = tmp_path / "report.json"
+    rc = app.main(["--method", "static", "--data", str(tmp_path / "test"), "--max-frames", "9",
+                   "--every", "4", "--size", "64", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    rows = {r["method"]: r for r in rep["rows"]}
+    assert [v["video"] for v in rows["static source"]["videos"]] == ["lp_d11"]
+    cp = rows["copy driving"]["aggregate"]
+    assert cp["l1"] == 0.0 and rows["copy driving"]["videos"][0]["frames"] == 2
+    # the clip is the whole folder resized (no detection crop): same pixels as a resize
+    x = app.load_frame_folder(clip, 9, 64)
+    assert x.shape == (9, 3, 64, 64)
+    ref = torch.nn.functional.interpolate(app.load_frame_folder(clip, 1, 96), size=(64, 64),
+                                          mode="bilinear", antialias=True)
+    assert torch.allclose(x[:1], ref.clamp(0, 1), atol=1e-6)
+    with pytest.raises(app.EvalError, match="no frames"):
+        app.load_frame_folder(tmp_path / "test" / "empty", 9, 64)
+
+
 def test_app_bad_input_exits_2(tmp_path, media_dir, capsys):
     from facegeo_apps import evaluate as app
 
