@@ -290,6 +290,27 @@ def test_paper_config_shapes_and_parameter_count():
     assert pts["kp_driving"].abs().max() <= 1
 
 
+def test_cpu_config_is_the_paper_architecture_at_128():
+    """configs/cpu128.yaml (the media-video CPU run of docs/models/pfp_mls.md): the paper's
+    N, heat-map size and heads at 128x128, 20.3 M parameters, losses of eq. 8 with the face
+    perceptual substitute, the adversarial term in its last phase."""
+    import yaml
+
+    cfg = yaml.safe_load(pfp_mls.config_path("cpu128").read_text())
+    m = pfp_mls.from_config(cfg).eval()
+    n = sum(p.numel() for p in m.parameters())
+    assert 19e6 < n < 22e6
+    assert m.image_size == 128 and m.num_points == 10 and m.embedder.heatmap_size == 32
+    assert m.transformer.encoder.self_attn.heads == 4
+    with torch.no_grad():
+        out = m({"source": torch.rand(1, 3, 128, 128), "driving": torch.rand(1, 3, 128, 128)})
+    assert out["prediction"].shape == (1, 3, 128, 128)
+    assert cfg["perceptual"]["type"] == "face"
+    losses = [set(ph["losses"]) for ph in cfg["phases"]]
+    assert all({"perceptual", "motion", "spread"} <= ls for ls in losses)
+    assert "gan" not in losses[0] and "gan" in losses[-1]
+
+
 # ------------------------------------------------------------- registry / io / inference
 def test_registry_checkpoint_and_reenact(tmp_path):
     import yaml

@@ -44,7 +44,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def config_path(name: str = "paper") -> Path:
-    """Path of a bundled config: ``"paper"`` (256x256, N = 10) or ``"tiny"`` (CPU tests)."""
+    """Path of a bundled config: ``"paper"`` (256x256, N = 10), ``"cpu128"`` (the paper
+    architecture at 128x128 for training without a GPU) or ``"tiny"`` (CPU tests)."""
     p = CONFIG_DIR / f"{name}.yaml"
     if not p.is_file():
         known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
