@@ -1,10 +1,22 @@
-"""Figure for docs/models/pfp_mls.md: the tiny pfp_mls model overfitted on CPU to four
-real (source, driving) pairs at 64x64 (same setting as tests/test_pfp_mls.py, longer).
+"""Figures for docs/models/pfp_mls.md.
 
-Rows: one pair each. Columns: source with k_s, driving with k_d, source warped by the
-dense motion, prediction, occlusion map. Also prints the loss curve.
+``overfit`` (default): the tiny pfp_mls model overfitted on CPU to four real (source,
+driving) pairs at 64x64 (same setting as tests/test_pfp_mls.py, longer). Rows: one pair
+each. Columns: source with k_s, driving with k_d, source warped by the dense motion,
+prediction, occlusion map. Also prints the loss curve.
 
-    python docs/make_figures_pfp_mls.py   # ~1 min on one CPU core
+``media-run``: a trained checkpoint (and its untrained initialisation) on held-out clips
+(self-reenactment: source = frame 0 of the clip) and on source portraits of other
+identities driven by those clips (cross-reenactment). Writes pfp_mls_media_self.png (rows:
+driving frames; columns: source with k_s, driving with k_d, untrained output, trained
+output, source warped by the trained dense motion, trained occlusion map) and
+pfp_mls_media_cross.png (rows: source portraits; columns: the portrait, then the
+reenactment for each driving frame, whose real frame heads the column).
+
+    python docs/make_figures_pfp_mls.py                     # ~1 min on one CPU core
+    python docs/make_figures_pfp_mls.py media-run --checkpoint RUN/checkpoints/step_N \
+        --init INIT/checkpoints/step_00000000 --data ROOT/test \
+        --portraits lp_s1.jpg lp_s12.jpg lp_d30.jpg          # ~30 s
 """
 
 from __future__ import annotations
@@ -60,7 +72,7 @@ def draw_points(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return img
 
 
-def main() -> None:
+def overfit() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     a = decode(MEDIA / "lp_d9.mp4", [0, 40, 80, 120], 64)
@@ -95,13 +107,84 @@ def main() -> None:
                                        mode="bilinear")[0], s)]
         rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255)
                                     for c in cols], 1))
-    grid = np.concatenate(rows, 0)
+    write_png(OUT, np.concatenate(rows, 0))
+
+
+def write_png(path: Path, grid: np.ndarray) -> None:
     import cv2
 
     ok, buf = cv2.imencode(".png", grid[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
     assert ok
-    atomic_write(OUT, lambda t: t.write_bytes(buf.tobytes()))
-    print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB)")
+    atomic_write(path, lambda t: t.write_bytes(buf.tobytes()))
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+def pad(img: np.ndarray) -> np.ndarray:
+    return np.pad(img, ((2, 2), (2, 2), (0, 0)), constant_values=255)
+
+
+def media_run(args) -> None:
+    from facegeo.landmarks.backends import get_detector
+    from facegeo_apps.evaluate import load_frame_folder, load_source
+
+    torch.set_num_threads(1)
+    trained = pfp_mls.load_pretrained(args.checkpoint)
+    init = pfp_mls.load_pretrained(args.init)
+    size = trained.image_size
+    data = Path(args.data)
+    clips = sorted(p for p in data.iterdir() if p.is_dir())
+    rows, drivers = [], []
+    for clip in clips:
+        frames = load_frame_folder(clip, max(args.frames) + 1, size)
+        src, drv = frames[:1], frames[args.frames]
+        drivers.append(drv[:2])
+        with torch.no_grad():
+            out = trained.reenact(src, drv, return_all=True)
+            out0 = init.reenact(src, drv)
+        for i in range(drv.shape[0]):
+            ks = normalized_to_pixel(out["kp_source"][i], size, size).numpy()
+            kd = normalized_to_pixel(out["kp_driving"][i], size, size).numpy()
+            occ = F.interpolate(out["occlusion"][i:i + 1], size=(size, size),
+                                mode="bilinear")[0]
+            cols = [draw_points(to_uint8(src[0], 1), ks), draw_points(to_uint8(drv[i], 1), kd),
+                    to_uint8(out0[i], 1), to_uint8(out["prediction"][i], 1),
+                    to_uint8(out["deformed"][i], 1), to_uint8(occ, 1)]
+            rows.append(np.concatenate([pad(c) for c in cols], 1))
+    write_png(OUT.with_name("pfp_mls_media_self.png"), np.concatenate(rows, 0))
+    if not args.portraits:
+        return
+    det = get_detector("dlib")
+    drv = torch.cat(drivers)
+    header = [np.full((size + 4, size + 4, 3), 255, np.uint8)]
+    header += [pad(to_uint8(d, 1)) for d in drv]
+    rows = [np.concatenate(header, 1)]
+    for name in args.portraits:
+        src = load_source(Path(args.portrait_dir) / name, size, 0.4, det)
+        with torch.no_grad():
+            res = trained.reenact(src, drv)
+        rows.append(np.concatenate([pad(to_uint8(src[0], 1))]
+                                   + [pad(to_uint8(r, 1)) for r in res], 1))
+    write_png(OUT.with_name("pfp_mls_media_cross.png"), np.concatenate(rows, 0))
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd")
+    sub.add_parser("overfit")
+    m = sub.add_parser("media-run")
+    m.add_argument("--checkpoint", required=True, help="trained checkpoint folder")
+    m.add_argument("--init", required=True, help="checkpoint of the untrained model")
+    m.add_argument("--data", required=True, help="folder of preprocessed test clips")
+    m.add_argument("--frames", type=int, nargs="+", default=[40, 90, 150])
+    m.add_argument("--portraits", nargs="*", default=[])
+    m.add_argument("--portrait-dir", default=str(MEDIA))
+    args = p.parse_args()
+    if args.cmd == "media-run":
+        media_run(args)
+    else:
+        overfit()
 
 
 if __name__ == "__main__":
