@@ -5,6 +5,10 @@ Reference in the same run: a FOMM-shaped pipeline of the same size class built f
 network with K+1 motions, occlusion-aware generator), i.e. the model the paper builds on.
 
     python benchmarks/bench_pfp_mls.py [--device cpu|cuda] [--repeats 10] [--threads N]
+        [--config paper|cpu128|tiny|PATH]
+
+The reference is FOMM's vox-256 shape, so with a config other than ``paper`` it is still
+timed at 256x256 while the model runs at its own resolution (printed).
 """
 
 from __future__ import annotations
@@ -81,27 +85,31 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--config", default="paper", help="pfp_mls config name or YAML path")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device
     torch.manual_seed(0)
-    ours = pfp_mls.from_config("paper").to(dev).eval()
+    ours = pfp_mls.from_config(args.config).to(dev).eval()
     ref = FommShaped().to(dev).eval()
-    src = torch.rand(1, 3, 256, 256, device=dev)
-    drv = torch.rand(1, 3, 256, 256, device=dev)
+    size = ours.image_size
+    src = torch.rand(1, 3, size, size, device=dev)
+    drv = torch.rand(1, 3, size, size, device=dev)
+    r_src, r_drv = torch.rand(1, 3, 256, 256, device=dev), torch.rand(1, 3, 256, 256, device=dev)
     n_ours = sum(p.numel() for p in ours.parameters())
     n_ref = sum(p.numel() for p in ref.parameters())
-    print(f"device {dev}, threads {torch.get_num_threads()}, 256x256, batch 1, "
-          f"best of {args.repeats}")
-    print(f"parameters: pfp_mls paper config {n_ours / 1e6:.2f} M "
+    print(f"device {dev}, threads {torch.get_num_threads()}, pfp_mls {size}x{size} "
+          f"(reference 256x256), batch 1, best of {args.repeats}")
+    print(f"parameters: pfp_mls {args.config} config {n_ours / 1e6:.2f} M "
           f"(" + ", ".join(f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M"
                            for k, m in ours.named_children()) + f"); "
           f"FOMM-shaped reference {n_ref / 1e6:.2f} M")
-    t = _time({"ref": lambda: ref(src, drv), "ours": lambda: ours.reenact(src, drv),
+    hm = round(size * ours.motion_scale)
+    t = _time({"ref": lambda: ref(r_src, r_drv), "ours": lambda: ours.reenact(src, drv),
                "pts": lambda: ours.feature_points(src, drv),
-               "gen": lambda: ours.generator(src, torch.zeros(1, 64, 64, 2, device=dev),
-                                             torch.ones(1, 1, 64, 64, device=dev))},
+               "gen": lambda: ours.generator(src, torch.zeros(1, hm, hm, 2, device=dev),
+                                             torch.ones(1, 1, hm, hm, device=dev))},
               args.repeats, dev)
     t_ref, t_ours, t_pts = t["ref"], t["ours"], t["pts"]
     print(f"reference (FOMM-shaped): {t_ref * 1e3:8.1f} ms  {1 / t_ref:6.2f} frames/s")
