@@ -17,6 +17,8 @@ reenactment for each driving frame, whose real frame heads the column).
     python docs/make_figures_pfp_mls.py media-run --checkpoint RUN/checkpoints/step_N \
         --init INIT/checkpoints/step_00000000 --data ROOT/test \
         --portraits lp_s1.jpg lp_s12.jpg lp_d30.jpg          # ~30 s
+    # training identities (a folder linking some train clips): pfp_mls_media_self_seen.png
+    python docs/make_figures_pfp_mls.py media-run ... --data SEEN --tag _seen
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def media_run(args) -> None:
                     to_uint8(out0[i], 1), to_uint8(out["prediction"][i], 1),
                     to_uint8(out["deformed"][i], 1), to_uint8(occ, 1)]
             rows.append(np.concatenate([pad(c) for c in cols], 1))
-    write_png(OUT.with_name("pfp_mls_media_self.png"), np.concatenate(rows, 0))
+    write_png(OUT.with_name(f"pfp_mls_media_self{args.tag}.png"), np.concatenate(rows, 0))
     if not args.portraits:
         return
     det = get_detector("dlib")
@@ -180,6 +182,7 @@ def main() -> None:
     m.add_argument("--frames", type=int, nargs="+", default=[40, 90, 150])
     m.add_argument("--portraits", nargs="*", default=[])
     m.add_argument("--portrait-dir", default=str(MEDIA))
+    m.add_argument("--tag", default="", help="suffix of the self-reenactment figure's name")
     args = p.parse_args()
     if args.cmd == "media-run":
         media_run(args)
