@@ -19,8 +19,8 @@ Protocols (:mod:`facegeo.evaluation`):
   Table 2); reports the relative change of the landmark error.
 
 Frames are cropped FOMM-style: one square box per clip around the first frame's
-landmarks (``--margin``), resized to ``--size``. A sub-folder of DIR holding ``*.png`` /
-``*.jpg`` frames (the clips ``apps/train.py preprocess`` writes, e.g. ``--data ROOT/test``) is
+landmarks (``--margin``), resized to ``--size``. A sub-folder of DIR holding image
+frames (the clips ``apps/train.py preprocess`` writes, e.g. ``--data ROOT/test``) is
 a clip that is already cropped: its frames are only resized to ``--size``, so a model is
 evaluated on exactly the crops of its test split. The report is written atomically as JSON
 (per-video and aggregate metrics) and as a Markdown table beside it (``report.md``).
@@ -164,7 +164,7 @@ def _crop_clip(frames: torch.Tensor, size: int, margin: float, detector) -> torc
 
 
 def _frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_frame_folder(path: Path, max_frames: int, size: int) -> torch.Tensor:
@@ -175,7 +175,7 @@ def load_frame_folder(path: Path, max_frames: int, size: int) -> torch.Tensor:
 
     files = _frame_files(path)[:max_frames]
     if not files:
-        raise EvalError(f"no frames (*.png, *.jpg) in {path}")
+        raise EvalError(f"no frames ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     try:
         frames = torch.stack([load_image(f) for f in files])
     except Exception as e:  # noqa: BLE001 - unreadable or differently sized frames
