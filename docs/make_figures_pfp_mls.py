@@ -107,8 +107,7 @@ def overfit() -> None:
                 to_uint8(out["deformed"][i], s), to_uint8(out["prediction"][i], s),
                 to_uint8(F.interpolate(out["occlusion"][i:i + 1], size=(64, 64),
                                        mode="bilinear")[0], s)]
-        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255)
-                                    for c in cols], 1))
+        rows.append(np.concatenate([pad(c) for c in cols], 1))
     write_png(OUT, np.concatenate(rows, 0))
 
 
