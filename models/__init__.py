@@ -5,3 +5,7 @@ pieces shared between models live in ``facegeo_models.common``. A model may impo
 ``facegeo`` (the geometry core), ``facegeo_models.common`` and its own sub-package, never
 another model's modules (``tests/test_layering.py``).
 """
+
+from .common.registry import list_models, load_reenactor, model_info
+
+__all__ = ["list_models", "model_info", "load_reenactor"]

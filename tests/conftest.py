@@ -20,6 +20,9 @@ if not os.environ.get("FACEGEO_ASSETS") and (_SHARED / "assets").is_dir():
     os.environ["FACEGEO_ASSETS"] = str(_SHARED / "assets")
 if not os.environ.get("FACEGEO_MEDIA") and (_SHARED / "media").is_dir():
     os.environ["FACEGEO_MEDIA"] = str(_SHARED / "media")
+# The test-only models (``_test_...``) register when their module is imported.
+import facegeo_models.common.testing  # noqa: E402, F401
+
 # Tests never write into the real user cache.
 os.environ.setdefault("FACEGEO_CACHE", str(REPO / ".pytest_cache" / "facegeo-cache"))
 

@@ -326,19 +326,22 @@ def test_registry_checkpoint_and_reenact(tmp_path):
     assert not loaded.training
     src, drv = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
     want = model.reenact(src, drv)
-    got = pfp_mls.reenact(src, drv, model=loaded)
+    got = loaded.reenact(src, drv)
     assert got.shape == (3, 3, 64, 64)
     torch.testing.assert_close(got, want)
     # bare weights file + config; other resolutions are resized in and out
     ckpt.save_weights(tmp_path / "w.safetensors", model)
     m2 = pfp_mls.load_pretrained(tmp_path / "w.safetensors", "cpu", config="tiny")
-    out = pfp_mls.reenact(F.interpolate(src, size=(80, 96)), F.interpolate(drv, size=(80, 96)),
-                          model=m2)
+    out = m2.reenact(F.interpolate(src, size=(80, 96)), F.interpolate(drv, size=(80, 96)))
     assert out.shape == (3, 3, 80, 96)
     with pytest.raises(ValueError):
         pfp_mls.load_pretrained(tmp_path / "w.safetensors", "cpu")
-    with pytest.raises(ValueError):
-        pfp_mls.reenact(src, drv)
+    from facegeo.pipeline import UnsupportedModeError
+
+    with pytest.raises(UnsupportedModeError, match="relative"):
+        model.reenact(src, drv, mode="relative")   # co-attended points: absolute only
+    with pytest.raises(ValueError, match="at most 1 source"):
+        model.reenact(torch.rand(2, 3, 64, 64), drv)
     with pytest.raises(ValueError):
         pfp_mls.from_config({"model": {"name": "fsrt", "params": {}}})
 

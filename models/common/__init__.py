@@ -7,7 +7,9 @@ Sub-modules (imported lazily by the apps; import them directly):
 * :mod:`.discriminator` - multi-scale patch discriminator, LSGAN / hinge / WGAN-GP losses,
   gradient penalty, feature matching
 * :mod:`.perceptual` - VGG-19 multi-scale perceptual loss, MobileFaceNet face-feature loss
-* :mod:`.registry` - model name -> builder
+* :mod:`.model` - :class:`ReenactmentModel`, the one interface of the neural models
+* :mod:`.config` - YAML configs with ``_base_`` inheritance and overrides
+* :mod:`.registry` - model name -> class, configs, metadata; ``list_models()``
 * :mod:`.checkpoint` - safetensors checkpoints with model card, safe loading
 * :mod:`.sampling` - deterministic resumable rank-sharded batch sampler
 * :mod:`.data` - (source, driving) video datasets, augmentation, preprocessing
@@ -18,7 +20,8 @@ See docs/training.md.
 """
 
 from .checkpoint import load_model, save_checkpoint
-from .registry import build_model, register_model, registered_models
+from .model import ReenactmentModel
+from .registry import build_model, list_models, load_reenactor, model_info, register_model
 
-__all__ = ["build_model", "register_model", "registered_models", "load_model",
-           "save_checkpoint"]
+__all__ = ["ReenactmentModel", "build_model", "register_model", "list_models", "model_info",
+           "load_reenactor", "load_model", "save_checkpoint"]

@@ -39,6 +39,8 @@ from ..common.blocks import (
     soft_argmax,
     warp,
 )
+from ..common.model import ReenactmentModel, check_images
+from ..common.registry import register_model
 
 __all__ = [
     "sinusoidal_encoding",
@@ -52,15 +54,6 @@ __all__ = [
     "DenseMotionUNet",
     "PFPMLS",
 ]
-
-
-def _check_images(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor in [0, 1], got {x.dtype}")
 
 
 # ------------------------------------------------------------------------ transformer
@@ -321,7 +314,10 @@ class DenseMotionUNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------ model
-class PFPMLS(nn.Module):
+@register_model("pfp_mls", paper="Tripathy, Kannala, Rahtu: Single Source One Shot "
+                "Reenactment using Weighted Motion from Paired Feature Points",
+                description="paired feature points + weighted MLS motion (model 1)")
+class PFPMLS(ReenactmentModel):
     """The full pfp_mls reenactment model.
 
     Args (the configs in ``configs/*.yaml`` give the values):
@@ -392,8 +388,8 @@ class PFPMLS(nn.Module):
         src, drv = batch["source"], batch["driving"]
         if isinstance(src, torch.Tensor) and src.dim() == 5:
             src = src[:, 0]
-        _check_images(src, "source")
-        _check_images(drv, "driving")
+        check_images(src, "source")
+        check_images(drv, "driving")
         if src.shape != drv.shape:
             raise ValueError(f"source {tuple(src.shape)} and driving {tuple(drv.shape)} "
                              "must have the same shape")
@@ -430,42 +426,18 @@ class PFPMLS(nn.Module):
                     + spreading_loss(k_d, self.spread_threshold))
         return {"motion": lm, "spread": lf}
 
-    @torch.no_grad()
-    def reenact(self, source: torch.Tensor, driving: torch.Tensor, *,
-                driving_point_offset: torch.Tensor | None = None,
-                return_all: bool = False):
-        """Reenact: source (B, 3, H, W) or (1, 3, H, W) (broadcast), driving (B, 3, H, W), in
-        [0, 1]. Inputs are resized to ``image_size`` when needed and the output back to
-        (H, W) of the driving frames. Returns (B, 3, H, W) (or the full output dict with
-        ``return_all``). Runs in eval mode and restores the training flag."""
-        _check_images(source, "source")
-        _check_images(driving, "driving")
-        if source.shape[0] == 1 and driving.shape[0] > 1:
-            source = source.expand(driving.shape[0], -1, -1, -1)
-        if source.shape[0] != driving.shape[0]:
-            raise ValueError(f"batch sizes differ: source {source.shape[0]}, driving "
-                             f"{driving.shape[0]}")
-        h, w = driving.shape[-2:]
-        s = self.image_size
+    # The paired feature points of source and driving are co-attended (eq. 1): a driving
+    # point has no meaning without its source partner, so the driver's points cannot be
+    # re-based on its first frame. The model copies the driver's pose: absolute only.
+    modes = ("absolute",)
 
-        def fit(x):
-            if x.shape[-2:] == (s, s):
-                return x
-            return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
-                                 antialias=True)
-
-        p = next(self.parameters())
-        batch = {"source": fit(source).to(p), "driving": fit(driving).to(p)}
-        if driving_point_offset is not None:
-            batch["driving_point_offset"] = driving_point_offset
-        was = self.training
-        self.eval()
-        try:
-            out = self(batch)
-        finally:
-            self.train(was)
-        pred = out["prediction"]
-        if pred.shape[-2:] != (h, w):
-            pred = F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=False)
-            out["prediction"] = pred
-        return out if return_all else pred
+    def _reenact(self, sources, driving, *, mode: str, return_all: bool = False):
+        """First source image animated by ``driving.image`` (B, 3, S, S); the learned
+        driving points move by ``driving.keypoint_offset`` (B, N, 2) when given. Returns
+        (B, 3, S, S) (or the full output dict with ``return_all``)."""
+        src = sources.image[:1].expand(len(driving), -1, -1, -1)
+        batch = {"source": src, "driving": driving.get("image")}
+        if driving.keypoint_offset is not None:
+            batch["driving_point_offset"] = driving.keypoint_offset.to(src)
+        out = self(batch)
+        return out if return_all else out["prediction"]
