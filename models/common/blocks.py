@@ -15,6 +15,8 @@ Contents:
 * :class:`KeypointDetector` (hourglass -> heat-maps -> soft-argmax keypoints, optional
   per-keypoint 2x2 Jacobians)
 * :func:`warp`, :func:`identity_grid`, :class:`OcclusionAwareGenerator`
+* :class:`DenseMotionNetwork` (FOMM's dense-motion hourglass: K sparse motions plus the
+  background -> softmax mask -> dense warp + occlusion)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "identity_grid",
     "warp",
     "OcclusionAwareGenerator",
+    "DenseMotionNetwork",
 ]
 
 
@@ -482,3 +485,65 @@ class OcclusionAwareGenerator(nn.Module):
             out = block(out)
         result["prediction"] = torch.sigmoid(self.final(out))
         return result
+
+
+class DenseMotionNetwork(nn.Module):
+    """FOMM's dense-motion network: an hourglass combines K sparse motions and the
+    background (identity) motion into one dense backward warp and an occlusion map.
+
+    Input of the hourglass, concatenated on channels: the caller's ``features`` (F channels,
+    e.g. heat-map differences), the source and the source warped by each motion
+    ((K + 1) * C), and, with ``displacement``, each motion minus the identity (2K).
+    A conv7x7 of its output gives a softmax mask over the K + 1 motions (index 0 the
+    background), ``deformation = sum_k mask_k * motion_k``; another conv7x7 + sigmoid the
+    occlusion map (1 = visible).
+
+    Args:
+        feature_channels: F; num_motions: K; num_channels: C of the source.
+        block_expansion, num_blocks, max_features, norm: of the :class:`Hourglass`.
+        occlusion: predict the occlusion map.
+        displacement: feed the displacements ``motion_k - x`` to the hourglass.
+
+    forward(source (B, C, h, w), motions (B, K, h, w, 2) sampling grids (or (B, h, w, 2)
+    when K = 1), features (B, F, h, w)) -> dict with ``deformation`` (B, h, w, 2), ``mask``
+    (B, K + 1, h, w), ``sparse_deformed`` (B, K + 1, C, h, w) and ``occlusion``
+    (B, 1, h, w) when enabled.
+    """
+
+    def __init__(self, feature_channels: int, num_motions: int = 1, num_channels: int = 3,
+                 block_expansion: int = 64, num_blocks: int = 5, max_features: int = 1024,
+                 norm: str = "batch", occlusion: bool = True, displacement: bool = True):
+        super().__init__()
+        self.num_motions, self.displacement = num_motions, displacement
+        cin = feature_channels + (num_motions + 1) * num_channels + (
+            2 * num_motions if displacement else 0)
+        self.hourglass = Hourglass(block_expansion, cin, num_blocks, max_features, norm)
+        self.mask = nn.Conv2d(self.hourglass.out_filters, num_motions + 1, 7, padding=3)
+        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, 7, padding=3)
+                          if occlusion else None)
+
+    def forward(self, source: torch.Tensor, motions: torch.Tensor, features: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        _check_4d(source, "source")
+        if motions.dim() == 4:
+            motions = motions[:, None]
+        b, _, h, w = source.shape
+        if motions.shape != (b, self.num_motions, h, w, 2):
+            raise ValueError(f"motions must have shape {(b, self.num_motions, h, w, 2)}, got "
+                             f"{tuple(motions.shape)}")
+        ident = identity_grid(b, h, w, device=motions.device, dtype=motions.dtype)
+        warped = [warp(source, motions[:, k]) for k in range(self.num_motions)]
+        parts = [features, source, *warped]
+        if self.displacement:
+            parts += [(motions[:, k] - ident).permute(0, 3, 1, 2)
+                      for k in range(self.num_motions)]
+        feat = self.hourglass(torch.cat(parts, 1))
+        mask = F.softmax(self.mask(feat), dim=1)
+        grid = mask[:, 0, :, :, None] * ident
+        for k in range(self.num_motions):
+            grid = grid + mask[:, k + 1, :, :, None] * motions[:, k]
+        out = {"deformation": grid, "mask": mask,
+               "sparse_deformed": torch.stack([source, *warped], 1)}
+        if self.occlusion is not None:
+            out["occlusion"] = torch.sigmoid(self.occlusion(feat))
+        return out

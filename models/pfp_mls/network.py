@@ -19,154 +19,51 @@ align_corners=False, x right / y down, see :mod:`facegeo.coords`)::
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from facegeo import mls
 
+from ..common.attention import (
+    DecoderLayer,
+    EncoderLayer,
+    PositionalAttention,
+    PositionwiseFeedForward,
+    sinusoidal_encoding,
+)
 from ..common.blocks import (
     AntiAliasInterpolation2d,
+    DenseMotionNetwork,
     DownBlock2d,
-    Hourglass,
     OcclusionAwareGenerator,
     coordinate_grid,
-    identity_grid,
     keypoints_to_gaussian,
     make_norm,
     soft_argmax,
-    warp,
 )
 from ..common.model import ReenactmentModel, check_images
 from ..common.registry import register_model
 
 __all__ = [
+    "PairedFeaturePointTransformer",
+    "ImageEmbedder",
+    "WeightedMotionEstimator",
+    "PFPMLS",
+    # shared blocks (facegeo_models.common), importable from here for compatibility
     "sinusoidal_encoding",
     "PositionalAttention",
     "PositionwiseFeedForward",
     "EncoderLayer",
     "DecoderLayer",
-    "PairedFeaturePointTransformer",
-    "ImageEmbedder",
-    "WeightedMotionEstimator",
     "DenseMotionUNet",
-    "PFPMLS",
 ]
+
+# The dense-motion U-Net of the paper is FOMM's, with one motion besides the background.
+DenseMotionUNet = DenseMotionNetwork
 
 
 # ------------------------------------------------------------------------ transformer
-def sinusoidal_encoding(length: int, dim: int, *, device=None,
-                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Sinusoidal positional encoding of Vaswani et al.: (length, dim) with
-    ``PE[p, 2i] = sin(p / 10000^(2i/dim))`` and ``PE[p, 2i+1] = cos(p / 10000^(2i/dim))``."""
-    if length < 1 or dim < 2 or dim % 2:
-        raise ValueError(f"need length >= 1 and an even dim >= 2, got {length}, {dim}")
-    pos = torch.arange(length, dtype=torch.float64)[:, None]
-    inv = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    pe = torch.zeros(length, dim, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(pos * inv)
-    pe[:, 1::2] = torch.cos(pos * inv)
-    return pe.to(device=device, dtype=dtype)
-
-
-class PositionalAttention(nn.Module):
-    """Multi-head scaled-dot-product attention with the positional encoding applied to its
-    inputs, eq. (2): ``A(Q, K, V) = softmax(P(Q) P(K)^T / sqrt(d_k)) P(V)`` with
-    ``P(X) = X + PE`` (sinusoidal, over the token index = feature-point index), extended to
-    ``heads`` heads with separate linear projections of P(Q), P(K), P(V), concatenated and
-    mixed by an output projection (Vaswani et al.).
-
-    forward(query (B, Lq, D), key (B, Lk, D), value (B, Lk, D)) -> (B, Lq, D).
-    """
-
-    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.0, max_len: int = 256):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
-        self.dim, self.heads, self.d_k = dim, heads, dim // heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-        self.dropout = dropout
-        self.register_buffer("pe", sinusoidal_encoding(max_len, dim), persistent=False)
-
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-                ) -> torch.Tensor:
-        b, lq, d = query.shape
-        lk = key.shape[1]
-        if d != self.dim or key.shape[-1] != d or value.shape != key.shape:
-            raise ValueError(f"attention inputs must be (B, L, {self.dim}), got "
-                             f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-        if max(lq, lk) > self.pe.shape[0]:
-            raise ValueError(f"sequence longer than max_len={self.pe.shape[0]}")
-        pe = self.pe.to(query.dtype)
-        q = self.q_proj(query + pe[:lq]).view(b, lq, self.heads, self.d_k).transpose(1, 2)
-        k = self.k_proj(key + pe[:lk]).view(b, lk, self.heads, self.d_k).transpose(1, 2)
-        v = self.v_proj(value + pe[:lk]).view(b, lk, self.heads, self.d_k).transpose(1, 2)
-        att = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(att.transpose(1, 2).reshape(b, lq, d))
-
-
-class PositionwiseFeedForward(nn.Module):
-    """Linear(D, d_ff) -> ReLU -> dropout -> Linear(d_ff, D), applied to every token."""
-
-    def __init__(self, dim: int, d_ff: int, dropout: float = 0.0):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, d_ff), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(d_ff, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class EncoderLayer(nn.Module):
-    """Self-attention and feed-forward sub-layers, each ``x + drop(sub(LayerNorm(x)))``,
-    followed by a final LayerNorm. (B, L, D) -> (B, L, D)."""
-
-    def __init__(self, dim: int, heads: int, d_ff: int, dropout: float = 0.0,
-                 max_len: int = 256):
-        super().__init__()
-        self.self_attn = PositionalAttention(dim, heads, dropout, max_len)
-        self.ff = PositionwiseFeedForward(dim, d_ff, dropout)
-        self.norm1, self.norm2, self.norm_out = (nn.LayerNorm(dim) for _ in range(3))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.drop(self.self_attn(h, h, h))
-        x = x + self.drop(self.ff(self.norm2(x)))
-        return self.norm_out(x)
-
-
-class DecoderLayer(nn.Module):
-    """Self-attention, feed-forward, then co-attention whose query is the output of those
-    first two sub-layers and whose key and value are the encoder output (``memory``), as
-    the paper describes the decoder; pre-norm residual sub-layers and a final LayerNorm.
-
-    forward(x (B, L, D), memory (B, Lm, D)) -> (B, L, D)."""
-
-    def __init__(self, dim: int, heads: int, d_ff: int, dropout: float = 0.0,
-                 max_len: int = 256):
-        super().__init__()
-        self.self_attn = PositionalAttention(dim, heads, dropout, max_len)
-        self.ff = PositionwiseFeedForward(dim, d_ff, dropout)
-        self.co_attn = PositionalAttention(dim, heads, dropout, max_len)
-        self.norm1, self.norm2, self.norm3, self.norm_out = (nn.LayerNorm(dim)
-                                                             for _ in range(4))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.drop(self.self_attn(h, h, h))
-        x = x + self.drop(self.ff(self.norm2(x)))
-        x = x + self.drop(self.co_attn(self.norm3(x), memory, memory))
-        return self.norm_out(x)
-
-
 class PairedFeaturePointTransformer(nn.Module):
     """The paired-feature-point transformer T (one encoder and one decoder layer).
 
@@ -274,45 +171,6 @@ class WeightedMotionEstimator(nn.Module):
                 "M": mat, "flow": flow, "heatmap_source": g_s, "heatmap_driving": g_d}
 
 
-class DenseMotionUNet(nn.Module):
-    """U-Net turning the weighted motion f and the background (identity) motion into a
-    dense warp and an occlusion mask (FOMM's dense-motion network with two motions).
-
-    Input channels: heat-map difference g_d - g_s (N), the source (3), the source warped by
-    f (3), the displacement f - x (2). The hourglass output gives a softmax mask over the
-    two motions, ``grid = m_bg * x + m_f * f``, and a sigmoid occlusion map.
-
-    forward(source_small (B, 3, h, w), flow (B, h, w, 2), heat (B, N, h, w)) -> dict with
-    ``deformation`` (B, h, w, 2), ``occlusion`` (B, 1, h, w), ``mask`` (B, 2, h, w),
-    ``sparse_deformed`` (B, 2, 3, h, w).
-    """
-
-    def __init__(self, num_points: int = 10, block_expansion: int = 64,
-                 num_blocks: int = 5, max_features: int = 1024, norm: str = "batch",
-                 occlusion: bool = True):
-        super().__init__()
-        self.hourglass = Hourglass(block_expansion, num_points + 8, num_blocks, max_features,
-                                   norm)
-        self.mask = nn.Conv2d(self.hourglass.out_filters, 2, 7, padding=3)
-        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, 7, padding=3)
-                          if occlusion else None)
-
-    def forward(self, source_small: torch.Tensor, flow: torch.Tensor, heat: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
-        b, _, h, w = source_small.shape
-        ident = identity_grid(b, h, w, device=flow.device, dtype=flow.dtype)
-        warped = warp(source_small, flow)
-        x = torch.cat([heat, source_small, warped, (flow - ident).permute(0, 3, 1, 2)], 1)
-        feat = self.hourglass(x)
-        mask = F.softmax(self.mask(feat), dim=1)
-        grid = mask[:, 0, :, :, None] * ident + mask[:, 1, :, :, None] * flow
-        out = {"deformation": grid, "mask": mask,
-               "sparse_deformed": torch.stack([source_small, warped], 1)}
-        if self.occlusion is not None:
-            out["occlusion"] = torch.sigmoid(self.occlusion(feat))
-        return out
-
-
 # ------------------------------------------------------------------------------ model
 @register_model("pfp_mls", paper="Tripathy, Kannala, Rahtu: Single Source One Shot "
                 "Reenactment using Weighted Motion from Paired Feature Points",
@@ -330,7 +188,8 @@ class PFPMLS(ReenactmentModel):
         temperature: softmax temperature of the heat-maps.
         motion: {alpha, kernel_size, gaussian_sigma, scale_factor}: the weighted motion and
             the dense motion are computed at ``image_size * scale_factor``.
-        dense_motion: kwargs of :class:`DenseMotionUNet`.
+        dense_motion: kwargs of :class:`~facegeo_models.common.blocks.DenseMotionNetwork`
+            (block_expansion, num_blocks, max_features; one motion, N feature channels).
         generator: kwargs of :class:`~facegeo_models.common.blocks.OcclusionAwareGenerator`.
         norm: normalization of the convolutional parts ("batch" as the paper).
         motion_loss_detach_points: L_m (eq. 7) trains M only (points and weights detached).
@@ -367,7 +226,7 @@ class PFPMLS(ReenactmentModel):
                                                          **(transformer or {}))
         self.motion = WeightedMotionEstimator(num_points, **motion)
         self.motion_down = AntiAliasInterpolation2d(3, self.motion_scale)
-        self.dense_motion = DenseMotionUNet(num_points, norm=norm, **(dense_motion or {}))
+        self.dense_motion = DenseMotionNetwork(num_points, norm=norm, **(dense_motion or {}))
         self.generator = OcclusionAwareGenerator(3, norm=norm, **(generator or {}))
 
     # ----------------------------------------------------------------- pieces
