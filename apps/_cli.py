@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegeo.image_io import IMAGE_SUFFIXES
+
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class CLIError(ValueError):

@@ -4,12 +4,13 @@ Usage::
 
     python apps/reenact.py --source face.jpg --driving talk.mp4 --output out.mp4
         [--mode relative|absolute] [--size 256] [--crop | --no-crop] [--device auto]
-        [--model geometric | <neural model name> --checkpoint PATH]
+        [--model geometric | <neural model> [--checkpoint DIR | W.safetensors --config C]]
     python apps/reenact.py --source face.jpg --driving other_face.jpg --output out.png
     python apps/reenact.py --demo [--output demo.mp4]        # bundled portrait + 3DMM motion
 
-``--mode relative`` (default) moves the source head by the driver's motion relative to the
-first driving frame; ``absolute`` copies the driver's head pose and framing. ``--crop``
+``--mode relative`` (the geometric default) moves the source head by the driver's motion
+relative to the first driving frame; ``absolute`` copies the driver's head pose and framing;
+a neural model defaults to its own mode and refuses one it cannot honour. ``--crop``
 (default) writes the S x S face crop; ``--no-crop`` pastes the animated crop back into the
 full source frame. The driving video's frame rate is kept and its audio track copied. Driving
 frames without a face hold the last good pose (their number is reported). See docs/reenact.md.
@@ -18,7 +19,6 @@ frames without a face hold the last good pose (their number is reported). See do
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -41,21 +41,38 @@ __all__ = ["main", "build_parser"]
 DEMO_OUTPUT = "facegeo_reenact_demo.mp4"
 
 
+def _models_epilog() -> str:
+    try:
+        from facegeo_models import list_models, model_info
+
+        rows = [model_info(n).summary() for n in list_models()]
+    except Exception as e:  # noqa: BLE001 - --help must work even with a broken plugin
+        rows = [f"(the model list could not be read: {e})"]
+    return "models (--model):\n" + "\n".join(f"  {r}" for r in rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facegeo-reenact", description=__doc__,
+                                epilog=_models_epilog(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", help="source portrait (image file)")
+    p.add_argument("--source", action="append",
+                   help="source portrait (image file); repeat for models that take several")
     p.add_argument("--driving", help="driving video, or one driving image (image-to-image)")
     p.add_argument("--output", help=f"output video ({'/'.join(VIDEO_SUFFIXES)}) or image "
                    f"(image-to-image: {'/'.join(IMAGE_SUFFIXES)})")
-    p.add_argument("--mode", choices=("relative", "absolute"), default="relative",
+    p.add_argument("--mode", choices=("relative", "absolute"), default=None,
                    help="head pose: driver's motion applied to the source pose (relative), or "
-                   "the driver's pose and framing (absolute)")
+                   "the driver's pose and framing (absolute); default: the model's default "
+                   "(geometric: relative). A mode a model cannot honour is an error")
     p.add_argument("--model", default="geometric",
-                   help="'geometric' (default, no network) or a neural model name "
-                   "(e.g. pfp_mls) together with --checkpoint")
-    p.add_argument("--checkpoint", help="checkpoint of the neural --model")
-    p.add_argument("--size", type=int, default=256, help="working resolution (default 256)")
+                   help="'geometric' (default, no network) or a neural model (list below)")
+    p.add_argument("--checkpoint", help="weights of the neural --model: a checkpoint folder, "
+                   "or a bare .safetensors file with --config (default: the shipped weights)")
+    p.add_argument("--config", help="config of a bare .safetensors --checkpoint: a bundled "
+                   "config name of the model (e.g. tiny, cpu128, paper) or a YAML path")
+    p.add_argument("--size", type=int, default=None,
+                   help="working resolution: the face crop side (default: 256 for geometric, "
+                   "the model's image_size for neural models, which resize to it internally)")
     p.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
                    help="write the face crop (default) or paste it back into the full frame")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
@@ -70,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None,
                    help="use only the first N driving frames")
     p.add_argument("--relative-expression", action="store_true",
-                   help="add the driver's expression change to the source's expression "
-                   "instead of copying the driver's expression")
+                   help="(geometric) add the driver's expression change to the source's "
+                   "expression instead of copying the driver's expression")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -84,25 +101,29 @@ def _validate(a: argparse.Namespace) -> None:
                            " (or use --demo)")
     if a.output is None:
         a.output = DEMO_OUTPUT
-    if a.size < 32 or a.size > 2048:
+    if a.size is not None and (a.size < 32 or a.size > 2048):
         raise CLIError(f"--size must be in [32, 2048], got {a.size}")
     if a.frames < 2:
         raise CLIError(f"--frames must be >= 2, got {a.frames}")
     if a.max_frames is not None and a.max_frames < 1:
         raise CLIError(f"--max-frames must be >= 1, got {a.max_frames}")
-    if a.model != "geometric" and not a.checkpoint:
-        raise CLIError(f"--model {a.model} needs --checkpoint PATH")
-    if a.model == "geometric" and a.checkpoint:
-        raise CLIError("--checkpoint is only used with a neural --model")
+    geometric = a.model == "geometric"
+    if geometric and (a.checkpoint or a.config):
+        raise CLIError("--checkpoint/--config are only used with a neural --model")
+    if not geometric and a.relative_expression:
+        raise CLIError("--relative-expression is an option of --model geometric")
+    if a.config and not a.checkpoint:
+        raise CLIError("--config describes a bare .safetensors --checkpoint; give one")
     if a.checkpoint and not Path(a.checkpoint).exists():
         raise FileNotFoundError(f"checkpoint not found: {a.checkpoint}")
-    if a.source is not None and not Path(a.source).is_file():
-        raise FileNotFoundError(f"source image not found: {a.source}")
+    for src in a.source or []:
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"source image not found: {src}")
+        if not is_image_path(src):
+            raise CLIError(f"--source must be an image ({', '.join(IMAGE_SUFFIXES)}), got "
+                           f"{src}")
     if a.driving is not None and not Path(a.driving).is_file():
         raise FileNotFoundError(f"driving file not found: {a.driving}")
-    if a.source is not None and not is_image_path(a.source):
-        raise CLIError(f"--source must be an image ({', '.join(IMAGE_SUFFIXES)}), got "
-                       f"{a.source}")
     out_image = Path(a.output).suffix.lower() in IMAGE_SUFFIXES
     drv_image = a.driving is not None and is_image_path(a.driving)
     if out_image and not drv_image:
@@ -111,83 +132,54 @@ def _validate(a: argparse.Namespace) -> None:
     check_output(a.output, VIDEO_SUFFIXES + IMAGE_SUFFIXES)
 
 
-def _neural(name: str, checkpoint: str, device):
-    """Load a neural model package's ``load_pretrained`` / ``reenact`` pair."""
-    try:
-        mod = importlib.import_module(f"facegeo_models.{name}")
-    except ModuleNotFoundError as e:
-        from facegeo_models.common.registry import registered_models
+def _reenactor(a: argparse.Namespace, device):
+    """The --model as a :class:`facegeo.pipeline.Reenactor` (geometric or neural)."""
+    from facegeo_models import list_models, load_reenactor
 
-        raise CLIError(f"unknown --model {name!r} ({e}); registered models: "
-                       f"{', '.join(registered_models()) or '(none)'}") from None
-    if not hasattr(mod, "load_pretrained") or not hasattr(mod, "reenact"):
-        raise CLIError(f"model package {name!r} has no load_pretrained/reenact entry point")
-    return mod, mod.load_pretrained(checkpoint, device)
+    if a.model not in list_models():
+        raise CLIError(f"unknown --model {a.model!r}; installed models: "
+                       f"{', '.join(list_models())}")
+    if a.model == "geometric":
+        return load_reenactor("geometric", device=device, model=load_model(),
+                              size=a.size or 256, relative_expression=a.relative_expression)
+    return load_reenactor(a.model, checkpoint=a.checkpoint, config=a.config, device=device)
 
 
 def _run(a: argparse.Namespace) -> int:
-    import torch
-
     from facegeo.image_io import save_image
-    from facegeo.reenact import GeometricReenactor, synthetic_driving, track_driving
-    from facegeo.video import read_video, video_info, write_video
+    from facegeo.pipeline import ReenactmentPipeline
+    from facegeo.reenact import GeometricReenactor, synthetic_driving
+    from facegeo.video import write_video
 
     _validate(a)
     device = pick_device(a.device, threads=a.threads)
     out = Path(a.output).expanduser()
-    src_img = demo_source() if a.source is None else load_source_image(a.source)
-    rr = GeometricReenactor(load_model(), size=a.size, device=device)
-    src = rr.fit_source(src_img, crop=True)
+    rr = _reenactor(a, device)
+    mode = rr.check_mode(a.mode)          # a mode the model cannot honour fails here
+    srcs = [demo_source()] if not a.source else [load_source_image(s) for s in a.source]
     show = not a.quiet
-    neural = a.model != "geometric"
-    fps, audio, track = 30.0, None, None
-    if a.driving is None:  # demo: 3DMM-synthesised performance
-        if neural:
-            raise CLIError("a neural --model needs a real --driving video")
+    fps, audio = 30.0, None
+    if a.driving is None:  # demo: 3DMM-synthesised performance (geometric only)
+        if not isinstance(rr, GeometricReenactor):
+            raise CLIError(f"--model {a.model} needs a real --driving video")
+        src = rr.fit_source(srcs[0], crop=True)
         targets = synthetic_driving(src.fit, rr.model, a.frames)
+        n = len(targets)
+
+        def gen(bar):
+            yield from rr.render_stream(src, targets, paste=not a.crop, progress=bar.update)
     else:
-        if is_image_path(a.driving):
-            frames = [load_source_image(a.driving, "driving")]
-            n_total = 1
-        else:
-            info = video_info(a.driving)
-            fps = info.fps or 30.0
-            frames, _ = read_video(a.driving, stream=True, max_frames=a.max_frames)
-            n_total = info.frames if a.max_frames is None else min(info.frames or a.max_frames,
-                                                                    a.max_frames)
-            audio = a.driving if info.has_audio else None
-        with progress_bar(n_total or None, "landmarks", show) as bar:
-            track = track_driving(frames, fps, detector=rr.detector,
-                                  keep_crops=a.size if neural else None, progress=bar.update)
-        if track.n_missing:
-            print(f"warning: {track.n_missing} of {len(track)} driving frames had no face; "
+        pipe = ReenactmentPipeline(rr, device=device, size=a.size)
+        with progress_bar(None, "landmarks", show) as bar:
+            job = pipe.prepare(srcs, a.driving, max_frames=a.max_frames, progress=bar.update)
+        if job.n_missing:
+            print(f"warning: {job.n_missing} of {job.n_frames} driving frames had no face; "
                   "they hold the last good pose", file=sys.stderr)
-        targets = None
-        if not neural:
-            dfit = rr.fit_driving(track)
-            targets = rr.target_fits(src.fit, dfit, a.mode,
-                                     relative_expression=a.relative_expression)
-    n = len(targets) if targets is not None else len(track)
+        fps, audio, n = job.fps, job.audio, job.n_frames
 
-    def geometric_frames(bar):
-        yield from rr.render_stream(src, targets, paste=not a.crop, progress=bar.update)
+        def gen(bar):
+            yield from job.frames(mode=mode, paste=not a.crop, progress=bar.update)
 
-    def neural_frames(bar):
-        from facegeo.landmarks.crops import paste_back
-
-        mod, net = _neural(a.model, a.checkpoint, device)
-        for i in range(0, n, 8):
-            drv = track.frames[i:i + 8].to(device)
-            with torch.no_grad():
-                res = mod.reenact(src.image.expand(drv.shape[0], -1, -1, -1), drv, model=net)
-            if not a.crop:
-                k = res.shape[0]
-                res = paste_back(src.full.expand(k, -1, -1, -1), res.to(src.full),
-                                 src.box[None].expand(k, 3))
-            yield from res.clamp(0, 1)
-            bar.update(res.shape[0])
-
-    gen = neural_frames if neural else geometric_frames
     with progress_bar(n, "rendering", show) as bar:
         if out.suffix.lower() in IMAGE_SUFFIXES:
             frame = next(iter(gen(bar)))
@@ -195,7 +187,7 @@ def _run(a: argparse.Namespace) -> int:
         else:
             write_video(out, (f.cpu() for f in gen(bar)), fps, audio_from=audio)
     kind = "image" if out.suffix.lower() in IMAGE_SUFFIXES else f"{n} frames at {fps:g} fps"
-    print(f"wrote {out.resolve()} ({kind})")
+    print(f"wrote {out.resolve()} ({kind}; model {rr.name}, {mode} mode)")
     return 0
 
 

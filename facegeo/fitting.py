@@ -419,6 +419,9 @@ class LandmarkFitter:
                 fixed landmark vertices).
             iterations: Levenberg-Marquardt iterations.
             shared_identity: one identity for all B inputs (video mode).
+            id_coeffs: (K_id,) known identity coefficients, held fixed for all B inputs
+                (only pose and expression are fitted; e.g. a long video fitted in chunks
+                with the identity estimated once).
             smooth_pose, smooth_exp: temporal smoothness weights between consecutive inputs
                 (only with ``shared_identity``).
             coarse_iterations, coarse_n_id: the first ``coarse_iterations`` iterations (at most
@@ -475,6 +478,7 @@ class LandmarkFitter:
         smooth_exp: float = 0.0,
         coarse_iterations: int = 3,
         coarse_n_id: int = 40,
+        id_coeffs: torch.Tensor | None = None,
     ) -> FitResult:
         """Unchunked :meth:`fit`."""
         if camera not in ("weak_perspective", "pinhole"):
@@ -500,6 +504,14 @@ class LandmarkFitter:
 
         K, Ki = self.n_coeffs, self.n_id
         coef = torch.zeros(B, K, dtype=dt, device=dev)
+        if id_coeffs is not None:  # a known identity: held fixed, pose/expression fitted
+            a = torch.as_tensor(id_coeffs, dtype=dt, device=dev).reshape(-1)
+            if a.numel() < Ki:
+                raise ValueError(f"id_coeffs has {a.numel()} entries, the fitter uses {Ki}")
+            if not torch.isfinite(a).all():
+                raise ValueError("id_coeffs must be finite")
+            coef[:, :Ki] = a[:Ki]
+            fit_identity = False
         free = torch.ones(K, dtype=torch.bool, device=dev)
         if not fit_identity:
             free[:Ki] = False
@@ -511,7 +523,9 @@ class LandmarkFitter:
             boxed[Ki:] = True
 
         # ---- initial pose
-        R, s, t2 = self._init_pose_affine(self.mean_lm[None], x, wn)
+        init_shape = self.mean_lm[None] if id_coeffs is None else self._shape(
+            self.mean_lm[None], self.basis_lm[None], coef[:1])
+        R, s, t2 = self._init_pose_affine(init_shape, x, wn)
         pose = {"R": R}
         if camera == "weak_perspective":
             pose.update(s=s, t=t2)

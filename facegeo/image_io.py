@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "ImageReadError",
     "load_image",
     "save_image",
@@ -31,6 +32,10 @@ __all__ = [
     "from_uint8_hwc",
     "as_uint8_rgb",
 ]
+
+
+#: file suffixes read as still images (by the apps, the pipeline and the datasets)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class ImageReadError(ValueError):

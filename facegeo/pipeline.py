@@ -36,13 +36,17 @@ chunk borders). Peak memory therefore does not grow with the clip length
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CONDITIONING", "MODES", "Conditioning", "Reenactor", "UnsupportedModeError"]
+__all__ = ["CONDITIONING", "MODES", "Conditioning", "Reenactor", "UnsupportedModeError",
+           "ReenactmentPipeline", "Job", "FrameSource"]
 
 MODES = ("relative", "absolute")
 
@@ -155,6 +159,9 @@ class Reenactor:
     modes: tuple[str, ...] = MODES
     max_sources: int = 1
     image_size: int = 256
+    #: number of learned keypoints whose driving positions ``keypoint_offset`` moves (the
+    #: keypoint-robustness protocol); None: the protocol perturbs the 68 landmarks instead
+    num_keypoints: int | None = None
 
     def check_mode(self, mode: str | None) -> str:
         """``mode`` validated against :attr:`modes` (None -> the default mode)."""
@@ -183,3 +190,368 @@ class Reenactor:
     def reenact(self, sources, driving: Conditioning, *, mode: str | None = None
                 ) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- frames
+class FrameSource:
+    """Driving frames that can be iterated more than once without holding them all.
+
+    ``frames`` is a video path (decoded again for each pass), an image path (one frame), a
+    (T, 3, H, W) float tensor, a (T, H, W, 3) uint8 array, or a list of frames (tensors
+    (3, H, W) / arrays (H, W, 3)). A one-shot iterator is materialised into a list (its
+    frames are then in memory: pass a path or a tensor for long clips).
+
+    Attributes:
+        fps: frame rate (the file's, else the ``fps`` given, else 30).
+        audio: the video path when it has an audio track, else None.
+        length: number of frames when known (container metadata), else None.
+    """
+
+    def __init__(self, frames, fps: float | None = None, max_frames: int | None = None):
+        from facegeo.image_io import IMAGE_SUFFIXES
+        from facegeo.video import video_info
+
+        self.path: Path | None = None
+        self.audio = None
+        self.max_frames = max_frames
+        self.length: int | None = None
+        self._frames = None
+        if isinstance(frames, (str, os.PathLike)):
+            self.path = Path(frames)
+            if not self.path.is_file():
+                raise FileNotFoundError(f"driving file not found: {self.path}")
+
+            if self.path.suffix.lower() in IMAGE_SUFFIXES:
+                from facegeo.image_io import load_image
+
+                self._frames = [load_image(self.path, background=1.0)]
+                self.path = None
+                self.length = 1
+            else:
+                info = video_info(self.path)
+                fps = info.fps or fps
+                self.audio = self.path if info.has_audio else None
+                self.length = info.frames or None
+        else:
+            if isinstance(frames, torch.Tensor) and frames.dim() == 3:
+                frames = frames[None]
+            if not isinstance(frames, (torch.Tensor, list, tuple)) and not hasattr(
+                    frames, "__getitem__"):
+                frames = list(frames)
+            self._frames = frames
+            self.length = len(frames)
+        if self.length is not None and max_frames is not None:
+            self.length = min(self.length, max_frames)
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+
+    def __iter__(self) -> Iterator:
+        if self.path is not None:
+            from facegeo.video import iter_video
+
+            return iter_video(self.path, max_frames=self.max_frames)
+        n = len(self._frames) if self.max_frames is None else min(len(self._frames),
+                                                                   self.max_frames)
+        return (self._frames[i] for i in range(n))
+
+
+def _batch(frames: list) -> torch.Tensor:
+    """List of (H, W, 3) uint8 arrays / (3, H, W) tensors -> (B, 3, H, W) float in [0, 1]."""
+    from facegeo.image_io import as_uint8_rgb
+
+    out = []
+    for f in frames:
+        if isinstance(f, torch.Tensor) and f.is_floating_point():
+            out.append(f.float())
+        else:
+            a = as_uint8_rgb(f)
+            out.append(torch.from_numpy(a).permute(2, 0, 1).float() / 255.0)
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- pipeline
+class ReenactmentPipeline:
+    """Computes what a :class:`Reenactor` ``requires`` with the core and streams frames.
+
+    Args:
+        reenactor: the method (``facegeo.reenact.GeometricReenactor`` or a neural model).
+        conditioner: the :class:`facegeo.reenact.FaceConditioner` that detects and fits
+            (default: the reenactor itself when it is one, else a new one at the
+            reenactor's ``image_size``; its morphable model is loaded only when a 3DMM
+            conditioning is required).
+        device: where conditioning and the reenactor run (default: the conditioner's).
+        size: crop side S of the conditioning (default: the reenactor's ``image_size``; a
+            neural model resizes to its own resolution and back).
+        crop: True (default): detect the face and crop FOMM-style boxes (one box for the
+            whole driving clip); False: the inputs already are face crops, only resized.
+        chunk_size: driving frames per reenactor call.
+        tracker_kwargs: extra :class:`facegeo.landmarks.tracking.LandmarkTracker` arguments.
+
+    Use :meth:`prepare` (sources + pass 1) and then :meth:`Job.frames` (pass 2)::
+
+        job = ReenactmentPipeline(model).prepare(source_image, "talk.mp4")
+        write_video("out.mp4", job.frames(mode="relative"), job.fps, audio_from=job.audio)
+    """
+
+    def __init__(self, reenactor: Reenactor, *, conditioner=None, device=None,
+                 size: int | None = None, crop: bool = True, chunk_size: int = 16,
+                 tracker_kwargs: dict | None = None):
+        from facegeo.reenact import FaceConditioner
+
+        unknown = set(reenactor.requires) - set(CONDITIONING)
+        if unknown:
+            raise ValueError(f"{reenactor.name} requires unknown conditioning "
+                             f"{sorted(unknown)}; the pipeline computes {', '.join(CONDITIONING)}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.reenactor = reenactor
+        if conditioner is None:
+            conditioner = reenactor if isinstance(reenactor, FaceConditioner) else \
+                FaceConditioner(size=size or reenactor.image_size, device=device)
+        if size is not None and conditioner.size != size:
+            raise ValueError(f"size={size} differs from the conditioner's size "
+                             f"{conditioner.size} (the geometric reenactor renders at its own "
+                             "size: build it with that size)")
+        self.conditioner = conditioner
+        self.device = torch.device(device) if device is not None else conditioner.device
+        self.crop = crop
+        self.chunk_size = chunk_size
+        self.tracker_kwargs = tracker_kwargs
+        req = set(reenactor.requires)
+        self.needs_fit = bool(req & {"morphable_fit", "disentangled_landmarks"})
+
+    @property
+    def size(self) -> int:
+        return self.conditioner.size
+
+    # -- sources ------------------------------------------------------------------------
+    def prepare_sources(self, images, landmarks=None) -> list:
+        """Detect, crop (unless ``crop=False``) and, when needed, fit each source image.
+
+        Args:
+            images: one (3, H, W) image or a list of them (float in [0, 1]).
+            landmarks: optional (68, 2) landmarks per image (detected when None).
+
+        Returns:
+            list of :class:`facegeo.reenact.SourceState`.
+        """
+        if isinstance(images, torch.Tensor) and images.dim() in (3, 4) and not (
+                images.dim() == 4 and images.shape[0] > 1):
+            images = [images]
+        images = list(images)
+        lms = list(landmarks) if landmarks is not None else [None] * len(images)
+        self.reenactor.check_sources(images)
+        return [self.conditioner.fit_source(im, lm, crop=self.crop, fit=self.needs_fit)
+                for im, lm in zip(images, lms)]
+
+    def source_conditioning(self, sources: list) -> Conditioning:
+        """The :class:`Conditioning` of prepared sources (N rows)."""
+        from facegeo.reenact import FaceFit
+
+        fits = [s.fit for s in sources]
+        fit = None
+        if all(f is not None for f in fits):
+            fit = FaceFit(*(torch.cat([getattr(f, k) for f in fits]) for k in (
+                "rotation", "scale", "translation", "id_coeffs", "exp_coeffs")))
+        n = len(sources)
+        return Conditioning(image=torch.cat([s.image for s in sources]).to(self.device),
+                            landmarks68=torch.cat([s.landmarks for s in sources]).to(self.device),
+                            morphable_fit=fit.to(self.device) if fit is not None else None,
+                            frame_index=torch.arange(n), good=torch.ones(n, dtype=torch.bool))
+
+    # -- pass 1 -------------------------------------------------------------------------
+    def prepare(self, sources, driving, *, fps: float | None = None,
+                max_frames: int | None = None, source_landmarks=None,
+                perturb_landmarks: Callable | None = None,
+                progress: Callable[[int], None] | None = None) -> Job:
+        """Sources, then pass 1 over the driving frames (landmarks, boxes, 3DMM fits).
+
+        Args:
+            sources: one source image (3, H, W) or a list of them.
+            driving: anything :class:`FrameSource` takes (video path, tensor, list...).
+            fps: frame rate of in-memory frames.
+            max_frames: use only the first N driving frames.
+            perturb_landmarks: optional ``f(lm (T, 68, 2) in [0, 1] frame units) -> lm``
+                applied to the tracked driving landmarks before fitting (robustness tests).
+            progress: called with 1 per tracked frame.
+
+        Returns:
+            :class:`Job`.
+        """
+        from facegeo.reenact import driving_boxes, track_driving
+
+        t0 = time.perf_counter()
+        src = self.prepare_sources(sources, source_landmarks)
+        frames = driving if isinstance(driving, FrameSource) else FrameSource(
+            driving, fps, max_frames)
+        track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
+                              progress=progress, tracker_kwargs=self.tracker_kwargs)
+        if perturb_landmarks is not None:
+            h, w = track.frame_size
+            scale = torch.tensor([float(w), float(h)])
+            track.landmarks = perturb_landmarks(track.landmarks / scale) * scale
+        if self.crop:
+            boxes = driving_boxes(track)
+        else:
+            h, w = track.frame_size
+            boxes = torch.tensor([(w - 1) / 2, (h - 1) / 2, float(max(h, w))]).expand(
+                len(track), 3).clone()
+        t1 = time.perf_counter()
+        dfit = self.conditioner.fit_driving(track, boxes) if self.needs_fit else None
+        t2 = time.perf_counter()
+        return Job(self, src, frames, track, boxes, dfit,
+                   timings={"landmarks": t1 - t0, "fit": t2 - t1})
+
+
+@dataclass
+class Job:
+    """One prepared reenactment: sources, the driving clip's landmarks, boxes and fits.
+
+    Attributes:
+        pipeline: the :class:`ReenactmentPipeline`.
+        sources: list of :class:`facegeo.reenact.SourceState`.
+        driving: the :class:`FrameSource` (decoded again by :meth:`frames`).
+        track: :class:`facegeo.reenact.DrivingTrack` (landmarks only, T x 68 x 2).
+        boxes: (T, 3) crop boxes in driving-frame pixels.
+        driving_fit: T-row :class:`facegeo.reenact.FaceFit` (crop pixels) or None.
+        timings: seconds per stage (``landmarks``, ``fit``, then ``render``).
+    """
+
+    pipeline: ReenactmentPipeline
+    sources: list
+    driving: FrameSource
+    track: Any
+    boxes: torch.Tensor
+    driving_fit: Any = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.track)
+
+    @property
+    def n_missing(self) -> int:
+        return self.track.n_missing
+
+    @property
+    def fps(self) -> float:
+        return self.driving.fps
+
+    @property
+    def audio(self):
+        return self.driving.audio
+
+    def _crop(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        from facegeo.landmarks.crops import crop_images
+
+        return crop_images(x, self.boxes[idx], self.pipeline.size)
+
+    def _conditioning(self, x: torch.Tensor | None, idx: torch.Tensor, mode: str,
+                      source: Conditioning, ref: Conditioning | None,
+                      offsets: torch.Tensor | None) -> Conditioning:
+        from facegeo.landmarks.crops import points_to_crop
+
+        p = self.pipeline
+        req = p.reenactor.requires
+        dev = p.device
+        c = Conditioning(frame_index=idx, good=self.track.good[idx], reference=ref)
+        if "image" in req:
+            c.image = self._crop(x, idx).to(dev)
+        if "landmarks68" in req:
+            c.landmarks68 = points_to_crop(self.track.landmarks[idx].float(), self.boxes[idx],
+                                           p.size).to(dev)
+        if self.driving_fit is not None:
+            c.morphable_fit = self.driving_fit.index(idx.to(self.driving_fit.rotation.device))
+        if "disentangled_landmarks" in req:
+            cond = p.conditioner
+            rfit = ref.morphable_fit if ref is not None else None
+            tfit = cond.target_fits(source.morphable_fit.index(0), c.morphable_fit, mode,
+                                    reference=rfit)
+            c.disentangled_landmarks = cond.fit_landmarks68(tfit).to(dev)
+        if offsets is not None:
+            c.keypoint_offset = offsets[idx].to(dev)
+        return c
+
+    def frames(self, *, mode: str | None = None, paste: bool = False,
+               perturb_keypoints: Callable | None = None,
+               progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
+        """Pass 2: yield the T result frames one by one, (3, S, S) crops, or (3, H, W)
+        pasted back into the first source image with ``paste``.
+
+        Args:
+            mode: motion mode (None: the reenactor's default); checked before any work.
+            paste: paste the crop back into the full source frame (feathered).
+            perturb_keypoints: optional ``f(kp (T, K, 2)) -> kp`` in [0, 1] units for a
+                reenactor with learned keypoints (``num_keypoints``); the offsets reach it
+                as ``driving.keypoint_offset`` (x2: normalized units).
+            progress: called with the number of frames finished.
+        """
+        r = self.pipeline.reenactor
+        mode = r.check_mode(mode)
+        offsets = None
+        if perturb_keypoints is not None:
+            if not r.num_keypoints:
+                raise ValueError(f"{r.name} has no learned keypoints to perturb")
+            offsets = 2.0 * perturb_keypoints(torch.zeros(self.n_frames, r.num_keypoints, 2))
+        return self._stream(mode, paste, offsets, progress)
+
+    def _stream(self, mode, paste, offsets, progress) -> Iterator[torch.Tensor]:
+        p = self.pipeline
+        r = p.reenactor
+        source = p.source_conditioning(self.sources)
+        state = r.encode_source(source)
+        # the reference: the first good driving frame (frames before it hold it)
+        first = int(self.track.good.nonzero()[0, 0])
+        ref_idx = torch.tensor([first])
+        needs_image = "image" in r.requires
+        ref_img = None
+        if needs_image:
+            for t, f in enumerate(self.driving):
+                if t == first:
+                    ref_img = _batch([f])
+                    break
+        ref = self._conditioning(ref_img, ref_idx, mode, source, None, offsets)
+        main = self.sources[0]
+        n = self.n_frames
+        t_render = 0.0
+        buf: list = []
+        done = 0
+
+        def flush(items):
+            nonlocal t_render
+            idx = torch.arange(done, done + len(items))
+            x = _batch(items) if needs_image else None
+            t0 = time.perf_counter()
+            out = r.reenact(state, self._conditioning(x, idx, mode, source, ref, offsets),
+                            mode=mode)
+            out = out.clamp(0, 1)
+            if paste:
+                from facegeo.landmarks.crops import paste_back
+
+                k = out.shape[0]
+                out = paste_back(main.full.expand(k, -1, -1, -1).to(out), out,
+                                 main.box[None].expand(k, 3).to(out), feather=0.1)
+            t_render += time.perf_counter() - t0
+            return out
+
+        it = iter(self.driving) if needs_image else iter(range(n))
+        for f in it:
+            if done + len(buf) >= n:
+                break
+            buf.append(f)
+            if len(buf) == p.chunk_size:
+                out = flush(buf)
+                done += len(buf)
+                buf = []
+                yield from out
+                if progress is not None:
+                    progress(out.shape[0])
+        if buf:
+            out = flush(buf)
+            done += len(buf)
+            yield from out
+            if progress is not None:
+                progress(out.shape[0])
+        if done < n:
+            raise ValueError(f"the driving clip ended after {done} frames on the second pass "
+                             f"(the first pass tracked {n})")
+        self.timings["render"] = self.timings.get("render", 0.0) + t_render

@@ -59,6 +59,7 @@ from facegeo.landmarks.crops import (
     paste_back,
     points_to_crop,
 )
+from facegeo.pipeline import MODES, Reenactor
 
 __all__ = [
     "FaceFit",
@@ -75,9 +76,8 @@ __all__ = [
     "synthetic_driving",
     "driving_boxes",
     "MODES",
+    "FaceConditioner",
 ]
-
-MODES = ("relative", "absolute")
 
 
 # ----------------------------------------------------------------------------- data classes
@@ -407,14 +407,196 @@ def interpolate_fits(a: FaceFit, b: FaceFit, alpha: torch.Tensor | float,
 
 
 # ----------------------------------------------------------------------------- the renderer
-class GeometricReenactor:
-    """Fits and renders the geometric reenactment (see the module docstring).
+class FaceConditioner:
+    """Detects, crops and fits faces with a 3DMM: the conditioning every reenactor shares.
+
+    :class:`facegeo.pipeline.ReenactmentPipeline` computes sources and driving fits with it;
+    :class:`GeometricReenactor` is one (and adds the renderer).
 
     Args:
         model: a :class:`~facegeo.morphable.MorphableModel` with ``landmarks68`` (default:
             ICT-FaceKit, ``MorphableModel.load()``).
         size: working resolution S (square face crops).
-        device: where rendering runs (fitting follows it).
+        device: where fitting (and rendering) runs.
+        fit_iterations: Levenberg-Marquardt iterations for the driving fit.
+        smooth_pose, smooth_exp: temporal smoothness of the driving fit.
+        identity_frames, fit_chunk, fit_overlap: the chunked driving fit of long clips
+            (:meth:`fit_driving`).
+        detector: landmark backend.
+    """
+
+    def __init__(self, model=None, *, size: int = 256, device=None, fit_iterations: int = 10,
+                 smooth_pose: float = 0.5, smooth_exp: float = 0.05, identity_frames: int = 32,
+                 fit_chunk: int = 128, fit_overlap: int = 8, detector: str = "dlib"):
+        if not isinstance(size, int) or size < 32:
+            raise ValueError(f"size must be an integer >= 32, got {size!r}")
+        if identity_frames < 2 or fit_chunk < 2 or not 0 <= fit_overlap < fit_chunk:
+            raise ValueError("need identity_frames >= 2, fit_chunk >= 2 and "
+                             "0 <= fit_overlap < fit_chunk")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if model is not None and getattr(model, "landmarks68", None) is None:
+            raise ValueError("the morphable model has no 68-point landmarks")
+        self._model = model
+        self.size = size
+        self.fit_iterations = fit_iterations
+        self.smooth_pose = smooth_pose
+        self.smooth_exp = smooth_exp
+        self.identity_frames, self.fit_chunk, self.fit_overlap = (identity_frames, fit_chunk,
+                                                                  fit_overlap)
+        self.detector = detector
+
+    @property
+    def model(self):
+        """The morphable model (the default ICT-FaceKit one is loaded on first use, so a
+        pipeline that needs no 3DMM never reads it)."""
+        if self._model is None:
+            from facegeo.morphable import MorphableModel
+
+            self._model = MorphableModel.load()
+        return self._model
+
+    # -- fitting ------------------------------------------------------------------------
+    def fit_landmarks(self, landmarks: torch.Tensor) -> FaceFit:
+        """Independent weak-perspective fits of (B, 68, 2) landmarks -> :class:`FaceFit`."""
+        from facegeo.fitting import fit_landmarks
+
+        res = fit_landmarks(self.model, landmarks.float(), device=self.device)
+        return FaceFit.from_result(res)
+
+    def fit_source(self, image, landmarks: torch.Tensor | None = None, *,
+                   crop: bool = True, fit: bool = True) -> SourceState:
+        """Detect, crop and fit the source portrait.
+
+        Args:
+            image: (3, H, W) float in [0, 1] (or (1, 3, H, W)).
+            landmarks: optional (68, 2) landmarks in image pixels (detected when None).
+            crop: crop a square face box (FOMM style); otherwise the whole image is resized
+                to S x S (non-square images are padded by replicating the border).
+
+        Raises:
+            NoFaceError: no face in the source.
+        """
+        img = _as_image(image, "source").to(self.device)
+        if landmarks is None:
+            try:
+                landmarks = detect_face(img[0].cpu(), 0, self.detector).landmarks
+            except NoFaceError as e:
+                raise NoFaceError(f"no face found in the source image ({e})") from None
+        lm = landmarks.reshape(1, 68, 2).float().to(self.device)
+        H, W = img.shape[-2:]
+        if crop:
+            box = face_boxes(lm)[0]
+        else:
+            side = float(max(H, W))
+            box = torch.tensor([(W - 1) / 2, (H - 1) / 2, side], device=self.device)
+        crop_img = crop_images(img, box[None], self.size)
+        lm_c = points_to_crop(lm, box[None], self.size)
+        return SourceState(crop_img, img, box, lm_c, self.fit_landmarks(lm_c) if fit else None)
+
+    def fit_driving(self, track: DrivingTrack, boxes: torch.Tensor | None = None) -> FaceFit:
+        """Fit the driving frames (one identity for the clip) in crop pixels; held frames
+        copy the last good frame's parameters.
+
+        Up to ``fit_chunk`` good frames are fitted jointly (:func:`facegeo.fitting.fit_video`:
+        shared identity, temporal smoothing). Longer clips keep memory bounded: the identity
+        is estimated on ``identity_frames`` evenly spaced good frames, then chunks of
+        ``fit_chunk`` frames are fitted with that identity fixed, each chunk starting
+        ``fit_overlap`` frames early so the smoothing runs across the chunk border (the
+        overlap rows are dropped).
+
+        Args:
+            track: :class:`DrivingTrack` with T frames.
+            boxes: (T, 3) crop boxes (default :func:`driving_boxes`).
+
+        Returns:
+            T-row :class:`FaceFit`.
+        """
+        from facegeo.fitting import fit_landmarks, fit_video
+
+        if boxes is None:
+            boxes = track.boxes if track.boxes is not None else driving_boxes(track)
+        lm = points_to_crop(track.landmarks.float(), boxes.float(), self.size).to(self.device)
+        good = track.good.to(self.device)
+        gidx = good.nonzero().squeeze(1)
+        kw = dict(device=self.device, iterations=self.fit_iterations,
+                  smooth_pose=self.smooth_pose, smooth_exp=self.smooth_exp)
+        n = gidx.numel()
+        if n == 1:
+            fit = FaceFit.from_result(fit_landmarks(self.model, lm[gidx], device=self.device))
+        elif n <= self.fit_chunk:
+            fit = FaceFit.from_result(fit_video(self.model, lm[gidx], **kw))
+        else:
+            pick = torch.linspace(0, n - 1, min(n, self.identity_frames)).round().long()
+            ident = fit_video(self.model, lm[gidx[pick]], device=self.device,
+                              iterations=self.fit_iterations).id_coeffs[0]
+            parts = []
+            for lo in range(0, n, self.fit_chunk):
+                a = max(0, lo - self.fit_overlap)
+                hi = min(n, lo + self.fit_chunk)
+                res = FaceFit.from_result(fit_video(self.model, lm[gidx[a:hi]],
+                                                    id_coeffs=ident, **kw))
+                parts.append(res.index(slice(lo - a, None)))
+            fit = FaceFit(*(torch.cat([getattr(p, k) for p in parts]) for k in (
+                "rotation", "scale", "translation", "id_coeffs", "exp_coeffs")))
+        # frame t -> the last good frame at or before t (the first good frame for leading ones)
+        pos = torch.cumsum(good.long(), 0) - 1
+        return fit.index(pos.clamp_min(0))
+
+    def fit_landmarks68(self, fit: FaceFit) -> torch.Tensor:
+        """(B, 68, 2) image positions of the model's 68 landmark vertices under ``fit``
+        (weak perspective, crop pixels)."""
+        f = fit.to(self.device)
+        mean, idb, exb = (x.to(self.device, torch.float32) for x in self.model.landmark_bases())
+        a, e = f.id_coeffs.float(), f.exp_coeffs.float()
+        v = (mean[None] + torch.einsum("bk,knc->bnc", a, idb[:a.shape[1]])
+             + torch.einsum("bk,knc->bnc", e, exb[:e.shape[1]]))
+        return posed_vertices(v, f.rotation.float(), f.scale.float(),
+                              f.translation.float())[..., :2]
+
+    def target_fits(self, source: FaceFit, driving: FaceFit, mode: str = "relative", *,
+                    relative_expression: bool = False,
+                    reference: FaceFit | None = None) -> FaceFit:
+        """Combine the source identity with the driving expression and pose.
+
+        Args:
+            source: one-row source fit; driving: T-row driving fit.
+            mode: ``"relative"`` or ``"absolute"`` (module docstring).
+            relative_expression: ``e_s + e_t - e_0`` (clamped for blendshapes) instead of e_t.
+            reference: the driving frame the relative motion is measured from (default the
+                first driving frame).
+
+        Returns:
+            T-row :class:`FaceFit` (identity = the source's).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        n = len(driving)
+        ref = driving.index(0) if reference is None else reference
+        src = source.to(driving.rotation.device)
+        ident = src.id_coeffs.expand(n, -1)
+        exp = driving.exp_coeffs
+        if relative_expression:
+            exp = src.exp_coeffs + (driving.exp_coeffs - ref.exp_coeffs)
+            if self.model.exp_kind == "blendshape":
+                exp = exp.clamp(0.0, 1.0)
+        if mode == "absolute":
+            return FaceFit(driving.rotation, driving.scale, driving.translation, ident, exp)
+        rot = driving.rotation @ ref.rotation.transpose(-1, -2) @ src.rotation
+        ratio = src.scale / ref.scale
+        scale = driving.scale * ratio
+        trans = src.translation + ratio[:, None] * (driving.translation - ref.translation)
+        return FaceFit(rot, scale, trans, ident, exp)
+
+
+class GeometricReenactor(FaceConditioner, Reenactor):
+    """The training-free geometric reenactment (module docstring): a
+    :class:`FaceConditioner` plus the renderer, and a :class:`facegeo.pipeline.Reenactor`
+    (``requires = {"morphable_fit"}``, modes relative and absolute, one source), so the
+    pipeline, the apps and the evaluator drive it like any neural model.
+
+    Args:
+        model, size, device, fit_iterations, smooth_pose, smooth_exp, identity_frames,
+            fit_chunk, fit_overlap, detector: see :class:`FaceConditioner`.
         regions: model regions used as the "face" mesh (``vertex_region`` names); default the
             ICT front face (``face_narrow``: no ears, neck or back of the head, whose
             fitted position rarely matches the image).
@@ -423,41 +605,53 @@ class GeometricReenactor:
         mls_step: the MLS field is evaluated every ``mls_step`` pixels and upsampled.
         raster_scale: rasterize at ``S / raster_scale`` and upsample the flow (1 = exact).
         blend_px: width (pixels at size S) of the ramp from MLS to mesh flow inside the face.
-        fit_iterations: Levenberg-Marquardt iterations for the driving fit.
-        smooth_pose, smooth_exp: temporal smoothness of the driving fit.
         mouth_color: RGB painted into the target's mouth opening where the source's mouth is
             closed (a warp cannot invent teeth; ``None`` = off).
-        detector: landmark backend.
+        relative_expression: see :meth:`target_fits` (used by :meth:`reenact`).
     """
+
+    name = "geometric"
+    requires = frozenset({"morphable_fit"})
+    modes = MODES
 
     def __init__(self, model=None, *, size: int = 256, device=None,
                  regions: tuple[str, ...] | None = ("face_narrow",),
                  n_boundary: int = 48, mls_kind: str = "rigid", mls_step: int = 8,
                  raster_scale: int = 1, blend_px: float | None = None,
-                 fit_iterations: int = 10, smooth_pose: float = 0.5, smooth_exp: float = 0.05,
                  mouth_color: tuple[float, float, float] | None = (0.16, 0.06, 0.06),
-                 detector: str = "dlib"):
-        from facegeo.morphable import MorphableModel
-
-        if not isinstance(size, int) or size < 32:
-            raise ValueError(f"size must be an integer >= 32, got {size!r}")
+                 relative_expression: bool = False, **fit_options):
+        super().__init__(model, size=size, device=device, **fit_options)
         if raster_scale < 1 or mls_step < 1:
             raise ValueError("raster_scale and mls_step must be >= 1")
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.model = (MorphableModel.load() if model is None else model)
-        if getattr(self.model, "landmarks68", None) is None:
-            raise ValueError("the morphable model has no 68-point landmarks")
-        self.size = size
         self.mls_kind = mls_kind
         self.mls_step = mls_step
         self.raster_scale = raster_scale
         self.blend_px = blend_px if blend_px is not None else max(2.0, size / 40)
-        self.fit_iterations = fit_iterations
-        self.smooth_pose = smooth_pose
-        self.smooth_exp = smooth_exp
         self.mouth_color = mouth_color
-        self.detector = detector
+        self.relative_expression = relative_expression
+        self.timings: dict | None = None  # when a dict, render() adds raster/warp seconds
         self._setup_mesh(regions, n_boundary)
+
+    @property
+    def image_size(self) -> int:
+        return self.size
+
+    # -- the Reenactor protocol ---------------------------------------------------------
+    def reenact(self, sources, driving, *, mode: str | None = None) -> torch.Tensor:
+        """Render B driving frames: ``sources`` a one-row
+        :class:`~facegeo.pipeline.Conditioning` (image, landmarks68, morphable_fit of the
+        source crop), ``driving`` its ``morphable_fit`` (B rows) and ``reference`` (first
+        driving frame, for relative mode). Returns (B, 3, S, S)."""
+        mode = self.check_mode(mode)
+        self.check_sources(sources)
+        dfit = driving.get("morphable_fit")
+        ref = driving.reference.get("morphable_fit") if driving.reference is not None else None
+        if mode == "relative" and ref is None:
+            raise ValueError("relative mode needs driving.reference (the first driving frame)")
+        tfit = self.target_fits(sources.get("morphable_fit"), dfit, mode,
+                                relative_expression=self.relative_expression, reference=ref)
+        return self.render(sources.get("image"), sources.morphable_fit, tfit,
+                           source_landmarks=sources.landmarks68, timings=self.timings).frames
 
     # -- mesh ---------------------------------------------------------------------------
     def _setup_mesh(self, regions, n_boundary):
@@ -542,108 +736,6 @@ class GeometricReenactor:
         f = fit.to(self.device)
         return posed_vertices(self.face_vertices(f), f.rotation.float(), f.scale.float(),
                               f.translation.float())
-
-    # -- fitting ------------------------------------------------------------------------
-    def fit_landmarks(self, landmarks: torch.Tensor) -> FaceFit:
-        """Independent weak-perspective fits of (B, 68, 2) landmarks -> :class:`FaceFit`."""
-        from facegeo.fitting import fit_landmarks
-
-        res = fit_landmarks(self.model, landmarks.float(), device=self.device)
-        return FaceFit.from_result(res)
-
-    def fit_source(self, image, landmarks: torch.Tensor | None = None, *,
-                   crop: bool = True) -> SourceState:
-        """Detect, crop and fit the source portrait.
-
-        Args:
-            image: (3, H, W) float in [0, 1] (or (1, 3, H, W)).
-            landmarks: optional (68, 2) landmarks in image pixels (detected when None).
-            crop: crop a square face box (FOMM style); otherwise the whole image is resized
-                to S x S (non-square images are padded by replicating the border).
-
-        Raises:
-            NoFaceError: no face in the source.
-        """
-        img = _as_image(image, "source").to(self.device)
-        if landmarks is None:
-            try:
-                landmarks = detect_face(img[0].cpu(), 0, self.detector).landmarks
-            except NoFaceError as e:
-                raise NoFaceError(f"no face found in the source image ({e})") from None
-        lm = landmarks.reshape(1, 68, 2).float().to(self.device)
-        H, W = img.shape[-2:]
-        if crop:
-            box = face_boxes(lm)[0]
-        else:
-            side = float(max(H, W))
-            box = torch.tensor([(W - 1) / 2, (H - 1) / 2, side], device=self.device)
-        crop_img = crop_images(img, box[None], self.size)
-        lm_c = points_to_crop(lm, box[None], self.size)
-        fit = self.fit_landmarks(lm_c)
-        return SourceState(crop_img, img, box, lm_c, fit)
-
-    def fit_driving(self, track: DrivingTrack, boxes: torch.Tensor | None = None) -> FaceFit:
-        """Fit the driving frames (shared identity) in crop pixels; held frames copy the
-        last good frame's parameters.
-
-        Args:
-            track: :class:`DrivingTrack` with T frames.
-            boxes: (T, 3) crop boxes (default :func:`driving_boxes`).
-
-        Returns:
-            T-row :class:`FaceFit`.
-        """
-        from facegeo.fitting import fit_landmarks, fit_video
-
-        if boxes is None:
-            boxes = track.boxes if track.boxes is not None else driving_boxes(track)
-        lm = points_to_crop(track.landmarks.float(), boxes.float(), self.size).to(self.device)
-        good = track.good.to(self.device)
-        gidx = good.nonzero().squeeze(1)
-        if gidx.numel() == 1:
-            res = fit_landmarks(self.model, lm[gidx], device=self.device)
-        else:
-            res = fit_video(self.model, lm[gidx], device=self.device,
-                            iterations=self.fit_iterations, smooth_pose=self.smooth_pose,
-                            smooth_exp=self.smooth_exp)
-        fit = FaceFit.from_result(res)
-        # frame t -> the last good frame at or before t (the first good frame for leading ones)
-        pos = torch.cumsum(good.long(), 0) - 1
-        return fit.index(pos.clamp_min(0))
-
-    def target_fits(self, source: FaceFit, driving: FaceFit, mode: str = "relative", *,
-                    relative_expression: bool = False,
-                    reference: FaceFit | None = None) -> FaceFit:
-        """Combine the source identity with the driving expression and pose.
-
-        Args:
-            source: one-row source fit; driving: T-row driving fit.
-            mode: ``"relative"`` or ``"absolute"`` (module docstring).
-            relative_expression: ``e_s + e_t - e_0`` (clamped for blendshapes) instead of e_t.
-            reference: the driving frame the relative motion is measured from (default the
-                first driving frame).
-
-        Returns:
-            T-row :class:`FaceFit` (identity = the source's).
-        """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        n = len(driving)
-        ref = driving.index(0) if reference is None else reference
-        src = source.to(driving.rotation.device)
-        ident = src.id_coeffs.expand(n, -1)
-        exp = driving.exp_coeffs
-        if relative_expression:
-            exp = src.exp_coeffs + (driving.exp_coeffs - ref.exp_coeffs)
-            if self.model.exp_kind == "blendshape":
-                exp = exp.clamp(0.0, 1.0)
-        if mode == "absolute":
-            return FaceFit(driving.rotation, driving.scale, driving.translation, ident, exp)
-        rot = driving.rotation @ ref.rotation.transpose(-1, -2) @ src.rotation
-        ratio = src.scale / ref.scale
-        scale = driving.scale * ratio
-        trans = src.translation + ratio[:, None] * (driving.translation - ref.translation)
-        return FaceFit(rot, scale, trans, ident, exp)
 
     # -- rendering ----------------------------------------------------------------------
     def _mesh_flow(self, src_v: torch.Tensor, tgt_v: torch.Tensor, H: int, W: int):
@@ -810,28 +902,27 @@ def reenact(source, driving, *, fps: float = 30.0, mode: str = "relative", size:
         NoFaceError: no face in the source, or in none of the driving frames.
         ValueError: empty driving sequence, bad mode, alpha-channel images.
     """
+    from facegeo.pipeline import ReenactmentPipeline
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(driving, torch.Tensor) and driving.dim() == 3:
-        driving = driving[None]
     rr = reenactor or GeometricReenactor(size=size, device=device)
+    pipe = ReenactmentPipeline(rr, chunk_size=batch)
+    job = pipe.prepare(_as_image(source, "source")[0], driving, fps=fps, progress=progress)
     timings: dict = {}
-    t0 = time.perf_counter()
-    src = rr.fit_source(source, crop=True)
-    track = track_driving(driving, fps, detector=rr.detector, progress=progress)
-    t1 = time.perf_counter()
-    dfit = rr.fit_driving(track)
-    tfit = rr.target_fits(src.fit, dfit, mode, relative_expression=relative_expression)
-    t2 = time.perf_counter()
-    timings["landmarks"] = t1 - t0
-    timings["fit"] = t2 - t1
-    frames = torch.stack(list(rr.render_stream(src, tfit, batch=batch, paste=not crop,
-                                               timings=timings, progress=progress)))
-    if track.n_missing:
-        warnings.warn(f"{track.n_missing} of {len(track)} driving frames had no face; they "
+    saved = rr.relative_expression
+    rr.timings, rr.relative_expression = timings, relative_expression
+    try:
+        frames = torch.stack(list(job.frames(mode=mode, paste=not crop, progress=progress)))
+    finally:
+        rr.timings, rr.relative_expression = None, saved
+    if job.n_missing:
+        warnings.warn(f"{job.n_missing} of {job.n_frames} driving frames had no face; they "
                       "hold the last good pose/expression", stacklevel=2)
-    return ReenactResult(frames, track.fps, track.n_missing, src.fit, dfit, tfit, timings)
-
+    src, dfit = job.sources[0], job.driving_fit
+    tfit = rr.target_fits(src.fit, dfit, mode, relative_expression=relative_expression)
+    timings = {"landmarks": job.timings["landmarks"], "fit": job.timings["fit"], **timings}
+    return ReenactResult(frames, job.fps, job.n_missing, src.fit, dfit, tfit, timings)
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -239,7 +239,28 @@ def test_reenact_neural_model_path(tmp_path, media_dir, capsys):
     assert rc == 0, capsys.readouterr().err
     info = video_info(out)
     assert info.frames == 3 and (info.width, info.height) == (64, 64)
-    rc = reenact_app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving",
-                           str(media_dir / "lp_d12.mp4"), "--output", str(out), "--model",
-                           "pfp_mls", "--size", "64", "--quiet"])
-    assert rc == 2 and "--checkpoint" in capsys.readouterr().err
+    args = ["--source", str(media_dir / "lp_s12.jpg"), "--driving", str(media_dir / "lp_d12.mp4"),
+            "--model", "pfp_mls", "--max-frames", "3", "--quiet"]
+    # a bare .safetensors with --config runs the same weights: the same frames
+    ckpt.save_weights(tmp_path / "w.safetensors", net)
+    out2 = tmp_path / "bare.mp4"
+    rc = reenact_app.main(args + ["--output", str(out2), "--size", "64", "--checkpoint",
+                                  str(tmp_path / "w.safetensors"), "--config", "tiny"])
+    assert rc == 0, capsys.readouterr().err
+    from facegeo.video import read_video
+
+    a, _ = read_video(out)
+    b, _ = read_video(out2)
+    assert (a == b).all()
+    # errors: bare weights without config, a mode pfp_mls cannot honour, no shipped weights,
+    # an unknown model (the error lists the installed ones)
+    for extra, msg in (([], "bare weights file"), (["--config", "tiny", "--mode", "relative"],
+                                                    "relative"),):
+        rc = reenact_app.main(args + ["--output", str(out2), "--checkpoint",
+                                      str(tmp_path / "w.safetensors")] + extra)
+        assert rc == 2 and msg in capsys.readouterr().err
+    rc = reenact_app.main(args + ["--output", str(out2)])
+    assert rc == 2 and "ships no trained weights" in capsys.readouterr().err
+    rc = reenact_app.main(args[:-5] + ["--model", "nosuch", "--output", str(out2)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nosuch" in err and "pfp_mls" in err and "geometric" in err
