@@ -1,6 +1,8 @@
 """pfp_mls (paired feature points + weighted MLS motion): unit tests of each piece against
-independent references (torch.nn.MultiheadAttention, brute-force loops, analytic cases),
-the registry / trainer / checkpoint / inference API, and a CPU overfit test on real frames.
+independent references (brute-force loops, analytic cases; its attention blocks are tested
+in test_common_attention.py), the registry / trainer / checkpoint / inference API, numbers
+frozen before the move onto the common blocks / task / composer, and a CPU overfit test on
+real frames.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from facegeo_models.common import checkpoint as ckpt
 from facegeo_models.common.registry import build_model
 from facegeo_models.pfp_mls.network import (
     PairedFeaturePointTransformer,
-    PositionalAttention,
     WeightedMotionEstimator,
-    sinusoidal_encoding,
 )
 
 # tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
@@ -32,38 +32,19 @@ def _tiny(seed: int = 0) -> pfp_mls.PFPMLS:
 
 
 # ------------------------------------------------------------------------ transformer
-def test_sinusoidal_encoding_formula():
-    pe = sinusoidal_encoding(7, 12, dtype=torch.float64)
-    for p in range(7):
-        for i in range(6):
-            a = p / 10000 ** (2 * i / 12)
-            assert pe[p, 2 * i].item() == pytest.approx(math.sin(a), abs=1e-12)
-            assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(a), abs=1e-12)
-    with pytest.raises(ValueError):
-        sinusoidal_encoding(3, 5)
+def test_shared_blocks_are_the_common_ones():
+    """pfp_mls imports its attention and dense-motion blocks from models/common (the old
+    names stay importable from pfp_mls.network, as the same objects, not copies)."""
+    from facegeo_models.common import attention, blocks
+    from facegeo_models.pfp_mls import network
 
-
-def test_positional_attention_matches_torch_mha():
-    """Eq. 2 with 4 heads == torch's MultiheadAttention applied to P(Q), P(K), P(V)."""
-    torch.manual_seed(0)
-    d, h = 32, 4
-    att = PositionalAttention(d, h).eval()
-    ref = torch.nn.MultiheadAttention(d, h, batch_first=True).eval()
-    with torch.no_grad():
-        ref.in_proj_weight.copy_(torch.cat([att.q_proj.weight, att.k_proj.weight,
-                                            att.v_proj.weight]))
-        ref.in_proj_bias.copy_(torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]))
-        ref.out_proj.weight.copy_(att.out_proj.weight)
-        ref.out_proj.bias.copy_(att.out_proj.bias)
-    q, k, v = torch.randn(2, 5, d), torch.randn(2, 6, d), torch.randn(2, 6, d)
-    pe = sinusoidal_encoding(6, d)
-    got = att(q, k, v)
-    want = ref(q + pe[:5], k + pe, v + pe, need_weights=False)[0]
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    # the positional encoding makes attention order-aware: permuting the tokens of K, V
-    # changes the output (it would not without P)
-    perm = torch.tensor([1, 0, 2, 3, 4, 5])
-    assert (att(q, k[:, perm], v[:, perm]) - got).abs().max() > 1e-3
+    for name in ("sinusoidal_encoding", "PositionalAttention", "PositionwiseFeedForward",
+                 "EncoderLayer", "DecoderLayer"):
+        assert getattr(network, name) is getattr(attention, name), name
+    assert network.DenseMotionUNet is blocks.DenseMotionNetwork
+    m = _tiny()
+    assert type(m.dense_motion) is blocks.DenseMotionNetwork
+    assert type(m.transformer.decoder) is attention.DecoderLayer
 
 
 def test_transformer_residual_form_and_pairing():
@@ -420,3 +401,100 @@ def test_overfits_real_frames(real_frames):
     first, last = hist[0], float(np.mean(hist[-5:]))
     assert last < 0.35 * first, (first, last)
     assert terms["spread"].item() < 0.01
+
+
+# ------------------------------------------------------------ numbers frozen before the port
+# Recorded with the code of commit 3258feb (pfp_mls with its own attention / dense-motion
+# blocks, pfp_mls.losses.total_loss, the single-discriminator Trainer), one torch thread,
+# torch 2.13 CPU. The port onto models/common (attention, DenseMotionNetwork,
+# LossComposer, TrainingTask) must reproduce them (bit-identical here; compared to 1e-6).
+_FROZEN_EVAL = {"pred_sum": 12302.560234606266, "pred_wsum": 36906.200463593006,
+                "kp_s": 22.008480325341225, "kp_d": 169.3284008949995,
+                "pred_px": [0.49851733446121216, 0.5013831853866577, 0.5020394921302795]}
+_FROZEN_TERMS = {"l1": 0.25683829188346863, "motion": 0.17121997475624084,
+                 "spread": 0.005062364973127842, "total": 2.0196616649627686}
+_FROZEN_TRAIN = [  # loss/total, l1, motion, spread, gan, feature_matching, disc, |g|, |d|
+    (1.4461480379104614, 0.18312162160873413, 0.12357550114393234, 0.0027271434664726257,
+     None, None, None, 4.5873308181762695, None),
+    (1.1637357473373413, 0.18192021548748016, 0.08581504970788956, 0.01236650999635458,
+     None, None, None, 8.420389175415039, None),
+    (3.0282986164093018, 0.17876629531383514, 0.25354671478271484, 0.03140652924776077,
+     None, None, None, 12.23251724243164, None),
+    (3.0675323009490967, 0.169693723320961, 0.238557368516922, 0.005481528118252754,
+     1.1423094272613525, 0.3432186543941498, 1.2011405229568481, 7.812222003936768,
+     8.025777816772461),
+    (3.6018476486206055, 0.18250280618667603, 0.291805237531662, 0.0027703698724508286,
+     1.0403435230255127, 0.36955422163009644, 1.1518915891647339, 6.577216625213623,
+     7.884252548217773),
+    (2.138612985610962, 0.17498008906841278, 0.13926643133163452, 0.013828611001372337,
+     1.0458269119262695, 0.32809978723526, 1.107479453086853, 3.6655640602111816,
+     6.987519264221191),
+]
+_FROZEN_SUMS = (2178.1299897188774, 2227.519982990615)  # trained params, EMA params
+_TRAIN_KEYS = ("loss/total", "loss/l1", "loss/motion", "loss/spread", "loss/gan",
+               "loss/feature_matching", "loss/disc", "grad_norm/g", "grad_norm/d")
+
+
+def _smooth_videos(size: int, n: int = 2, t: int = 4, seed: int = 5) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n * t, 3, size // 8, size // 8, generator=g)
+    x = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return list(x.reshape(n, t, 3, size, size))
+
+
+def _close(got, want, what):
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-9), what
+
+
+def test_numbers_unchanged_by_the_port_onto_common(tmp_path):
+    """Same weights and inputs -> the outputs of the old code; same seed -> the old
+    training losses (3 reconstruction steps, then 3 steps with GAN + feature matching and
+    discriminator steps, EMA) through the Trainer's default TrainingTask and the
+    LossComposer; total_loss gives the old terms."""
+    import yaml
+
+    from facegeo_models.common.data import TensorVideoDataset
+    from facegeo_models.common.trainer import Trainer
+
+    m = _tiny(0)
+    g = torch.Generator().manual_seed(123)
+    src, drv = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    m.eval()
+    with torch.no_grad():
+        o = m({"source": src, "driving": drv})
+    pred = o["prediction"].double()
+    w = torch.arange(pred.numel(), dtype=torch.float64).reshape(pred.shape) % 7
+    got = {"pred_sum": pred.sum().item(), "pred_wsum": (pred * w).sum().item(),
+           "kp_s": o["kp_source"].double().sum().item(),
+           "kp_d": (o["kp_driving"].double() * torch.arange(20).view(1, 10, 2)).sum().item(),
+           "pred_px": o["prediction"][1, :, 10, 20].tolist()}
+    for k, v in _FROZEN_EVAL.items():
+        _close(got[k], v, k)
+    m.train()
+    batch = {"source": src, "driving": drv}
+    out = m(batch)
+    total, terms = pfp_mls.total_loss(m, batch, out,
+                                      weights={"l1": 1.0, "motion": 10.0, "spread": 10.0})
+    for k, v in {**terms, "total": total}.items():
+        _close(v.item(), _FROZEN_TERMS[k], k)
+
+    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())
+    cfg["phases"] = [{"name": "recon", "steps": 3,
+                      "losses": {"l1": 1, "motion": 10, "spread": 10}},
+                     {"name": "gan", "steps": 3,
+                      "losses": {"l1": 1, "motion": 10, "spread": 10, "gan": 0.1,
+                                 "feature_matching": 1}}]
+    cfg["train"].update(progress=False, tensorboard=False, ema={"decay": 0.9})
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=TensorVideoDataset(
+        _smooth_videos(64), image_size=64), device="cpu", resume=None)
+    rec = t.fit()
+    assert len(rec) == len(_FROZEN_TRAIN)
+    for r, want in zip(rec, _FROZEN_TRAIN):
+        for k, v in zip(_TRAIN_KEYS, want):
+            if v is None:
+                assert k not in r, (r["step"], k)
+            else:
+                _close(r[k], v, (r["step"], k))
+    _close(sum(p.double().sum().item() for p in t.raw_model.parameters()), _FROZEN_SUMS[0],
+           "params")
+    _close(sum(p.double().sum().item() for p in t.ema.parameters()), _FROZEN_SUMS[1], "ema")

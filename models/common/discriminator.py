@@ -35,7 +35,11 @@ __all__ = [
     "generator_loss",
     "gradient_penalty",
     "feature_matching_loss",
+    "forward_split",
+    "adversarial_critic_loss",
 ]
+
+DiscOutputs = dict[float, tuple[list[torch.Tensor], torch.Tensor]]
 
 GAN_KINDS = ("lsgan", "hinge", "wgan-gp")
 
@@ -164,3 +168,50 @@ def feature_matching_loss(real_feats: list[torch.Tensor],
     for r, f in zip(real_feats, fake_feats):
         total = total + (r.detach() - f).abs().mean()
     return total / len(real_feats)
+
+
+def forward_split(disc: nn.Module, *images: torch.Tensor) -> list[DiscOutputs]:
+    """One forward of a multi-scale discriminator on the concatenation of ``images`` (each
+    (B_i, C, H, W); a single call, so one DDP reduction), split back per input: a list of
+    ``{scale: (features, prediction)}``, one per image batch."""
+    sizes = [x.shape[0] for x in images]
+    out = disc(torch.cat(images, dim=0))
+    split = []
+    for i in range(len(images)):
+        lo, hi = sum(sizes[:i]), sum(sizes[:i + 1])
+        split.append({s: ([f[lo:hi] for f in feats], pred[lo:hi])
+                      for s, (feats, pred) in out.items()})
+    return split
+
+
+def adversarial_critic_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                            kind: str = "lsgan", gp_weight: float = 10.0
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a multi-scale discriminator ``disc`` for one critic step.
+
+    Mean over scales of :func:`discriminator_loss` of real vs fake (``fake`` should be
+    detached); for ``wgan-gp`` plus ``gp_weight`` times the gradient penalty on random
+    interpolates (a ~ U(0, 1) per sample, drawn from the global torch RNG), computed in the
+    same discriminator forward as real and fake (one DDP call; the patch map is summed per
+    sample).
+
+    Returns (loss, logs) with logs ``{"disc": adversarial part, "gp": penalty}`` (``gp``
+    for wgan-gp only), detached.
+    """
+    _check_kind(kind)
+    images = [real, fake]
+    if kind == "wgan-gp":
+        a = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+        interp = (a * real + (1 - a) * fake).detach().requires_grad_(True)
+        images.append(interp)
+    outs = forward_split(disc, *images)
+    loss = sum(discriminator_loss(outs[0][s][1].float(), outs[1][s][1].float(), kind)
+               for s in outs[0]) / len(outs[0])
+    logs = {"disc": loss.detach()}
+    if kind == "wgan-gp":
+        crit = sum(outs[2][s][1].float().flatten(1).sum(1).sum() for s in outs[2])
+        grad, = torch.autograd.grad(crit, interp, create_graph=True)
+        gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        logs["gp"] = gp.detach()
+        loss = loss + gp_weight * gp
+    return loss, logs

@@ -14,20 +14,25 @@ Every model of ``facegeo_models`` subclasses it (and registers with
 
 A subclass implements ``forward(batch) -> {"prediction": (B, 3, S, S), ...}`` (training)
 and ``_reenact(sources, driving, *, mode, **kw) -> (B, 3, S, S)`` (inference, sources
-being what :meth:`encode_source` returned). See docs/adding_a_model.md.
+being what :meth:`encode_source` returned); for training it may add ``extra_losses`` and
+choose its :class:`~facegeo_models.common.task.TrainingTask` with :meth:`training_task`.
+See docs/adding_a_model.md.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from facegeo.pipeline import Conditioning, Reenactor
+
+if TYPE_CHECKING:
+    from .task import TrainingTask
 
 __all__ = ["ReenactmentModel", "check_images", "resize_images"]
 
@@ -245,3 +250,19 @@ class ReenactmentModel(Reenactor, nn.Module):
 
     def _reenact(self, sources, driving: Conditioning, *, mode: str, **kw) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement _reenact")
+
+    # ------------------------------------------------------------------ training
+    def training_task(self, config: dict) -> TrainingTask:
+        """The :class:`~facegeo_models.common.task.TrainingTask` the trainer runs for this
+        model under the full training ``config``. Default: one generator (this model),
+        the config's optional multi-scale discriminator, target ``batch["driving"]``, the
+        loss composer's built-in terms plus :meth:`extra_losses`. Override (returning a
+        subclass) to declare other critics, targets or terms; see docs/training.md."""
+        from .task import TrainingTask
+
+        return TrainingTask(config)
+
+    def extra_losses(self, batch: dict, out: dict) -> dict[str, torch.Tensor]:
+        """The model's own loss terms ``{name: scalar}`` for ``forward(batch) -> out``; a
+        phase uses each with the weight it gives the name. Default: none."""
+        return {}

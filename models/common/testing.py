@@ -1,5 +1,11 @@
 """Tiny models for testing the training infrastructure (registered under test-only names).
 
+* ``_test_tiny_warp`` (:class:`TinyWarpModel`): the default
+  :class:`~facegeo_models.common.task.TrainingTask`.
+* ``_test_two_critics`` (:class:`TwoCriticWarpModel`): the same network trained by
+  :class:`TwoCriticTask`, which adds a second critic, a source-conditioned patch classifier
+  with its own loss and optimizer, to the multi-scale discriminator.
+
 ``_test_tiny_warp``: a miniature reenactment network with the interface every model
 implements for :class:`~facegeo_models.common.trainer.Trainer`:
 
@@ -20,9 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import OcclusionAwareGenerator, identity_grid
+from .discriminator import (
+    MultiScaleDiscriminator,
+    adversarial_critic_loss,
+    forward_split,
+    generator_loss,
+)
 from .registry import register_model
+from .task import Critic, TrainingTask, first_source
 
-__all__ = ["TinyWarpModel"]
+__all__ = ["TinyWarpModel", "TwoCriticWarpModel", "TwoCriticTask"]
 
 
 class TinyWarpModel(nn.Module):
@@ -59,3 +72,56 @@ class TinyWarpModel(nn.Module):
 @register_model("_test_tiny_warp", overwrite=True)
 def build_tiny_warp(config: dict) -> nn.Module:
     return TinyWarpModel(**config)
+
+
+class TwoCriticTask(TrainingTask):
+    """The default task plus ``pair_classifier``: a multi-scale patch discriminator on
+    (source, image) channel pairs, real = (source, driving), fake = (source, prediction),
+    with its own GAN loss (config ``pair_classifier.gan_loss``, default hinge) and optimizer
+    (``pair_classifier.optimizer``); the generator term ``pair_gan`` fools it. Critic logs:
+    ``loss/pair_disc``, ``grad_norm/pair``."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        pcfg = dict(config.get("pair_classifier") or {})
+        self.pair_kind = pcfg.pop("gan_loss", "hinge")
+        self.pair_optimizer = pcfg.pop("optimizer", None)
+        self.pair_kwargs = pcfg
+
+    def build_critics(self, model, uses):
+        critics = super().build_critics(model, uses)
+        if "pair_gan" in uses:
+            critics["pair_classifier"] = Critic(
+                MultiScaleDiscriminator(num_channels=6, **self.pair_kwargs), terms=("pair_gan",),
+                optimizer=self.pair_optimizer, log_name="pair")
+        return critics
+
+    def model_terms(self, nets, batch, out, weights):
+        terms = super().model_terms(nets, batch, out, weights)
+        if weights.get("pair_gan"):
+            pair = torch.cat([first_source(batch), out["prediction"]], 1)
+            fake, = forward_split(nets["pair_classifier"], pair)
+            terms["pair_gan"] = sum(generator_loss(fake[s][1].float(), self.pair_kind)
+                                    for s in fake) / len(fake)
+        return terms
+
+    def critic_loss(self, name, nets, batch, out):
+        if name != "pair_classifier":
+            return super().critic_loss(name, nets, batch, out)
+        src = first_source(batch)
+        loss, logs = adversarial_critic_loss(
+            nets[name], torch.cat([src, self.target(batch)], 1),
+            torch.cat([src, out["prediction"].detach()], 1), self.pair_kind)
+        return loss, {f"pair_{k}": v for k, v in logs.items()}
+
+
+class TwoCriticWarpModel(TinyWarpModel):
+    """:class:`TinyWarpModel` trained by :class:`TwoCriticTask`."""
+
+    def training_task(self, config: dict) -> TrainingTask:
+        return TwoCriticTask(config)
+
+
+@register_model("_test_two_critics", overwrite=True)
+def build_two_critics(config: dict) -> nn.Module:
+    return TwoCriticWarpModel(**config)

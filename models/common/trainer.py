@@ -1,11 +1,13 @@
 """Generic trainer for the reenactment models (config-driven, resumable, DDP-ready).
 
 A model is any ``nn.Module`` built by the registry whose ``forward(batch)`` returns a dict
-with ``"prediction"`` (B, 3, H, W) in [0, 1]; the target is ``batch["driving"]``. It may
-define ``extra_losses(batch, out) -> {name: scalar}`` (e.g. equivariance); each loss is
-used with the weight the current phase gives its name. The trainer owns the common
-losses: ``l1``, ``mse``, ``perceptual`` (VGG-19 / face substitute), ``gan`` and
-``feature_matching`` (multi-scale patch discriminator).
+with ``"prediction"``. What a training step computes belongs to the model's
+:class:`~facegeo_models.common.task.TrainingTask` (``model.training_task(config)``; the
+default task when the model has no such method): its critics (discriminators,
+classifiers, each with an optimizer and a loss), its target, its weighted terms (through
+the :class:`~facegeo_models.common.losses.LossComposer`), pixel sub-sampling. The trainer
+owns the rest: phases, optimizers and LR schedules of every network, AMP, EMA of the
+generator, gradient clipping, DDP, validation, sample grids, logs and checkpoints.
 
 See docs/training.md for the config format. Summary::
 
@@ -16,19 +18,19 @@ See docs/training.md for the config format. Summary::
                     optimizer: {...}}
     train: {seed, optimizer, scheduler, amp, grad_clip, ema, log_every, val_every,
             sample_every, ckpt_every, keep_last}
-    phases: [{name: mse, steps: 1000, losses: {mse: 1}}, ...]
+    phases: [{name: mse, steps: 1000, losses: {mse: 1}, pixels: 4096}, ...]
     validation: {metrics: [l1, psnr], num_batches: 1, batch_size: 4}
 
-Exact resume: the checkpoint holds model / EMA / discriminator weights, optimizer and
-scheduler states, the step and the torch / numpy / python RNG states; batches come from
-:class:`~facegeo_models.common.sampling.StepBatchSampler`, a pure function of (seed, step).
-Validation and sample grids run under a forked RNG, so they do not change the training
-stream either.
+Exact resume: the checkpoint holds the weights of the model, the EMA and every critic,
+the state of every optimizer and scheduler, the step and the torch / numpy / python RNG
+states; batches come from :class:`~facegeo_models.common.sampling.StepBatchSampler`, a
+pure function of (seed, step). Validation and sample grids run under a forked RNG, so they
+do not change the training stream either.
 
 Multi-process: run under ``torchrun``; the trainer initializes ``torch.distributed``
-(NCCL on GPU, gloo on CPU), wraps the model and the discriminator in
-DistributedDataParallel, splits the global batch over the ranks and lets rank 0 log,
-validate and write checkpoints.
+(NCCL on GPU, gloo on CPU), wraps the model and every critic in DistributedDataParallel,
+splits the global batch over the ranks and lets rank 0 log, validate and write
+checkpoints.
 """
 
 from __future__ import annotations
@@ -56,16 +58,11 @@ from torch.utils.data import DataLoader
 from facegeo.assets import atomic_write
 
 from . import checkpoint as ckpt
-from .discriminator import (
-    GAN_KINDS,
-    MultiScaleDiscriminator,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_loss,
-)
-from .perceptual import build_perceptual
+from .config import load_config, merge_overrides
+from .losses import BUILTIN_TERMS
 from .registry import build_model
 from .sampling import StepBatchSampler
+from .task import Critic, TrainingTask, first_source, unwrap
 
 __all__ = [
     "Trainer",
@@ -77,9 +74,10 @@ __all__ = [
     "set_rng_state",
     "load_config",
     "merge_overrides",
+    "make_grid",
 ]
 
-BUILTIN_LOSSES = ("l1", "mse", "perceptual", "gan", "feature_matching")
+BUILTIN_LOSSES = BUILTIN_TERMS  # the composer's built-in terms (old name)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -131,39 +129,6 @@ def _resolve_metric(name: str):
         return getattr(importlib.import_module(mod), fn)
     raise ValueError(f"unknown validation metric {name!r}; known: {sorted(VALIDATION_METRICS)}"
                      " (or use 'module:function')")
-
-
-# --------------------------------------------------------------------------- config I/O
-def load_config(path: str | os.PathLike) -> dict:
-    """Read a YAML training config (``yaml.safe_load``)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p}")
-    cfg = yaml.safe_load(p.read_text())
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{p}: a config must be a YAML mapping")
-    return cfg
-
-
-def merge_overrides(cfg: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a copy of ``cfg``."""
-    import yaml
-
-    cfg = copy.deepcopy(cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, value = item.split("=", 1)
-        node = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(value)
-    return cfg
 
 
 # ------------------------------------------------------------------------ optimization
@@ -258,10 +223,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
-
-
 def _png_bytes(image: torch.Tensor) -> bytes:
     import cv2
 
@@ -333,27 +294,18 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.is_main = self.rank == 0
 
-        # --- model (same init on every rank: seed before building)
+        # --- model, task and critics (same init on every rank: seed before building)
         self.seed = int(tcfg.get("seed", 0))
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % 2 ** 32)  # noqa: NPY002
         random.seed(self.seed)
         self.model = build_model(cfg["model"]).to(self.device)
-        self.perceptual = build_perceptual(cfg.get("perceptual", "none"))
-        if self.perceptual is not None:
-            self.perceptual.to(self.device)
+        make_task = getattr(self.model, "training_task", None)
+        self.task: TrainingTask = make_task(cfg) if callable(make_task) else TrainingTask(cfg)
         uses = {k for ph in self.phases for k, w in ph["losses"].items() if float(w) != 0}
-        if "perceptual" in uses and self.perceptual is None:
-            raise ValueError("a phase uses the 'perceptual' loss but perceptual is 'none'")
-        dcfg = dict(cfg.get("discriminator") or {})
-        self.gan_kind = dcfg.pop("gan_loss", "lsgan")
-        if self.gan_kind not in GAN_KINDS:
-            raise ValueError(f"unknown gan_loss {self.gan_kind!r}; expected one of {GAN_KINDS}")
-        self.gp_weight = float(dcfg.pop("gp_weight", 10.0))
-        d_opt_cfg = dcfg.pop("optimizer", tcfg.get("optimizer"))
-        self.disc = None
-        if {"gan", "feature_matching"} & uses:
-            self.disc = MultiScaleDiscriminator(**dcfg).to(self.device)
+        self.critics: dict[str, Critic] = self.task.build(self.model, uses, self.device)
+        for c in self.critics.values():
+            c.network.to(self.device)
 
         self.ema = None
         ema_cfg = tcfg.get("ema")
@@ -364,14 +316,14 @@ class Trainer:
             for p in self.ema.parameters():
                 p.requires_grad_(False)
 
-        self.opt_g = build_optimizer([p for p in self.model.parameters() if p.requires_grad],
-                                     tcfg.get("optimizer"))
-        self.sched_g = build_scheduler(self.opt_g, tcfg.get("scheduler"), self.total_steps)
-        self.opt_d = self.sched_d = None
-        if self.disc is not None:
-            self.opt_d = build_optimizer(self.disc.parameters(), d_opt_cfg)
-            self.sched_d = build_scheduler(self.opt_d, tcfg.get("scheduler"), self.total_steps)
-
+        # one optimizer and one LR schedule per network ("model" = the generator)
+        self.optimizers = {"model": build_optimizer(
+            [p for p in self.model.parameters() if p.requires_grad], tcfg.get("optimizer"))}
+        for name, c in self.critics.items():
+            self.optimizers[name] = build_optimizer(c.network.parameters(),
+                                                    c.optimizer or tcfg.get("optimizer"))
+        self.schedulers = {name: build_scheduler(opt, tcfg.get("scheduler"), self.total_steps)
+                           for name, opt in self.optimizers.items()}
         # per-rank training randomness (model init above is identical on every rank);
         # rank 0 of a multi-process run uses the same stream as a single process
         rank_seed = (self.seed + 7919 * self.rank) % 2 ** 32
@@ -385,13 +337,16 @@ class Trainer:
         self.amp = (amp == "bf16" or (amp == "auto" and self.device.type == "cuda"))
         self.grad_clip = tcfg.get("grad_clip")
 
+        # the networks as the steps call them (DDP-wrapped when multi-process)
+        self.nets: dict[str, nn.Module] = {"model": self.model,
+                                           **{n: c.network for n, c in self.critics.items()}}
         if self.world > 1:
             ddp_kw = {"find_unused_parameters": bool(tcfg.get("ddp_find_unused", False))}
             if self.device.type == "cuda":
                 ddp_kw["device_ids"] = [self.device.index]
-            self.model = nn.parallel.DistributedDataParallel(self.model, **ddp_kw)
-            if self.disc is not None:
-                self.disc = nn.parallel.DistributedDataParallel(self.disc, **ddp_kw)
+            self.nets = {n: nn.parallel.DistributedDataParallel(m, **ddp_kw)
+                         for n, m in self.nets.items()}
+            self.model = self.nets["model"]
 
         # --- data
         if train_dataset is None:
@@ -421,7 +376,12 @@ class Trainer:
     @property
     def raw_model(self) -> nn.Module:
         """The model without its DDP wrapper."""
-        return _unwrap(self.model)
+        return unwrap(self.model)
+
+    @property
+    def perceptual(self) -> nn.Module | None:
+        """The task's perceptual loss (None for ``perceptual: none``)."""
+        return self.task.perceptual
 
     def phase_at(self, step: int) -> dict:
         """The phase config active at ``step`` (0-based)."""
@@ -461,50 +421,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def _disc_outputs(self, *images: torch.Tensor):
-        """One discriminator forward on the concatenation (single DDP call), split back."""
-        sizes = [x.shape[0] for x in images]
-        out = self.disc(torch.cat(images, dim=0))
-        split = []
-        for i in range(len(images)):
-            lo, hi = sum(sizes[:i]), sum(sizes[:i + 1])
-            split.append({s: ([f[lo:hi] for f in feats], pred[lo:hi])
-                          for s, (feats, pred) in out.items()})
-        return split
-
-    def compute_generator_losses(self, batch: dict, phase: dict) -> tuple[dict, dict]:
-        """Forward + weighted losses of the generator for one batch. Returns (outputs,
-        {name: unweighted loss})."""
-        weights = {k: float(v) for k, v in phase["losses"].items()}
-        out = self.model(batch)
-        pred, target = out["prediction"], batch["driving"]
-        losses: dict[str, torch.Tensor] = {}
-        if weights.get("l1"):
-            losses["l1"] = (pred.float() - target.float()).abs().mean()
-        if weights.get("mse"):
-            losses["mse"] = ((pred.float() - target.float()) ** 2).mean()
-        if weights.get("perceptual"):
-            losses["perceptual"] = self.perceptual(pred.float(), target.float())
-        if weights.get("gan") or weights.get("feature_matching"):
-            real, fake = self._disc_outputs(target, pred)
-            if weights.get("gan"):
-                losses["gan"] = sum(generator_loss(fake[s][1].float(), self.gan_kind)
-                                    for s in fake) / len(fake)
-            if weights.get("feature_matching"):
-                losses["feature_matching"] = sum(
-                    feature_matching_loss(real[s][0], fake[s][0]) for s in fake) / len(fake)
-        extra_fn = getattr(self.raw_model, "extra_losses", None)
-        if extra_fn is not None:
-            for k, v in extra_fn(batch, out).items():
-                if weights.get(k):
-                    losses[k] = v
-        unknown = set(weights) - set(losses) - set(BUILTIN_LOSSES)
-        if unknown:
-            raise ValueError(f"phase {phase.get('name')!r} weights unknown losses "
-                             f"{sorted(unknown)} (model extra_losses gave "
-                             f"{sorted(set(losses) - set(BUILTIN_LOSSES))})")
-        return out, losses
-
     def _clip(self, params) -> float:
         params = [p for p in params if p.grad is not None]
         if self.grad_clip:
@@ -512,60 +428,50 @@ class Trainer:
         return float(torch.linalg.vector_norm(torch.stack(
             [p.grad.detach().float().norm() for p in params]))) if params else 0.0
 
+    def active_critics(self, phase: dict) -> list[str]:
+        """The critics trained in ``phase``: those with a term it weights (non-zero)."""
+        w = phase["losses"]
+        return [n for n, c in self.critics.items() if any(float(w.get(t, 0)) for t in c.terms)]
+
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One optimization step (generator, then discriminator when the phase has GAN
-        losses). Returns the logged scalars."""
+        """One optimization step: the generator (the task's weighted terms), then each
+        critic the phase trains, in declaration order. Returns the logged scalars."""
         phase = self.phase_at(self.step)
-        weights = {k: float(v) for k, v in phase["losses"].items()}
         batch = _to_device(batch, self.device)
-        self.model.train()
-        self.opt_g.zero_grad(set_to_none=True)
-        if self.disc is not None:
-            self.disc.train()
+        for net in self.nets.values():
+            net.train()
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
         with self._autocast():
-            out, losses = self.compute_generator_losses(batch, phase)
-            total = sum(weights[k] * v.float() for k, v in losses.items())
+            out, total, losses = self.task.generator_losses(self.nets, batch, phase)
         total.backward()
         gnorm = self._clip(self.model.parameters())
-        self.opt_g.step()
-        self.sched_g.step()
+        opt.step()
+        self.schedulers["model"].step()
         if self.ema is not None:
             self._update_ema()
         logs = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
         logs["loss/total"] = float(total.detach())
         logs["grad_norm/g"] = gnorm
-        logs["lr"] = self.opt_g.param_groups[0]["lr"]
-        if self.disc is not None and (weights.get("gan") or weights.get("feature_matching")):
-            logs.update(self._disc_step(batch["driving"], out["prediction"].detach()))
+        logs["lr"] = opt.param_groups[0]["lr"]
+        for name in self.active_critics(phase):
+            logs.update(self._critic_step(name, batch, out))
         self.step += 1
         return logs
 
-    def _disc_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        self.opt_d.zero_grad(set_to_none=True)
-        logs = {}
+    def _critic_step(self, name: str, batch: dict, out: dict) -> dict[str, float]:
+        opt, sched = self.optimizers[name], self.schedulers[name]
+        opt.zero_grad(set_to_none=True)
         with self._autocast():
-            images = [real, fake]
-            if self.gan_kind == "wgan-gp":
-                b = real.shape[0]
-                a = torch.rand(b, 1, 1, 1, device=real.device, dtype=real.dtype)
-                interp = (a * real + (1 - a) * fake).detach().requires_grad_(True)
-                images.append(interp)
-            outs = self._disc_outputs(*images)
-            loss = sum(discriminator_loss(outs[0][s][1].float(), outs[1][s][1].float(),
-                                          self.gan_kind) for s in outs[0]) / len(outs[0])
-            logs["loss/disc"] = float(loss.detach())
-            if self.gan_kind == "wgan-gp":
-                crit = sum(outs[2][s][1].float().flatten(1).sum(1).sum() for s in outs[2])
-                grad, = torch.autograd.grad(crit, interp, create_graph=True)
-                gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-                logs["loss/gp"] = float(gp.detach())
-                loss = loss + self.gp_weight * gp
+            loss, terms = self.task.critic_loss(name, self.nets, batch, out)
         loss.backward()
-        logs["grad_norm/d"] = self._clip(self.disc.parameters())
-        # the D schedule follows the global step (D only trains in GAN phases)
-        for group, base in zip(self.opt_d.param_groups, self.sched_d.base_lrs):
-            group["lr"] = base * self.sched_d.lr_lambdas[0](self.step)
-        self.opt_d.step()
+        logs = {f"loss/{k}": float(v) for k, v in terms.items()}
+        critic = self.critics[name]
+        logs[f"grad_norm/{critic.log_name or name}"] = self._clip(critic.network.parameters())
+        # a critic's schedule follows the global step (it only trains in some phases)
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * sched.lr_lambdas[0](self.step)
+        opt.step()
         return logs
 
     @torch.no_grad()
@@ -593,7 +499,7 @@ class Trainer:
                 batch = _to_device(batch, self.device)
                 with self._autocast():
                     pred = model(batch)["prediction"].float()
-                tgt = batch["driving"].float()
+                tgt = self.task.target(batch).float()
                 for n, fn in fns.items():
                     v = torch.as_tensor(fn(pred, tgt), dtype=torch.float64)
                     sums[n] += float(v.sum()) if v.dim() else float(v) * pred.shape[0]
@@ -605,8 +511,8 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self, batch: dict | None = None) -> Path | None:
-        """Write ``samples/step_XXXXXXXX.png`` (columns: source, driving, prediction
-        [, deformed]) from the first validation batch (or ``batch``)."""
+        """Write ``samples/step_XXXXXXXX.png`` (columns: source, target (the driving
+        frame), prediction [, deformed]) from the first validation batch (or ``batch``)."""
         if batch is None:
             batch = next(iter(self._val_batches()), None)
         if batch is None:
@@ -618,8 +524,7 @@ class Trainer:
         with _forked_rng(), self._autocast():
             out = model(batch)
         model.train(was_training)
-        src = batch["source"][:, 0] if batch["source"].dim() == 5 else batch["source"]
-        cols = [src, batch["driving"], out["prediction"]]
+        cols = [first_source(batch), self.task.target(batch), out["prediction"]]
         if "deformed" in out:
             cols.append(out["deformed"])
         cols = [c[:4] for c in cols]
@@ -656,24 +561,25 @@ class Trainer:
         return self._data_summary
 
     def train_state(self, rng_per_rank: list | None = None) -> dict:
+        """The resumable state besides the weights: step, every optimizer and scheduler
+        (by network name), RNG states, world size, seed."""
         st = {
             "step": self.step,
-            "opt_g": self.opt_g.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "rng": get_rng_state(),
             "world": self.world,
             "seed": self.seed,
         }
         if rng_per_rank is not None:
             st["rng_per_rank"] = rng_per_rank
-        if self.opt_d is not None:
-            st["opt_d"] = self.opt_d.state_dict()
-            st["sched_d"] = self.sched_d.state_dict()
         return st
 
     def save(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write a checkpoint (rank 0 only) to ``path`` or ``out_dir/checkpoints/step_N``;
-        updates ``latest.json`` and prunes old ones (``train.keep_last``, default 3)."""
+        """Write a checkpoint (rank 0 only) to ``path`` or ``out_dir/checkpoints/step_N``:
+        ``model``, ``ema`` and every critic as ``<name>.safetensors``, the training state and
+        the model card; updates ``latest.json`` and prunes old ones (``train.keep_last``,
+        default 3)."""
         path = Path(path) if path else self.out_dir / "checkpoints" / f"step_{self.step:08d}"
         rng_all = None
         if self.world > 1:  # every rank's RNG state goes into the checkpoint
@@ -683,8 +589,7 @@ class Trainer:
             modules = {"model": self.raw_model}
             if self.ema is not None:
                 modules["ema"] = self.ema
-            if self.disc is not None:
-                modules["discriminator"] = _unwrap(self.disc)
+            modules.update({n: c.network for n, c in self.critics.items()})
             card = ckpt.make_model_card(self.config["model"], config=self.config,
                                         data=self.data_summary(), metrics=self.metrics,
                                         step=self.step, phase=self.phase_at(
@@ -703,7 +608,9 @@ class Trainer:
         return path if self.is_main else None
 
     def load(self, path: str | os.PathLike) -> None:
-        """Resume from a checkpoint folder (weights, optimizers, schedulers, step, RNG)."""
+        """Resume from a checkpoint folder (weights of the model, EMA and critics,
+        optimizers, schedulers, step, RNG). Checkpoints of the earlier single-discriminator
+        trainer (``opt_g`` / ``opt_d`` states) load too."""
         path = Path(path)
         ckpt.load_weights(path / "model.safetensors", self.raw_model)
         if self.ema is not None:
@@ -711,15 +618,19 @@ class Trainer:
                 ckpt.load_weights(path / "ema.safetensors", self.ema)
             else:  # checkpoint from a run without EMA: start the average at the weights
                 self.ema.load_state_dict(self.raw_model.state_dict())
-        if self.disc is not None and (path / "discriminator.safetensors").is_file():
-            ckpt.load_weights(path / "discriminator.safetensors", _unwrap(self.disc))
+        for name, c in self.critics.items():
+            if (path / f"{name}.safetensors").is_file():
+                ckpt.load_weights(path / f"{name}.safetensors", c.network)
         st = ckpt.load_training_state(path)
         self.step = int(st["step"])
-        self.opt_g.load_state_dict(st["opt_g"])
-        self.sched_g.load_state_dict(st["sched_g"])
-        if self.opt_d is not None and "opt_d" in st:
-            self.opt_d.load_state_dict(st["opt_d"])
-            self.sched_d.load_state_dict(st["sched_d"])
+        opts, scheds = st.get("optimizers"), st.get("schedulers")
+        if opts is None:  # legacy layout
+            opts = {"model": st["opt_g"], "discriminator": st.get("opt_d")}
+            scheds = {"model": st["sched_g"], "discriminator": st.get("sched_d")}
+        for name, opt in self.optimizers.items():
+            if opts.get(name) is not None:
+                opt.load_state_dict(opts[name])
+                self.schedulers[name].load_state_dict(scheds[name])
         if int(st.get("world", 1)) == self.world:
             per_rank = st.get("rng_per_rank")
             set_rng_state(per_rank[self.rank] if per_rank else st["rng"])

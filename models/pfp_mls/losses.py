@@ -9,7 +9,8 @@
 * ``L_adv``: adversarial loss of the multi-scale patch discriminator -- owned by the
   trainer (``gan``).
 
-:func:`total_loss` assembles eq. (8) outside the trainer (tests, notebooks).
+:func:`total_loss` assembles eq. (8) outside the trainer (tests, notebooks) with the same
+:class:`~facegeo_models.common.losses.LossComposer` the trainer uses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import torch
 
 from facegeo import mls
+
+from ..common.losses import LossComposer
 
 __all__ = ["motion_loss", "spreading_loss", "total_loss", "perturb_one_point"]
 
@@ -78,43 +81,15 @@ def spreading_loss(k: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
 def total_loss(model, batch: dict, out: dict, *, weights: dict[str, float],
                perceptual=None, discriminator=None, gan_kind: str = "lsgan"
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. (8) for one batch outside the trainer.
-
-    Args:
-        model: a :class:`~facegeo_models.pfp_mls.network.PFPMLS`.
-        batch: {"source", "driving"} (B, 3, H, W); out: ``model(batch)``.
-        weights: {"perceptual": lambda_p, "motion": lambda_m, "spread": lambda_f,
-            "gan": lambda_adv, "l1": optional pixel L1 weight}; zero or missing = unused.
-        perceptual: a perceptual loss module ``(pred, target) -> scalar`` (needed when
-            lambda_p > 0).
-        discriminator: a :class:`~facegeo_models.common.discriminator.MultiScaleDiscriminator`
-            (needed when lambda_adv > 0).
-
-    Returns:
-        (total scalar, {name: unweighted scalar}).
-    """
-    from ..common.discriminator import generator_loss
-
-    pred, target = out["prediction"], batch["driving"]
-    terms: dict[str, torch.Tensor] = {}
-    if weights.get("l1"):
-        terms["l1"] = (pred - target).abs().mean()
-    if weights.get("perceptual"):
-        if perceptual is None:
-            raise ValueError("lambda_p > 0 needs a perceptual loss module")
-        terms["perceptual"] = perceptual(pred, target)
-    terms.update({k: v for k, v in model.extra_losses(batch, out).items()
-                  if weights.get(k)})
-    if weights.get("gan"):
-        if discriminator is None:
-            raise ValueError("lambda_adv > 0 needs a discriminator")
-        d = discriminator(pred)
-        terms["gan"] = sum(generator_loss(p, gan_kind) for _, p in d.values()) / len(d)
-    unknown = set(k for k, v in weights.items() if v) - set(terms)
-    if unknown:
-        raise ValueError(f"unknown loss names {sorted(unknown)}")
-    total = sum(float(weights[k]) * v for k, v in terms.items())
-    return total, terms
+    """Eq. (8) for one batch outside the trainer: the common
+    :class:`~facegeo_models.common.losses.LossComposer` (the trainer's) with the model's
+    terms. ``weights``: {"perceptual": lambda_p, "motion": lambda_m, "spread": lambda_f,
+    "gan": lambda_adv, "l1": ...}; ``perceptual``: a loss module (lambda_p > 0);
+    ``discriminator``: a multi-scale discriminator (lambda_adv > 0). Returns (total,
+    {name: unweighted scalar})."""
+    return LossComposer(perceptual, gan_kind)(
+        weights, out["prediction"], batch["driving"], discriminator=discriminator,
+        model_terms=lambda: model.extra_losses(batch, out))
 
 
 def perturb_one_point(batch_size: int, num_points: int, *, low: float = 0.05,
