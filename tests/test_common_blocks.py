@@ -169,6 +169,41 @@ def test_occlusion_aware_generator():
     assert src2.grad.abs().max() == 0
 
 
+def test_dense_motion_network_k_motions():
+    """K = 3 motions + background: shapes, a softmax mask, and the deformation is exactly
+    the motion the mask selects (background = identity grid); the hourglass sees the
+    features, the source warped by each motion and the displacements."""
+    torch.manual_seed(0)
+    b, k, h, w = 2, 3, 16, 16
+    net = B.DenseMotionNetwork(feature_channels=5, num_motions=k, block_expansion=8,
+                               num_blocks=2, max_features=16, norm="instance")
+    assert net.hourglass.encoder.down_blocks[0].conv.in_channels == 5 + 4 * 3 + 2 * 3
+    src = torch.rand(b, 3, h, w)
+    motions = B.identity_grid(b, h, w)[:, None] + 0.2 * torch.randn(b, k, h, w, 2)
+    feats = torch.randn(b, 5, h, w)
+    out = net(src, motions, feats)
+    assert out["deformation"].shape == (b, h, w, 2) and out["mask"].shape == (b, k + 1, h, w)
+    assert out["occlusion"].shape == (b, 1, h, w)
+    assert out["sparse_deformed"].shape == (b, k + 1, 3, h, w)
+    torch.testing.assert_close(out["mask"].sum(1), torch.ones(b, h, w))
+    torch.testing.assert_close(out["sparse_deformed"][:, 2], B.warp(src, motions[:, 1]))
+    _grad_ok(net, out["deformation"] + out["occlusion"].sum())
+    with torch.no_grad():
+        net.mask.weight.zero_()
+        for sel in range(k + 1):
+            net.mask.bias.fill_(-1e4)
+            net.mask.bias[sel] = 0
+            d = net(src, motions, feats)["deformation"]
+            want = B.identity_grid(b, h, w) if sel == 0 else motions[:, sel - 1]
+            torch.testing.assert_close(d, want)
+    one = B.DenseMotionNetwork(2, block_expansion=8, num_blocks=2, max_features=16,
+                               occlusion=False, displacement=False)
+    y = one(src, motions[:, 0], feats[:, :2])  # K = 1 takes (B, h, w, 2)
+    assert y["mask"].shape == (b, 2, h, w) and "occlusion" not in y
+    with pytest.raises(ValueError, match="motions"):
+        net(src, motions[:, :2], feats)
+
+
 # ------------------------------------------------------------------------ discriminator
 def test_multiscale_discriminator_shapes_grads():
     d = D.MultiScaleDiscriminator(scales=(1, 0.5), block_expansion=8, num_blocks=3,

@@ -1,6 +1,8 @@
 """Trainer: phases, exact resume, checkpoints + model card, DDP gradient equality
 (2 CPU processes, gloo), validation / samples / logging, and an overfit test on real
-frames."""
+frames; the same for a task with two critics (multi-scale discriminator + a patch
+classifier with its own loss), pixel-subsampled phases, and the default task's numbers
+frozen from the single-discriminator trainer it replaced."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch.multiprocessing as mp
 
 from facegeo_models.common import checkpoint as ckpt
 from facegeo_models.common.data import TensorVideoDataset
+from facegeo_models.common.task import gather_pixels, sample_pixels
 from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
 
 CONFIG = Path(__file__).resolve().parents[1] / "models" / "common" / "configs" / "tiny_test.yaml"
@@ -66,7 +69,23 @@ def _datasets(videos, augment=True):
 
 
 def _losses(records):
-    return [(r["step"], r["loss/total"], r.get("loss/disc")) for r in records]
+    return [(r["step"], r["loss/total"], r.get("loss/disc"), r.get("loss/pair_disc"))
+            for r in records]
+
+
+def _two_critics_cfg(**over) -> dict:
+    """tiny_test with the ``_test_two_critics`` model: a phase without critics, then one
+    training the discriminator (lsgan) and the pair classifier (hinge, own optimizer)."""
+    cfg = _cfg(**{"model.name": "_test_two_critics", "train.val_every": 0,
+                  "train.sample_every": 0, "train.ckpt_every": 3, **over})
+    cfg["pair_classifier"] = {"gan_loss": "hinge", "block_expansion": 8, "num_blocks": 2,
+                              "max_features": 16,
+                              "optimizer": {"type": "adam", "lr": 1e-3, "betas": [0.5, 0.9]}}
+    cfg["phases"] = [{"name": "recon", "steps": 2, "losses": {"l1": 1.0}},
+                     {"name": "adv", "steps": 4, "losses": {"l1": 1.0, "gan": 0.1,
+                                                           "feature_matching": 1.0,
+                                                           "pair_gan": 0.1}}]
+    return cfg
 
 
 def test_phases_checkpoint_card_and_exact_resume(tmp_path, real_videos):
@@ -172,40 +191,61 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: dict, videos, out: str) -
     tr, _ = _datasets(videos)
     t = Trainer(cfg, out_dir=Path(out) / "ddp", train_dataset=tr, device="cpu", resume=None)
     t.fit(until_step=1)
-    grads = {n: p.grad.detach().clone() for n, p in t.raw_model.named_parameters()}
+    grads, params = _grads_and_params(t)
     # WGAN-GP under DDP: the double backward through one DDP forward must run
     gp_cfg = copy.deepcopy(cfg)
+    gp_cfg["model"]["name"] = "_test_tiny_warp"
+    gp_cfg["phases"][0]["losses"].pop("pair_gan")
     gp_cfg["discriminator"]["gan_loss"] = "wgan-gp"
     gp = Trainer(gp_cfg, out_dir=Path(out) / "gp", train_dataset=tr, device="cpu",
                  resume=None)
     gp_rec = gp.fit(until_step=1)
-    torch.save({"grads": grads, "params": t.raw_model.state_dict(),
+    torch.save({"grads": grads, "params": params,
                 "gp": torch.tensor([gp_rec[0]["loss/gp"], gp_rec[0]["loss/disc"]])},
                Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
+def _grads_and_params(t: Trainer) -> tuple[dict, dict]:
+    """Gradients and weights of every network of the task, ``"<net>.<param>"``."""
+    nets = {"model": t.raw_model, **{n: c.network for n, c in t.critics.items()}}
+    grads = {f"{k}.{n}": p.grad.detach().clone() for k, m in nets.items()
+             for n, p in m.named_parameters()}
+    params = {f"{k}.{n}": v.clone() for k, m in nets.items() for n, v in m.state_dict().items()}
+    return grads, params
+
+
 def test_ddp_two_processes_match_single_process(tmp_path, real_videos):
-    cfg = _cfg(**{"train.ckpt_every": 0, "train.val_every": 0, "train.sample_every": 0,
-                  "train.grad_clip": "null", "train.ema": "null",
-                  # SGD: the update is lr * grad, so parameters compare as tightly as grads
-                  # (Adam's g / sqrt(v) amplifies round-off where grads are ~0)
-                  "train.optimizer": "{type: sgd, lr: 0.1}"})
-    cfg["phases"] = [{"name": "all", "steps": 1,
-                      "losses": {"l1": 1, "gan": 0.5, "feature_matching": 1}}]
-    cfg["train"]["ckpt_every"] = 0
+    """One step of the two-critic task (generator with l1 + gan + feature matching +
+    pair_gan, then the discriminator and the pair classifier steps) on 2 gloo processes:
+    gradients and updated weights of all three networks equal one process on the global
+    batch."""
+    sgd = "{type: sgd, lr: 0.1}"
+    # SGD: the update is lr * grad, so parameters compare as tightly as grads
+    # (Adam's g / sqrt(v) amplifies round-off where grads are ~0)
+    cfg = _two_critics_cfg(**{"train.ckpt_every": 0, "train.grad_clip": "null",
+                              "train.ema": "null", "train.optimizer": sgd,
+                              "discriminator.optimizer": sgd})
+    cfg["pair_classifier"]["optimizer"] = {"type": "sgd", "lr": 0.05}
+    cfg["phases"] = [{"name": "all", "steps": 1, "losses": {
+        "l1": 1, "gan": 0.5, "feature_matching": 1, "pair_gan": 0.5}}]
     single = Trainer(copy.deepcopy(cfg), out_dir=tmp_path / "single",
                      train_dataset=_datasets(real_videos)[0], device="cpu", resume=None)
     single.total_steps = 2  # avoid the end-of-training checkpoint in this comparison
-    single.fit(until_step=1)
-    ref_grads = {n: p.grad for n, p in single.raw_model.named_parameters()}
+    rec = single.fit(until_step=1)
+    assert {"loss/pair_gan", "loss/disc", "loss/pair_disc", "grad_norm/d",
+            "grad_norm/pair"} <= set(rec[0])
+    ref_grads, ref_params = _grads_and_params(single)
+    assert {k.split(".")[0] for k in ref_grads} == {"model", "discriminator",
+                                                    "pair_classifier"}
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, real_videos, str(tmp_path)), nprocs=2,
              join=True)
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert set(got["grads"]) == set(ref_grads)
         for n, g in ref_grads.items():
             torch.testing.assert_close(got["grads"][n], g, rtol=1e-4, atol=1e-6, msg=n)
-        for n, p in single.raw_model.state_dict().items():
+        for n, p in ref_params.items():
             torch.testing.assert_close(got["params"][n], p, rtol=1e-4, atol=1e-6, msg=n)
         assert torch.isfinite(got["gp"]).all() and got["gp"][0] > 0
     # the checkpoint holds every rank's RNG state (different streams per rank)
@@ -338,3 +378,119 @@ def test_ema_multisource_and_worker_processes(tmp_path, real_videos):
         rec += t.fit(until_step=2)
         runs[workers] = [r["loss/total"] for r in rec]
     assert runs[0] == runs[2]
+
+
+# ------------------------------------------------------------------ two critics, tasks
+def test_two_critics_exact_resume_and_checkpoint(tmp_path, real_videos):
+    """A task with two critics (multi-scale discriminator + pair classifier, own loss and
+    optimizer each): stopping after step 5 and resuming from the step-3 checkpoint gives
+    the uninterrupted run's losses and weights of every network bit for bit; the
+    checkpoint holds every network and optimizer."""
+    cfg = _two_critics_cfg()
+    tr, va = _datasets(real_videos)
+    full = Trainer(cfg, out_dir=tmp_path / "a", train_dataset=tr, val_dataset=va, device="cpu")
+    rec_full = full.fit()
+    assert set(full.critics) == {"discriminator", "pair_classifier"}
+    assert "loss/pair_disc" not in rec_full[1]
+    for r in rec_full[2:]:
+        assert {"loss/gan", "loss/pair_gan", "loss/disc", "loss/pair_disc", "grad_norm/d",
+                "grad_norm/pair"} <= set(r)
+    part = Trainer(cfg, out_dir=tmp_path / "b", train_dataset=tr, val_dataset=va,
+                   device="cpu")
+    part.fit(until_step=5)
+    del part
+    resumed = Trainer(cfg, out_dir=tmp_path / "b", train_dataset=tr, val_dataset=va,
+                      device="cpu")
+    assert resumed.step == 3
+    rec_res = resumed.fit()
+    assert _losses(rec_res) == _losses(rec_full[3:])
+    for name in ("model", "discriminator", "pair_classifier"):
+        a, b = full.nets[name].state_dict(), resumed.nets[name].state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+    for a, b in zip(full.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    last = ckpt.latest_checkpoint(tmp_path / "b")
+    assert sorted(p.name for p in last.iterdir()) == [
+        "discriminator.safetensors", "ema.safetensors", "model.safetensors",
+        "model_card.json", "pair_classifier.safetensors", "training_state.pt"]
+    st = ckpt.load_training_state(last)
+    assert set(st["optimizers"]) == set(st["schedulers"]) == {"model", "discriminator",
+                                                              "pair_classifier"}
+    assert tuple(st["optimizers"]["pair_classifier"]["param_groups"][0]["betas"]) == (0.5, 0.9)
+
+
+# Recorded with the single-discriminator Trainer of commit 3258feb (one torch thread):
+# (loss/total, loss/disc, grad_norm/g, grad_norm/d) of tiny_test.yaml on _smooth_videos.
+_FROZEN_TINY = [
+    (0.19999681413173676, None, 0.4446903169155121, None),
+    (0.1899522989988327, None, 0.3445139229297638, None),
+    (0.17838065326213837, None, 0.21821299195289612, None),
+    (0.18426989018917084, None, 0.31943708658218384, None),
+    (0.17328126728534698, None, 0.22793281078338623, None),
+    (0.1947888731956482, None, 0.31612420082092285, None),
+    (0.19383978843688965, None, 0.24064020812511444, None),
+    (0.1935061514377594, None, 0.22411319613456726, None),
+    (0.7049924731254578, 1.805471658706665, 0.9594077467918396, 7.758500099182129),
+    (0.6542130708694458, 1.7298537492752075, 0.8658473491668701, 7.066023826599121),
+    (0.6774559617042542, 1.7671259641647339, 1.3232206106185913, 7.394493103027344),
+    (0.6716101765632629, 1.738746166229248, 0.7297849059104919, 6.981583595275879),
+]
+
+
+def _smooth_videos(size: int, n: int = 2, t: int = 4, seed: int = 5) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n * t, 3, size // 8, size // 8, generator=g)
+    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear",
+                                        align_corners=False)
+    return list(x.reshape(n, t, 3, size, size))
+
+
+def test_default_task_reproduces_the_single_discriminator_trainer(tmp_path):
+    cfg = _cfg(**{"train.val_every": 0, "train.sample_every": 0, "train.ckpt_every": 0,
+                  "train.tensorboard": "false"})
+    t = Trainer(cfg, out_dir=tmp_path, resume=None, device="cpu", train_dataset=(
+        TensorVideoDataset(_smooth_videos(32), augment={"flip": True}, repeats=2)))
+    rec = t.fit()
+    got = [(r["loss/total"], r.get("loss/disc"), r["grad_norm/g"], r.get("grad_norm/d"))
+           for r in rec]
+    assert len(got) == len(_FROZEN_TINY)
+    for g, w in zip(got, _FROZEN_TINY):
+        assert (g[1] is None) == (w[1] is None)
+        assert [x for x in g if x is not None] == pytest.approx(
+            [x for x in w if x is not None], rel=1e-6)
+
+
+def test_pixel_subsampled_phase(tmp_path, real_videos):
+    """``pixels: P``: the mse of the phase is the mse at P random pixels per sample (drawn
+    from the training RNG, so resumable), which the model also receives as
+    ``batch["pixel_index"]``."""
+    cfg = _cfg(**{"train.val_every": 0, "train.sample_every": 0, "train.ckpt_every": 0,
+                  "train.ema": "null"})
+    cfg["phases"] = [{"name": "px", "steps": 1, "losses": {"mse": 1.0}, "pixels": 100}]
+    tr, _ = _datasets(real_videos)
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=tr, device="cpu", resume=None)
+    t.total_steps = 2
+    batch = torch.utils.data.default_collate([tr[it] for it in
+                                             t._loader(0).batch_sampler.batch_at(0)])
+    seen = []
+    t.raw_model.register_forward_pre_hook(lambda m, a: seen.append(a[0].get("pixel_index")))
+    with torch.no_grad():
+        pred = t.raw_model(batch)["prediction"]
+    rec = t.fit(until_step=1)
+    idx = seen[-1]
+    assert idx.shape == (4, 100) and all(len(set(row.tolist())) == 100 for row in idx)
+    assert int(idx.min()) >= 0 and int(idx.max()) < 32 * 32
+    want = ((gather_pixels(pred, idx) - gather_pixels(batch["driving"], idx)) ** 2).mean()
+    assert rec[0]["loss/mse"] == pytest.approx(want.item(), rel=1e-6)
+    torch.manual_seed(3)
+    a = sample_pixels(2, 8, 8, 10)
+    torch.manual_seed(3)
+    assert torch.equal(sample_pixels(2, 8, 8, 10), a)  # a function of the RNG state
+    full = ((pred - batch["driving"]) ** 2).mean().item()
+    assert rec[0]["loss/mse"] != pytest.approx(full, rel=1e-6)
+    img = torch.arange(2 * 3 * 4 * 5.).reshape(2, 3, 4, 5)
+    torch.testing.assert_close(gather_pixels(img, torch.tensor([[0, 7], [19, 5]])),
+                               torch.stack([img[0, :, [0, 1], [0, 2]],
+                                            img[1, :, [3, 1], [4, 0]]]))
