@@ -59,7 +59,6 @@ from facegeo.assets import atomic_write
 
 from . import checkpoint as ckpt
 from .config import load_config, merge_overrides
-from .losses import BUILTIN_TERMS
 from .registry import build_model
 from .sampling import StepBatchSampler
 from .task import Critic, TrainingTask, first_source, unwrap
@@ -76,8 +75,6 @@ __all__ = [
     "merge_overrides",
     "make_grid",
 ]
-
-BUILTIN_LOSSES = BUILTIN_TERMS  # the composer's built-in terms (old name)
 
 
 # ----------------------------------------------------------------------------- metrics
