@@ -3,10 +3,13 @@
     python -m facegeo_apps.evaluate --method geometric --data DIR --protocol self \\
         --out report.json [--every 10 --max-frames 60 --size 256]
 
-Methods: ``geometric`` (training-free 3DMM + mesh flow + MLS, :mod:`facegeo.reenact`),
-``static`` (output = source image), ``copy`` (output = driving frame), or a neural model
-name of ``facegeo_models`` (e.g. ``pfp_mls``) with ``--checkpoint``. The two baselines are
-always evaluated in the same run as reference rows.
+Methods: any installed model (``geometric``, the training-free 3DMM + mesh flow + MLS, or a
+neural model of ``facegeo_models`` such as ``pfp_mls`` with ``--checkpoint`` [and
+``--config`` for a bare .safetensors]; all run through :mod:`facegeo.pipeline`), ``static``
+(output = source image) or ``copy`` (output = driving frame). The two baselines are always
+evaluated in the same run as reference rows. Without ``--mode`` every method runs in its
+own default mode (cross: in each mode it honours); a mode a method cannot honour is
+listed under "Skipped", never run silently in another mode.
 
 Protocols (:mod:`facegeo.evaluation`):
 
@@ -50,88 +53,55 @@ class EvalError(ValueError):
 
 
 # ----------------------------------------------------------------------------- methods
-class GeometricMethod:
-    """The geometric reenactment (:mod:`facegeo.reenact`) as an evaluation method: source
-    (1, 3, H, W), driving (T, 3, H_d, W_d) -> (T, 3, H, W) (pasted into the source frame).
-    ``perturb`` moves the driving landmarks (normalised by the driving frame size)."""
+class PipelineMethod:
+    """Any installed model (``geometric`` or a neural one) as an evaluation method, run
+    through :class:`facegeo.pipeline.ReenactmentPipeline` like the app runs it: source
+    (1, 3, S, S), driving (T, 3, S, S) -> (T, 3, S, S). The harness's inputs already are face
+    crops (``crop=False``: only resized). ``perturb`` moves the model's learned keypoints
+    (``num_keypoints``) or, for landmark-driven methods, the tracked driving landmarks."""
 
-    def __init__(self, size: int = 256, device=None):
-        from facegeo import reenact as R
+    def __init__(self, name: str, checkpoint: str | None = None, config: str | None = None,
+                 size: int = 256, device="cpu"):
+        from facegeo.pipeline import ReenactmentPipeline
+        from facegeo_models import list_models, load_reenactor
 
-        self.R = R
-        self.rr = R.GeometricReenactor(size=size, device=device)
-
-    def __call__(self, source, driving, *, mode="relative", perturb=None):
-        R, rr = self.R, self.rr
-        src = rr.fit_source(source[0], crop=True)
-        track = R.track_driving(driving, 30.0, detector=rr.detector)
-        if perturb is not None:
-            h, w = track.frame_size
-            scale = torch.tensor([float(w), float(h)])
-            track.landmarks = perturb(track.landmarks / scale) * scale
-        dfit = rr.fit_driving(track)
-        tfit = rr.target_fits(src.fit, dfit, mode)
-        return torch.stack(list(rr.render_stream(src, tfit, paste=True))).cpu()
-
-
-class NeuralMethod:
-    """A ``facegeo_models.<name>`` model loaded with its ``load_pretrained(checkpoint)`` and
-    run with its ``reenact(source, driving, model=...)``; ``perturb`` becomes
-    ``driving_point_offset`` when the model takes it (keypoint count ``num_points``)."""
-
-    def __init__(self, name: str, checkpoint: str | None, device="cpu"):
-        import importlib
-
-        if not checkpoint:
-            raise EvalError(f"--method {name} needs --checkpoint")
-        if not Path(checkpoint).exists():
+        if name not in list_models():
+            raise EvalError(f"unknown method {name!r}; use static, copy or an installed model "
+                            f"({', '.join(list_models())})")
+        if checkpoint is not None and not Path(checkpoint).exists():
             raise EvalError(f"checkpoint not found: {checkpoint}")
-        try:
-            mod = importlib.import_module(f"facegeo_models.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"facegeo_models.{name}":
-                from facegeo_models.common.registry import registered_models
+        opts = {"size": size} if name == "geometric" else {}
+        self.reenactor = load_reenactor(name, checkpoint=checkpoint, config=config,
+                                        device=device, **opts)
+        self.pipeline = ReenactmentPipeline(self.reenactor, device=device, crop=False,
+                                            size=size)
 
-                raise EvalError(f"unknown method {name!r}; use geometric, static, copy or a "
-                                f"model ({', '.join(registered_models()) or 'none found'})"
-                                ) from None
-            raise
-        for fn in ("load_pretrained", "reenact"):
-            if not hasattr(mod, fn):
-                raise EvalError(f"facegeo_models.{name} has no {fn}()")
-        self.mod = mod
-        self.device = device
-        self.model = mod.load_pretrained(checkpoint, device=device)
-        self.num_points = next((int(m.num_points) for m in self.model.modules()
-                                if isinstance(getattr(m, "num_points", None), int)), None)
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(self.reenactor.modes)
 
     @torch.no_grad()
     def __call__(self, source, driving, *, mode="relative", perturb=None):
-        kw = {}
-        if perturb is not None:
-            if self.num_points is None:
-                raise EvalError("this model exposes no keypoints to perturb")
-            t = driving.shape[0]
-            # the hook works in [0, 1] image units; the models take offsets in [-1, 1] units
-            kw["driving_point_offset"] = 2.0 * perturb(torch.zeros(t, self.num_points, 2))
-        out = []
-        for i in range(0, driving.shape[0], 8):
-            extra = {k: v[i:i + 8].to(self.device) for k, v in kw.items()}
-            out.append(self.mod.reenact(source.to(self.device), driving[i:i + 8].to(self.device),
-                                        model=self.model, **extra).cpu())
-        return torch.cat(out)
+        keypoints = perturb is not None and bool(self.reenactor.num_keypoints)
+        job = self.pipeline.prepare(source[0], driving,
+                                    perturb_landmarks=None if keypoints else perturb)
+        frames = job.frames(mode=mode, perturb_keypoints=perturb if keypoints else None)
+        return torch.stack([f.cpu() for f in frames])
 
 
-def make_method(name: str, checkpoint: str | None, size: int, device):
+def make_method(name: str, checkpoint: str | None, size: int, device, config=None):
     from facegeo import evaluation as E
 
     if name == "static":
         return E.static_source
     if name == "copy":
         return E.copy_driving
-    if name == "geometric":
-        return GeometricMethod(size=size, device=device)
-    return NeuralMethod(name, checkpoint, device)
+    return PipelineMethod(name, checkpoint, config, size, device)
+
+
+def method_modes(method) -> tuple[str, ...]:
+    """The modes a method honours (the baselines: both), its default first."""
+    return tuple(getattr(method, "modes", ("relative", "absolute")))
 
 
 # ----------------------------------------------------------------------------- data
@@ -282,12 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--method", required=True,
                    help="geometric | static | copy | <facegeo_models model name>")
-    p.add_argument("--checkpoint", help="checkpoint of a neural model")
+    p.add_argument("--checkpoint", help="checkpoint of a neural model (folder, or a bare "
+                   ".safetensors with --config; default: its shipped weights)")
+    p.add_argument("--config", help="config of a bare .safetensors checkpoint (bundled name or "
+                   "YAML path)")
     p.add_argument("--data", required=True, help="folder with videos (and source images)")
     p.add_argument("--protocol", choices=("self", "cross", "noise"), default="self")
     p.add_argument("--mode", choices=("relative", "absolute", "both"), default=None,
-                   help="motion transfer mode (default: relative for self/noise, both for "
-                        "cross)")
+                   help="motion transfer mode (default: each method's own default for "
+                        "self/noise, every mode a method honours for cross)")
     p.add_argument("--out", required=True, help="report .json (a .md table is written beside)")
     p.add_argument("--videos", nargs="*", help="only these video file names of DIR")
     p.add_argument("--sources", nargs="*", help="only these image file names (cross)")
@@ -343,19 +316,30 @@ def run(a) -> dict:
     from facegeo.landmarks.backends import get_detector
 
     data, out, videos, images = _check_args(a)
-    modes = ([a.mode] if a.mode and a.mode != "both" else
-             ["relative", "absolute"] if (a.mode == "both" or a.protocol == "cross")
-             else ["relative"])
+    requested = ([a.mode] if a.mode and a.mode != "both" else
+                 ["relative", "absolute"] if (a.mode == "both" or a.protocol == "cross")
+                 else None)   # None: each method's default mode
     names = [a.method] + [b for b in BASELINES if b != a.method]
-    methods = {n: make_method(n, a.checkpoint, a.size, a.device) for n in names}
+    methods = {n: make_method(n, a.checkpoint, a.size, a.device, a.config) for n in names}
     label = {n: BASELINES.get(n, n) for n in names}
+    skipped = {}
+    pairs = []   # (method, mode) rows of the report
+    for n in names:
+        honoured = method_modes(methods[n])
+        for m in (requested or honoured[:1]):
+            if m in honoured:
+                pairs.append((n, m))
+            else:
+                skipped[f"{label[n]} / {m}"] = (f"{n} cannot reenact in {m} mode (it "
+                                                f"supports {', '.join(honoured)})")
+    modes = sorted({m for _, m in pairs}, key=["relative", "absolute"].index)
     analyzer = E.FaceAnalyzer(device=a.device)
     det = get_detector("dlib")
     ident, portraits = _media_info(data)
     if a.protocol == "cross" and not a.sources and any(p.name in portraits for p in images):
         images = [p for p in images if p.name in portraits]
-    rows = {(n, m): [] for n in names for m in modes}
-    skipped = dict(E.SKIPPED)
+    rows = {pair: [] for pair in pairs}
+    skipped = {**E.SKIPPED, **skipped}
     lpips_net = E.lpips_network(a.device) if a.protocol == "self" else None
     if a.protocol == "self" and lpips_net is None:
         skipped["lpips"] = E.LPIPS_SKIP
@@ -383,32 +367,32 @@ def run(a) -> dict:
             s_an, d_an = analyzer(source), analyzer(driving)
         else:
             c_an = analyzer(clip[::a.every])
-        for n in names:
-            for m in modes:
-                bar.set_postfix_str(f"{vpath.name} {label[n]} {m}")
-                t0 = time.perf_counter()
-                try:
-                    if a.protocol == "self":
-                        r = E.self_reenactment(methods[n], clip, analyzer, every=a.every,
-                                               mode=m, clip_analysis=c_an,
-                                               lpips_net=lpips_net)
-                        r["video"] = vpath.name
-                        r["_driving"] = clip[::a.every]
-                    elif a.protocol == "cross":
-                        r = E.cross_reenactment(methods[n], source, driving, analyzer, mode=m,
-                                                source_analysis=s_an, driving_analysis=d_an)
-                        r["video"], r["source"] = vpath.name, spath.name
-                        r["_driving"] = driving
-                    else:
-                        r = E.noise_robustness(methods[n], clip, analyzer, every=a.every,
-                                               low=a.noise_low, high=a.noise_high,
-                                               seed=a.seed, clip_analysis=c_an)
-                        r["video"] = vpath.name
-                except (ValueError, RuntimeError) as e:
-                    failures.append(f"{vpath.name} / {label[n]} / {m}: {e}")
-                    continue
-                r["seconds"] = time.perf_counter() - t0
-                rows[(n, m)].append(r)
+        for n, m in pairs:
+            bar.set_postfix_str(f"{vpath.name} {label[n]} {m}")
+            t0 = time.perf_counter()
+            try:
+                if a.protocol == "self":
+                    r = E.self_reenactment(methods[n], clip, analyzer, every=a.every,
+                                           mode=m, clip_analysis=c_an,
+                                           lpips_net=lpips_net)
+                    r["video"] = vpath.name
+                    r["_driving"] = clip[::a.every]
+                elif a.protocol == "cross":
+                    r = E.cross_reenactment(methods[n], source, driving, analyzer, mode=m,
+                                            source_analysis=s_an, driving_analysis=d_an)
+                    r["video"], r["source"] = vpath.name, spath.name
+                    r["_driving"] = driving
+                else:
+                    r = E.noise_robustness(methods[n], clip, analyzer, every=a.every,
+                                           mode=m,
+                                           low=a.noise_low, high=a.noise_high,
+                                           seed=a.seed, clip_analysis=c_an)
+                    r["video"] = vpath.name
+            except (ValueError, RuntimeError) as e:
+                failures.append(f"{vpath.name} / {label[n]} / {m}: {e}")
+                continue
+            r["seconds"] = time.perf_counter() - t0
+            rows[(n, m)].append(r)
     fid_refs = {}
     if a.protocol != "noise":
         net = E.fid_network(a.device)
@@ -432,9 +416,9 @@ def run(a) -> dict:
         "skipped": skipped,
         "failures": failures,
         "rows": [{"method": label[n], "mode": m, "aggregate": E.aggregate(rows[(n, m)], keys),
-                  "videos": rows[(n, m)]} for n in names for m in modes],
+                  "videos": rows[(n, m)]} for n, m in pairs],
     }
-    for row, key in zip(report["rows"], [(n, m) for n in names for m in modes]):
+    for row, key in zip(report["rows"], pairs):
         if key in fid_refs:
             row["aggregate"]["fid"] = fid_refs[key]
     if a.protocol == "noise":

@@ -24,7 +24,7 @@ def main() -> None:
     from facegeo import metrics as M
     from facegeo.assets import atomic_write
     from facegeo.landmarks.backends import get_detector
-    from facegeo_apps.evaluate import GeometricMethod, load_clip
+    from facegeo_apps.evaluate import PipelineMethod, load_clip
 
     media = Path(os.environ.get("FACEGEO_MEDIA", "/work/shared/media"))
     name = sys.argv[1] if len(sys.argv) > 1 else "lp_d3.mp4"
@@ -34,8 +34,8 @@ def main() -> None:
     drv = clip[::every]
     ref = analyzer.landmarks(drv)
     rows = [("real frames", drv)]
-    for label, method in (("geometric", GeometricMethod()), ("static source", E.static_source),
-                          ("copy driving", E.copy_driving)):
+    for label, method in (("geometric", PipelineMethod("geometric")),
+                          ("static source", E.static_source), ("copy driving", E.copy_driving)):
         rows.append((label, E.call_method(method, clip[:1], drv)))
     tile = 128
     pad = 18

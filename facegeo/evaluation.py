@@ -460,7 +460,7 @@ def cross_reenactment(method: Method, source: torch.Tensor, driving: torch.Tenso
 
 def noise_robustness(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer, *,
                      every: int = 1, low: float = 0.05, high: float = 0.5, seed: int = 0,
-                     clip_analysis=None) -> dict:
+                     clip_analysis=None, mode: str = "relative") -> dict:
     """PFP-MLS Table 2: self-reenactment with and without one perturbed driving keypoint per
     frame (:func:`keypoint_perturbation`); the score is the mean landmark difference (AKD,
     pixels) between output and driving frames.
@@ -479,7 +479,7 @@ def noise_robustness(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
     gen = torch.Generator().manual_seed(seed)
     for tag, hook in (("clean", None), ("noisy", keypoint_perturbation(low, high,
                                                                          generator=gen))):
-        out = call_method(method, clip[:1], driving, perturb=hook)
+        out = call_method(method, clip[:1], driving, perturb=hook, mode=mode)
         lm_o, f_o = analyzer.landmarks(out)
         a, m = M.akd(torch.nan_to_num(lm_o), torch.nan_to_num(lm_d), f_o, f_d)
         res[f"akd_{tag}"], res[f"mkr_{tag}"] = float(a), float(m)

@@ -318,6 +318,10 @@ class ReenactmentPipeline:
         self.tracker_kwargs = tracker_kwargs
         req = set(reenactor.requires)
         self.needs_fit = bool(req & {"morphable_fit", "disentangled_landmarks"})
+        # landmarks are tracked for the crops and for every landmark-based conditioning; an
+        # image-only reenactor on ready crops (crop=False) needs no face detection at all
+        # (its landmarks are NaN, never zeros)
+        self.needs_landmarks = crop or self.needs_fit or "landmarks68" in req
 
     @property
     def size(self) -> int:
@@ -339,6 +343,8 @@ class ReenactmentPipeline:
             images = [images]
         images = list(images)
         lms = list(landmarks) if landmarks is not None else [None] * len(images)
+        if not self.needs_landmarks:
+            lms = [torch.full((68, 2), float("nan")) for _ in images]
         self.reenactor.check_sources(images)
         return [self.conditioner.fit_source(im, lm, crop=self.crop, fit=self.needs_fit)
                 for im, lm in zip(images, lms)]
@@ -383,8 +389,11 @@ class ReenactmentPipeline:
         src = self.prepare_sources(sources, source_landmarks)
         frames = driving if isinstance(driving, FrameSource) else FrameSource(
             driving, fps, max_frames)
-        track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
-                              progress=progress, tracker_kwargs=self.tracker_kwargs)
+        if self.needs_landmarks:
+            track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
+                                  progress=progress, tracker_kwargs=self.tracker_kwargs)
+        else:
+            track = _untracked(frames, progress)
         if perturb_landmarks is not None:
             h, w = track.frame_size
             scale = torch.tensor([float(w), float(h)])
@@ -400,6 +409,28 @@ class ReenactmentPipeline:
         t2 = time.perf_counter()
         return Job(self, src, frames, track, boxes, dfit,
                    timings={"landmarks": t1 - t0, "fit": t2 - t1})
+
+
+def _untracked(frames: FrameSource, progress) -> Any:
+    """A DrivingTrack of NaN landmarks for a clip whose faces are not needed (counts the
+    frames and checks they share one size)."""
+    from facegeo.image_io import as_uint8_rgb
+    from facegeo.reenact import DrivingTrack
+
+    n, size = 0, None
+    for f in frames:
+        hw = tuple(f.shape[-2:]) if isinstance(f, torch.Tensor) else as_uint8_rgb(f).shape[:2]
+        if size is None:
+            size = hw
+        elif hw != size:
+            raise ValueError(f"driving frame {n} has size {hw}, expected {size}")
+        n += 1
+        if progress is not None:
+            progress(1)
+    if n == 0:
+        raise ValueError("the driving sequence has no frames")
+    return DrivingTrack(torch.full((n, 68, 2), float("nan")), torch.ones(n, dtype=torch.bool),
+                        (int(size[0]), int(size[1])), frames.fps)
 
 
 @dataclass

@@ -326,11 +326,13 @@ def test_video_metrics_lpips_when_given_a_network():
 
 
 def test_neural_method_from_checkpoint_with_perturbation_hook(tmp_path):
-    """apps/evaluate.py drives a facegeo_models model from a checkpoint folder; the keypoint
-    hook reaches the model as driving_point_offset (one point per frame, x2 units)."""
+    """apps/evaluate.py drives a facegeo_models model from a checkpoint folder through the
+    pipeline; the keypoint hook reaches the model as driving.keypoint_offset (one point per
+    frame, x2 units); a mode the model cannot honour is an error, not silence."""
     import yaml
 
-    from facegeo_apps.evaluate import NeuralMethod
+    from facegeo.pipeline import UnsupportedModeError
+    from facegeo_apps.evaluate import PipelineMethod
     from facegeo_models import pfp_mls
     from facegeo_models.common import checkpoint as ckpt
 
@@ -338,16 +340,21 @@ def test_neural_method_from_checkpoint_with_perturbation_hook(tmp_path):
     cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())["model"]
     model = pfp_mls.from_config("tiny")
     ckpt.save_checkpoint(tmp_path / "ck", {"model": model}, ckpt.make_model_card(cfg))
-    method = NeuralMethod("pfp_mls", str(tmp_path / "ck"))
-    assert method.num_points == cfg["params"]["num_points"]
+    method = PipelineMethod("pfp_mls", str(tmp_path / "ck"), size=64)
+    assert method.reenactor.num_keypoints == cfg["params"]["num_points"]
+    assert method.modes == ("absolute",)
     src, drv = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
-    clean = E.call_method(method, src, drv)
+    with pytest.raises(UnsupportedModeError):
+        E.call_method(method, src, drv, mode="relative")
+    clean = E.call_method(method, src, drv, mode="absolute")
+    # the same frames as the model called directly: the pipeline adds nothing on ready crops
+    torch.testing.assert_close(clean, model.eval().reenact(src, drv))
     assert clean.shape == (3, 3, 64, 64)
     hook = E.keypoint_perturbation(0.3, 0.5, generator=torch.Generator().manual_seed(1))
-    noisy = E.call_method(method, src, drv, perturb=hook)
+    noisy = E.call_method(method, src, drv, perturb=hook, mode="absolute")
     assert hook.last_offset.shape == (3, 2)
     assert (noisy - clean).abs().max() > 1e-4
-    again = E.call_method(method, src, drv)
+    again = E.call_method(method, src, drv, mode="absolute")
     assert torch.allclose(again, clean)
 
 

@@ -4,6 +4,9 @@ Sub-modules (imported lazily by the apps; import them directly):
 
 * :mod:`.blocks` - down/up/res blocks, hourglass, anti-aliased pyramid, keypoint detector
   (soft-argmax, DSNT), warping, occlusion-aware generator
+* :mod:`.attention` - positional / Fourier encodings, multi-head attention, transformer blocks
+* :mod:`.losses` - the loss composer (weighted named terms from the phase config)
+* :mod:`.task` - :class:`TrainingTask`: a model's own training step (networks, critics, targets)
 * :mod:`.discriminator` - multi-scale patch discriminator, LSGAN / hinge / WGAN-GP losses,
   gradient penalty, feature matching
 * :mod:`.perceptual` - VGG-19 multi-scale perceptual loss, MobileFaceNet face-feature loss

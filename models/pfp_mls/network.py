@@ -290,6 +290,11 @@ class PFPMLS(ReenactmentModel):
     # re-based on its first frame. The model copies the driver's pose: absolute only.
     modes = ("absolute",)
 
+    @property
+    def num_keypoints(self) -> int:
+        """The N learned feature points (``driving.keypoint_offset`` moves them)."""
+        return self.num_points
+
     def _reenact(self, sources, driving, *, mode: str, return_all: bool = False):
         """First source image animated by ``driving.image`` (B, 3, S, S); the learned
         driving points move by ``driving.keypoint_offset`` (B, N, 2) when given. Returns
