@@ -220,13 +220,12 @@ def test_scripts_and_console_entry_points():
 
 def test_reenact_neural_model_path(tmp_path, media_dir, capsys):
     """--model pfp_mls --checkpoint: an (untrained) tiny checkpoint runs end to end."""
-    import yaml
-
     from facegeo_models import pfp_mls
     from facegeo_models.common import checkpoint as ckpt
+    from facegeo_models.common.config import load_config
     from facegeo_models.common.registry import build_model
 
-    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())
+    cfg = load_config(pfp_mls.config_path("tiny"))
     torch.manual_seed(0)
     net = build_model(cfg["model"]).eval()
     ckpt.save_checkpoint(tmp_path / "ck", {"model": net}, ckpt.make_model_card(cfg["model"],

@@ -329,15 +329,14 @@ def test_neural_method_from_checkpoint_with_perturbation_hook(tmp_path):
     """apps/evaluate.py drives a facegeo_models model from a checkpoint folder through the
     pipeline; the keypoint hook reaches the model as driving.keypoint_offset (one point per
     frame, x2 units); a mode the model cannot honour is an error, not silence."""
-    import yaml
-
     from facegeo.pipeline import UnsupportedModeError
     from facegeo_apps.evaluate import PipelineMethod
     from facegeo_models import pfp_mls
     from facegeo_models.common import checkpoint as ckpt
+    from facegeo_models.common.config import load_config
 
     torch.manual_seed(0)
-    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())["model"]
+    cfg = load_config(pfp_mls.config_path("tiny"))["model"]
     model = pfp_mls.from_config("tiny")
     ckpt.save_checkpoint(tmp_path / "ck", {"model": model}, ckpt.make_model_card(cfg))
     method = PipelineMethod("pfp_mls", str(tmp_path / "ck"), size=64)
