@@ -6,7 +6,7 @@
 A long driving video is made from a media clip played forwards and backwards (no jumps,
 so the tracker keeps the face), scaled to 256 x 256, and written once to a temporary folder.
 Each (mode, length) then runs ``apps/reenact.py`` in a fresh process, whose peak resident
-set size (``ru_maxrss`` of the child) is read afterwards:
+set size (``VmHWM`` of the child) is read afterwards:
 
 * ``geometric``: the training-free pipeline (landmarks, chunked 3DMM fit, mesh flow + MLS);
 * ``neural``: ``--model pfp_mls`` with an untrained tiny checkpoint (the data path of any
@@ -71,8 +71,18 @@ def child(argv: list[str]) -> None:
     rc = main(argv)
     if rc:
         sys.exit(rc)
-    # the app runs in this process (PyAV decodes and encodes in-process): its own peak
-    print("PEAK_RSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # the app runs in this process (PyAV decodes and encodes in-process): its own peak.
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report
+    # the peak of the (forked) benchmark process that launched it
+    print("PEAK_RSS_KIB", _vm_hwm_kib())
+
+
+def _vm_hwm_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: best effort
 
 
 def run_one(app_args: list[str]) -> tuple[float, float]:
