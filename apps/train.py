@@ -11,9 +11,11 @@ Usage::
     # data-loading throughput of a config's dataset for several worker counts
     python apps/train.py bench-data --config ... [--workers 0 1 2] [--batches 20]
 
-    # preprocess face videos into root/{train,test}/<video>/ (256 crops + landmarks.npy)
+    # preprocess face videos into root/{train,test}/<video>/: 256 crops, landmarks.npy,
+    # boxes.npy, optional fits.npz, conditioning.json (format version 1)
     python apps/train.py preprocess VIDEO_OR_FOLDER ... --out ROOT [--split auto]
                          [--size 256] [--detector dlib] [--max-frames N]
+                         [--fit-3dmm ict_facekit]
 
 See docs/training.md.
 """
@@ -46,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_preprocess_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facegeo-train preprocess",
-                                description="Track, crop (FOMM-style) and cache landmarks.")
+    p = argparse.ArgumentParser(
+        prog="facegeo-train preprocess",
+        description="Track, crop (FOMM-style) and cache the conditioning of each video: "
+        "frames, landmarks, crop boxes and optionally a 3DMM fit, described by a versioned "
+        "conditioning.json (docs/training.md, 'Preprocessed conditioning format').")
     p.add_argument("inputs", nargs="+", help="video files or folders of videos")
     p.add_argument("--out", required=True, help="dataset root to write")
     p.add_argument("--split", default="auto", choices=["auto", "train", "test"])
@@ -58,7 +63,8 @@ def build_preprocess_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=1, help="keep every step-th frame")
     p.add_argument("--box-mode", default="fixed", choices=["fixed", "smooth", "none"])
     p.add_argument("--fit-3dmm", default=None, metavar="MODEL",
-                   help="also cache a 3DMM fit per video (fits.npz), e.g. ict_facekit")
+                   help="also cache a 3DMM fit per video (fits.npz: one identity per "
+                   "clip, per-frame pose and expression), e.g. ict_facekit; off by default")
     return p
 
 
@@ -70,7 +76,8 @@ def preprocess_main(argv: list[str]) -> int:
                               size=a.size, detector=a.detector, max_frames=a.max_frames,
                               step=a.step, box_mode=a.box_mode, fit_3dmm=a.fit_3dmm)
     for m in metas:
-        print(json.dumps({k: m[k] for k in ("source", "split", "frames", "lost_frames")}))
+        print(json.dumps({k: m[k] for k in ("source", "split", "frames", "lost_frames",
+                                            "conditioning_version")}))
     return 0
 
 

@@ -3,8 +3,10 @@
 Layouts (``root`` as in FOMM / FSRT's VoxCeleb):
 
 * ``root/train/<video>/`` folders of frames (``*.png`` / ``*.jpg``, sorted by name), with
-  optional ``landmarks.npy`` (T, 68, 2) float32 crop-pixel landmarks written by
-  :func:`preprocess_video`;
+  optional ``landmarks.npy`` (T, 68, 2) float32 crop-pixel landmarks; the folders written by
+  :func:`preprocess_video` hold the versioned *conditioning format*
+  (``conditioning.json`` listing ``landmarks.npy``, ``boxes.npy``, ``fits.npz``; see
+  :func:`read_conditioning` and docs/training.md "Preprocessed conditioning format");
 * ``root/train/<video>.mp4`` (or any FFmpeg format), with optional
   ``<video>.landmarks.npy``;
 * ``root/test/...`` likewise. Without ``train/`` and ``test/`` sub-folders, ``root`` is
@@ -21,6 +23,9 @@ Each item is a dict::
     source_landmarks   (68, 2) or (n_src, 68, 2) pixel coordinates   (when cached)
     driving_landmarks  (68, 2)                                      (when cached)
     video_index        int;  frame_index (n_src + 1,) int64
+    source_box, driving_box            (3,) (cx, cy, side) source-video pixels  (requested)
+    source_<fit>, driving_<fit>, id_coeffs   3DMM fit arrays (requested, see
+                       :meth:`VideoFolderDataset.load_fits`)
 
 Items are indexed by ``(index, seed)`` (see :mod:`~facegeo_models.common.sampling`): the
 frame choice and the augmentation use only ``seed``, so batches are reproducible across
@@ -55,12 +60,28 @@ __all__ = [
     "identity_of",
     "split_by_identity",
     "build_dataset",
+    "CONDITIONING_FILE",
+    "CONDITIONING_FORMAT",
+    "CONDITIONING_ITEMS",
+    "CONDITIONING_VERSION",
+    "read_conditioning",
     "preprocess_video",
     "preprocess_folder",
 ]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+#: Versioned record of what a preprocessed video folder holds (docs/training.md,
+#: "Preprocessed conditioning format"). Folders without it are version 0.
+CONDITIONING_FILE = "conditioning.json"
+CONDITIONING_FORMAT = "facegeo-conditioning"
+CONDITIONING_VERSION = 1
+#: Items a dataset can be asked for (``conditioning=``); frames are always there.
+CONDITIONING_ITEMS = ("landmarks", "boxes", "fits")
+#: Per-frame arrays of ``fits.npz`` (besides the clip's ``id_coeffs`` and ``rmse``).
+FIT_FRAME_ARRAYS = ("angles", "rotation", "translation", "scale", "exp_coeffs")
+_DEFAULT_FILES = {"landmarks": "landmarks.npy", "boxes": "boxes.npy", "fits": "fits.npz"}
 
 
 # -------------------------------------------------------------------------- augmentation
@@ -210,15 +231,18 @@ class PairDataset(Dataset):
         frames = self.load_frames(v, idx)
         lms = self.load_landmarks(v, idx)
         s = self.image_size
+        resize = None
         if s is not None and frames.shape[-2:] != (s, s):
             h, w = frames.shape[-2:]
+            resize = (s / w, s / h)
             frames = F.interpolate(frames, size=(s, s), mode="bilinear", align_corners=False,
                                    antialias=True).clamp(0, 1)
             if lms is not None:
-                scale = torch.tensor([s / w, s / h], dtype=lms.dtype)
+                scale = torch.tensor(resize, dtype=lms.dtype)
                 lms = (lms + 0.5) * scale - 0.5
         aug = self.augment
-        if aug.get("flip") and rng.random() < 0.5:
+        flipped = bool(aug.get("flip") and rng.random() < 0.5)
+        if flipped:
             frames, lms = hflip_sample(frames, lms)
         jit = aug.get("jitter")
         if jit:
@@ -235,7 +259,20 @@ class PairDataset(Dataset):
         if lms is not None:
             item["source_landmarks"] = (lms[:-1] if self.n_src > 1 else lms[0]).float()
             item["driving_landmarks"] = lms[-1].float()
+        item.update(self.extra_items(v, idx, flipped=flipped, resize=resize))
         return item
+
+    def extra_items(self, v: int, idx: list[int], *, flipped: bool,
+                    resize: tuple[float, float] | None) -> dict[str, torch.Tensor]:
+        """Further per-item entries of frames ``idx`` of video ``v`` (a subclass hook):
+        ``flipped`` says whether the item was mirrored, ``resize`` the (x, y) factors
+        from the stored frames to ``image_size`` (None: not resized). Default: none."""
+        return {}
+
+    def _split_frames(self, name: str, a: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``source_<name>`` / ``driving_<name>`` from an (n_src + 1, ...) array."""
+        return {f"source_{name}": a[:-1] if self.n_src > 1 else a[0],
+                f"driving_{name}": a[-1]}
 
 
 class TensorVideoDataset(PairDataset):
@@ -312,6 +349,46 @@ def _list_videos(folder: Path) -> list[Path]:
     return out
 
 
+def read_conditioning(folder: str | os.PathLike) -> dict:
+    """The conditioning record of a preprocessed video folder.
+
+    ``folder/conditioning.json`` when present (format ``"facegeo-conditioning"``, checked
+    version), else a version-0 record for folders written before the format existed:
+    ``landmarks.npy`` and a ``fits.npz`` (same arrays as version 1, model unrecorded)
+    when the files are there. Returns ``{"format", "version", "items": {name: {"file",
+    ...}}, ...}`` (see docs/training.md, "Preprocessed conditioning format").
+
+    Raises:
+        ValueError: not JSON, another format, or a version that is unknown (not an
+            integer >= 1) or newer than :data:`CONDITIONING_VERSION`.
+    """
+    folder = Path(folder)
+    f = folder / CONDITIONING_FILE
+    if not f.is_file():
+        items = {k: {"file": n} for k, n in _DEFAULT_FILES.items()
+                 if k != "boxes" and (folder / n).is_file()}
+        return {"format": CONDITIONING_FORMAT, "version": 0, "items": items}
+    try:
+        rec = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(rec, dict) or rec.get("format") != CONDITIONING_FORMAT:
+        fmt = rec.get("format") if isinstance(rec, dict) else None
+        raise ValueError(f"{f}: unknown conditioning format {fmt!r} (expected "
+                         f"{CONDITIONING_FORMAT!r})")
+    ver = rec.get("version")
+    if not isinstance(ver, int) or isinstance(ver, bool) or ver < 1:
+        raise ValueError(f"{f}: unknown conditioning version {ver!r} (this facegeo reads "
+                         f"versions 0 to {CONDITIONING_VERSION})")
+    if ver > CONDITIONING_VERSION:
+        raise ValueError(f"{f}: conditioning version {ver} is newer than this facegeo reads "
+                         f"(up to {CONDITIONING_VERSION}); update facegeo or re-run "
+                         f"`apps/train.py preprocess`")
+    if not isinstance(rec.get("items"), dict):
+        raise ValueError(f"{f}: no 'items' mapping")
+    return rec
+
+
 class VideoFolderDataset(PairDataset):
     """Videos on disk (see the module docstring for the layouts).
 
@@ -320,14 +397,40 @@ class VideoFolderDataset(PairDataset):
         split: ``"train"`` or ``"test"``.
         test_fraction, split_seed: identity split used when ``root`` has no split folders.
         cache_videos: how many decoded video files to keep in memory per process.
-        require_landmarks: raise if a video has no cached landmarks.
+        conditioning: items every video must provide and every item then holds, from
+            :data:`CONDITIONING_ITEMS`: ``"landmarks"`` (``source_landmarks``,
+            ``driving_landmarks``), ``"boxes"`` (``source_box``, ``driving_box``: crop
+            boxes in source-video pixels), ``"fits"`` (``source_angles`` ...
+            ``driving_exp_coeffs``, ``id_coeffs``; see :meth:`load_fits`). A requested item
+            that a video lacks is a ``FileNotFoundError`` naming it; a folder with an
+            unknown or too new ``conditioning.json`` a ``ValueError``. Landmarks are also
+            returned unrequested when every video has them.
+        require_landmarks: same as requesting ``"landmarks"``.
+        with_fits: same as requesting ``"fits"`` (refused with flip augmentation: a mirrored
+            image no longer matches its fit).
         other keyword arguments: see :class:`PairDataset`.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *,
                  test_fraction: float = 0.2, split_seed: int = 0, cache_videos: int = 4,
+                 conditioning: list[str] | tuple[str, ...] | None = None,
                  require_landmarks: bool = False, with_fits: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(conditioning, str):
+            conditioning = [conditioning]
+        requested = set(conditioning or ())
+        unknown = requested - set(CONDITIONING_ITEMS)
+        if unknown:
+            raise ValueError(f"unknown conditioning item(s) {sorted(unknown)}; known: "
+                             f"{list(CONDITIONING_ITEMS)}")
+        if require_landmarks:
+            requested.add("landmarks")
+        if with_fits:
+            requested.add("fits")
+        if "fits" in requested and self.augment.get("flip"):
+            # a flipped image no longer matches its fit
+            raise ValueError("3DMM fits (with_fits / conditioning 'fits') cannot be "
+                             "combined with flip augmentation")
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"dataset root not found: {root}")
@@ -353,22 +456,42 @@ class VideoFolderDataset(PairDataset):
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self.cache_videos = cache_videos
         self._lm_cache: dict[int, np.ndarray | None] = {}
-        missing = [p for p in self.items if not self._landmark_file(p).is_file()]
-        if missing and require_landmarks:
-            raise FileNotFoundError(f"no cached landmarks for {len(missing)} video(s), e.g. "
-                                    f"{missing[0]} (run `apps/train.py preprocess`)")
-        # landmarks are returned only when every video has them (batches must agree)
-        self.has_landmarks = not missing
-        self.with_fits = with_fits
-        if with_fits and self.augment.get("flip"):
-            # a flipped image no longer matches its fit
-            raise ValueError("with_fits cannot be combined with flip augmentation")
-        if with_fits:
-            nofit = [p for p in self.items if not (p / "fits.npz").is_file()]
-            if nofit:
-                raise FileNotFoundError(f"with_fits: no fits.npz for {len(nofit)} video(s), "
-                                        f"e.g. {nofit[0]} (preprocess with --fit-3dmm)")
+        self._box_cache: dict[int, np.ndarray] = {}
         self._fits: dict[int, dict[str, np.ndarray]] = {}
+        # version checks up front: a bad folder fails here, not in a worker mid-epoch
+        self.records = [read_conditioning(p) if p.is_dir() else
+                        {"format": CONDITIONING_FORMAT, "version": 0, "items": {}}
+                        for p in self.items]
+        hint = {"landmarks": "run `apps/train.py preprocess`",
+                "boxes": "re-run `apps/train.py preprocess` (version >= 1 stores boxes)",
+                "fits": "preprocess with --fit-3dmm"}
+        for name in CONDITIONING_ITEMS:
+            missing = [p for v, p in enumerate(self.items) if not self._has_item(v, name)]
+            if name == "landmarks":
+                # landmarks are returned only when every video has them (batches must agree)
+                self.has_landmarks = not missing
+            if missing and name in requested:
+                what = "cached landmarks" if name == "landmarks" else (
+                    "fits.npz" if name == "fits" else name)
+                v0 = self.items.index(missing[0])
+                raise FileNotFoundError(
+                    f"conditioning {name!r} requested: no {what} for {len(missing)} "
+                    f"video(s), e.g. {missing[0]} (conditioning version "
+                    f"{self.records[v0]['version']}; {hint[name]})")
+        if "boxes" in requested and self.augment.get("flip"):
+            nowidth = [p for v, p in enumerate(self.items)
+                       if not isinstance(self.records[v].get("source", {}).get("width"), int)]
+            if nowidth:
+                raise ValueError(f"flipping boxes needs the source video width, not recorded "
+                                 f"for {nowidth[0]}")
+        if "fits" in requested:
+            models = {json.dumps(r["items"]["fits"].get("morphable_model"), sort_keys=True)
+                      for r in self.records if r["version"] >= 1}
+            if len(models) > 1:
+                raise ValueError(f"the videos were fit with different morphable models: "
+                                 f"{sorted(models)}")
+        self.conditioning = tuple(n for n in CONDITIONING_ITEMS if n in requested)
+        self.with_fits = "fits" in requested
 
     def num_videos(self):
         return len(self.items)
@@ -379,6 +502,21 @@ class VideoFolderDataset(PairDataset):
 
     def identity(self, v):
         return identity_of(self.items[v].name, self.id_map)
+
+    def _item_file(self, v: int, name: str) -> Path | None:
+        """The file of conditioning item ``name`` of video ``v`` per its record (None when
+        the record does not list it)."""
+        p = self.items[v]
+        if not p.is_dir():
+            return p.with_name(p.stem + ".landmarks.npy") if name == "landmarks" else None
+        entry = self.records[v]["items"].get(name)
+        if not isinstance(entry, dict):
+            return None
+        return p / str(entry.get("file", _DEFAULT_FILES[name]))
+
+    def _has_item(self, v: int, name: str) -> bool:
+        f = self._item_file(v, name)
+        return f is not None and f.is_file()
 
     def _frames_of_dir(self, v) -> list[Path]:
         if v not in self._frame_lists:
@@ -437,14 +575,15 @@ class VideoFolderDataset(PairDataset):
             x = frames[idx]
         return x.float() / 255.0
 
-    @staticmethod
-    def _landmark_file(p: Path) -> Path:
-        return p / "landmarks.npy" if p.is_dir() else p.with_name(p.stem + ".landmarks.npy")
-
     def _landmark_array(self, v) -> np.ndarray | None:
         if v not in self._lm_cache:
-            f = self._landmark_file(self.items[v])
-            self._lm_cache[v] = np.load(f, allow_pickle=False) if f.is_file() else None
+            f = self._item_file(v, "landmarks")
+            a = None
+            if f is not None and f.is_file():
+                a = np.load(f, allow_pickle=False)
+                if a.ndim != 3 or a.shape[1:] != (68, 2):
+                    raise ValueError(f"{f}: landmarks must be (T, 68, 2), got {a.shape}")
+            self._lm_cache[v] = a
         return self._lm_cache[v]
 
     def load_landmarks(self, v, idx):
@@ -453,48 +592,78 @@ class VideoFolderDataset(PairDataset):
         a = self._landmark_array(v)
         return None if a is None else torch.from_numpy(a[idx].astype(np.float32))
 
+    def load_boxes(self, v: int, idx: list[int]) -> torch.Tensor:
+        """(len(idx), 3) crop boxes ``(cx, cy, side)`` of frames ``idx`` in source-video
+        pixels (``boxes.npy``, conditioning version >= 1)."""
+        if v not in self._box_cache:
+            f = self._item_file(v, "boxes")
+            if f is None or not f.is_file():
+                raise FileNotFoundError(f"no boxes for {self.items[v]}")
+            a = np.load(f, allow_pickle=False)
+            if a.ndim != 2 or a.shape[1] != 3:
+                raise ValueError(f"{f}: boxes must be (T, 3), got {a.shape}")
+            self._box_cache[v] = a.astype(np.float32)
+        return torch.from_numpy(self._box_cache[v][idx])
+
     def load_fits(self, v: int, idx: list[int]) -> dict[str, torch.Tensor]:
         """Per-frame 3DMM fit arrays of frames ``idx``: ``angles`` (n, 3), ``exp_coeffs``
         (n, K_exp), ``rotation`` (n, 3, 3), ``translation`` (n, 2), ``scale`` (n,), and the
-        video's ``id_coeffs`` (K_id,)."""
+        video's ``id_coeffs`` (K_id,); weak perspective in the stored crops' pixels."""
         if v not in self._fits:
-            with np.load(self.items[v] / "fits.npz", allow_pickle=False) as z:
-                self._fits[v] = {k: z[k] for k in z.files}
+            f = self._item_file(v, "fits")
+            if f is None or not f.is_file():
+                raise FileNotFoundError(f"no fits.npz for {self.items[v]}")
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            lacking = [k for k in (*FIT_FRAME_ARRAYS, "id_coeffs") if k not in arrays]
+            if lacking:
+                raise ValueError(f"{f}: missing arrays {lacking}")
+            self._fits[v] = arrays
         f = self._fits[v]
-        out = {k: torch.from_numpy(f[k][idx]) for k in ("angles", "exp_coeffs", "rotation",
-                                                          "translation", "scale")}
+        out = {k: torch.from_numpy(f[k][idx]) for k in FIT_FRAME_ARRAYS}
         out["id_coeffs"] = torch.from_numpy(f["id_coeffs"])
         return out
 
-    def __getitem__(self, key):
-        item = super().__getitem__(key)
-        if self.with_fits:
-            fi = item["frame_index"].tolist()
-            f = self.load_fits(item["video_index"], fi)
-            for k, v in f.items():
-                if k == "id_coeffs":
-                    item["id_coeffs"] = v
-                else:
-                    item[f"source_{k}"] = v[:-1] if self.n_src > 1 else v[0]
-                    item[f"driving_{k}"] = v[-1]
-        return item
+    def extra_items(self, v, idx, *, flipped, resize):
+        out: dict[str, torch.Tensor] = {}
+        if "boxes" in self.conditioning:
+            b = self.load_boxes(v, idx).clone()
+            if flipped:  # the box of the mirrored source video: cx -> W - 1 - cx
+                b[:, 0] = self.records[v]["source"]["width"] - 1 - b[:, 0]
+            out.update(self._split_frames("box", b))
+        if "fits" in self.conditioning:
+            f = self.load_fits(v, idx)
+            if resize is not None:
+                kx, ky = resize
+                if abs(kx - ky) > 1e-9 * max(kx, ky):
+                    raise ValueError(f"fits of {self.items[v]} cannot follow a non-square "
+                                     f"resize ({kx:.4g} x {ky:.4g})")
+                # u = s (R X)_x + t_u in stored-crop pixels -> (u + 0.5) k - 0.5
+                f["scale"] = f["scale"] * kx
+                f["translation"] = (f["translation"] + 0.5) * kx - 0.5
+            for k in FIT_FRAME_ARRAYS:
+                out.update(self._split_frames(k, f[k]))
+            out["id_coeffs"] = f["id_coeffs"]
+        return out
 
     def summary(self) -> dict:
         s = super().summary()
-        s.update({"root": str(self.root), "split": self.split, "with_fits": self.with_fits})
+        s.update({"root": str(self.root), "split": self.split, "with_fits": self.with_fits,
+                  "conditioning": list(self.conditioning),
+                  "conditioning_versions": sorted({r["version"] for r in self.records})})
         return s
 
 
 def build_dataset(cfg: dict, split: str = "train") -> PairDataset:
     """Dataset from a config ``data`` section: ``{root, image_size, n_src, augment,
-    repeats, max_gap, test_fraction, split_seed, require_landmarks}``. The test split
-    never augments."""
+    repeats, max_gap, test_fraction, split_seed, id_sampling, cache_videos, conditioning,
+    require_landmarks, with_fits}``. The test split never augments."""
     if "root" not in cfg:
         raise ValueError("data config needs a 'root' folder")
     kw = {k: cfg[k] for k in ("image_size", "n_src", "repeats", "max_gap", "test_fraction",
                               "id_sampling",
                               "split_seed", "require_landmarks", "cache_videos",
-                              "with_fits") if k in cfg}
+                              "with_fits", "conditioning") if k in cfg}
     if split == "train":
         kw["augment"] = cfg.get("augment")
     else:
@@ -508,19 +677,33 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
                      detector: str = "dlib", margin: float = 0.4, shift_up: float = 0.1,
                      box_mode: str = "fixed", max_frames: int | None = None,
                      step: int = 1, fit_3dmm: str | None = None) -> dict:
-    """Track the face through a video, crop FOMM-style, resize to ``size`` and write
-    ``out_dir/%06d.png`` frames + ``landmarks.npy`` (T, 68, 2) float32 crop-pixel
-    landmarks + ``meta.json``. With ``fit_3dmm`` (a morphable-model asset name such as
-    ``"ict_facekit"`` or a path) also ``fits.npz``: a :func:`facegeo.fitting.fit_video`
-    weak-perspective fit of the crop landmarks (one identity, per-frame pose and
-    expression) with arrays ``angles`` (T, 3) yaw/pitch/roll degrees, ``rotation``
-    (T, 3, 3), ``translation`` (T, 2), ``scale`` (T,), ``id_coeffs`` (K_id,),
-    ``exp_coeffs`` (T, K_exp), ``rmse`` (T,) pixels.
+    """Track the face through a video, crop FOMM-style, resize to ``size`` and write the
+    conditioning format (version :data:`CONDITIONING_VERSION`, docs/training.md) into
+    ``out_dir``:
 
+    * ``%06d.png`` frames (T) of the crops, RGB;
+    * ``landmarks.npy`` (T, 68, 2) float32 iBUG-68 landmarks in crop pixels (tracked and
+      smoothed in the source video, mapped into each frame's crop);
+    * ``boxes.npy`` (T, 3) float32 crop boxes ``(cx, cy, side)`` in source-video pixels;
+    * with ``fit_3dmm`` (a morphable-model asset name such as ``"ict_facekit"`` or a path)
+      ``fits.npz``: a :func:`facegeo.fitting.fit_video` weak-perspective fit of the crop
+      landmarks (one identity shared by the clip, per-frame pose and expression) with
+      arrays ``angles`` (T, 3) yaw/pitch/roll degrees, ``rotation`` (T, 3, 3),
+      ``translation`` (T, 2) crop pixels, ``scale`` (T,) crop pixels per model unit,
+      ``id_coeffs`` (K_id,), ``exp_coeffs`` (T, K_exp), ``rmse`` (T,) crop pixels;
+    * ``meta.json`` (source, fps, box(es), lost frames; as before the format);
+    * ``conditioning.json``, written last (a folder without it is incomplete or older):
+      format, version, frame count, crop size, source video (path, width, height, fps,
+      step), crop settings, and per item its file, shape, dtype and coordinate frame, for
+      the fits also the morphable model.
+
+    Frame t of the folder is frame ``t * step`` of the source video.
     Uses :func:`facegeo.landmarks.tracking.track_video` (detect once, then track),
     :func:`facegeo.landmarks.crops.face_boxes` / ``clip_boxes`` (``"fixed"``: one box
     holding the face in every frame, as FOMM's crop-video) and ``crop_images``.
-    Returns the meta dict."""
+    Returns the meta dict (with ``conditioning_version``)."""
+    import re
+
     import cv2
 
     from facegeo.assets import atomic_write
@@ -529,6 +712,7 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
     from facegeo.video import read_video
 
     frames, fps = read_video(video, max_frames=max_frames, step=step)
+    t_count, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
     track = track_video(list(frames), fps=fps, detector=detector)
     lms = track.smoothed.float()
     boxes = clip_boxes(face_boxes(lms, margin=margin, shift_up=shift_up), mode=box_mode)
@@ -536,6 +720,11 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
         boxes = boxes.expand(len(frames), 3)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # until the new record is written last, the folder must not claim the old content
+    (out_dir / CONDITIONING_FILE).unlink(missing_ok=True)
+    for q in out_dir.iterdir():  # frames of an earlier, longer run
+        if re.fullmatch(r"\d{6}\.png", q.name) and int(q.stem) >= t_count:
+            q.unlink()
     crop_lms = points_to_crop(lms, boxes, size)
     chunk = 32
     for s in range(0, len(frames), chunk):
@@ -548,13 +737,34 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
                 raise RuntimeError("PNG encoding failed")
             data = buf.tobytes()
             atomic_write(out_dir / f"{s + i:06d}.png", lambda t, d=data: t.write_bytes(d))
+
+    def _save_npy(name, a):
+        def write(t):
+            with open(t, "wb") as f:  # a path ending in .part would get ".npy" appended
+                np.save(f, a)
+        atomic_write(out_dir / name, write)
+
     lm_np = crop_lms.numpy().astype(np.float32)
-    atomic_write(out_dir / "landmarks.npy", lambda t: np.save(open(t, "wb"), lm_np))
+    box_np = boxes.contiguous().numpy().astype(np.float32)
+    _save_npy("landmarks.npy", lm_np)
+    _save_npy("boxes.npy", box_np)
+    items: dict[str, Any] = {
+        "frames": {"pattern": "%06d.png", "count": t_count, "shape": [size, size, 3],
+                   "dtype": "uint8", "channels": "RGB"},
+        "landmarks": {"file": "landmarks.npy", "shape": list(lm_np.shape), "dtype": "float32",
+                      "frame": "crop_pixels", "points": "ibug68",
+                      "source": f"facegeo.landmarks.tracking.track_video ({detector}), "
+                                f"smoothed"},
+        "boxes": {"file": "boxes.npy", "shape": list(box_np.shape), "dtype": "float32",
+                  "frame": "source_pixels", "columns": ["cx", "cy", "side"],
+                  "mode": box_mode},
+    }
     if fit_3dmm:
         from facegeo.fitting import fit_video
         from facegeo.morphable import MorphableModel
 
-        fit = fit_video(MorphableModel.load(fit_3dmm), crop_lms)
+        mm = MorphableModel.load(fit_3dmm)
+        fit = fit_video(mm, crop_lms)
         arrays = {"angles": fit.angles, "rotation": fit.rotation,
                   "translation": fit.translation, "scale": fit.scale,
                   "id_coeffs": fit.id_coeffs[0], "exp_coeffs": fit.exp_coeffs,
@@ -566,12 +776,35 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
                 np.savez(f, **arrays)
 
         atomic_write(out_dir / "fits.npz", _write_fits)
-    meta = {"source": str(video), "frames": int(len(frames)), "fps": float(fps),
+        items["fits"] = {
+            "file": "fits.npz", "frame": "crop_pixels", "camera": fit.camera,
+            "projection": "u = scale * (R X)_x + t_u, v = -scale * (R X)_y + t_v",
+            "shared_identity": True,
+            "arrays": {k: {"shape": list(a.shape), "dtype": "float32"}
+                       for k, a in arrays.items()},
+            "morphable_model": {"asset": str(fit_3dmm), "name": mm.name, "units": mm.units,
+                                "exp_kind": mm.exp_kind, "n_vertices": int(mm.mean.shape[0]),
+                                "n_id": int(arrays["id_coeffs"].shape[0]),
+                                "n_exp": int(arrays["exp_coeffs"].shape[1])},
+        }
+    else:
+        (out_dir / "fits.npz").unlink(missing_ok=True)  # of an earlier run: not this clip's
+    meta = {"source": str(video), "frames": t_count, "fps": float(fps),
             "size": size, "detector": detector, "box_mode": box_mode,
             "boxes": boxes.tolist() if box_mode != "fixed" else boxes[0].tolist(),
-            "lost_frames": int(track.lost.sum()), "fit_3dmm": fit_3dmm}
+            "lost_frames": int(track.lost.sum()), "fit_3dmm": fit_3dmm,
+            "conditioning_version": CONDITIONING_VERSION}
     text = json.dumps(meta, indent=1)
     atomic_write(out_dir / "meta.json", lambda t: t.write_text(text))
+    record = {"format": CONDITIONING_FORMAT, "version": CONDITIONING_VERSION,
+              "frames": t_count, "image_size": size,
+              "source": {"path": str(video), "width": width, "height": height,
+                         "fps": float(fps), "step": step},
+              "crop": {"detector": detector, "margin": margin, "shift_up": shift_up,
+                       "box_mode": box_mode, "lost_frames": int(track.lost.sum())},
+              "items": items}
+    rtext = json.dumps(record, indent=1)
+    atomic_write(out_dir / CONDITIONING_FILE, lambda t: t.write_text(rtext))
     return meta
 
 
