@@ -275,9 +275,7 @@ def test_cpu_config_is_the_paper_architecture_at_128():
     """configs/cpu128.yaml (the media-video CPU run of docs/models/pfp_mls.md): the paper's
     N, heat-map size and heads at 128x128, 20.3 M parameters, losses of eq. 8 with the face
     perceptual substitute, the adversarial term in its last phase."""
-    import yaml
-
-    cfg = yaml.safe_load(pfp_mls.config_path("cpu128").read_text())
+    cfg = pfp_mls.PFPMLS.load_config("cpu128")
     m = pfp_mls.from_config(cfg).eval()
     n = sum(p.numel() for p in m.parameters())
     assert 19e6 < n < 22e6
@@ -294,9 +292,7 @@ def test_cpu_config_is_the_paper_architecture_at_128():
 
 # ------------------------------------------------------------- registry / io / inference
 def test_registry_checkpoint_and_reenact(tmp_path):
-    import yaml
-
-    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())
+    cfg = pfp_mls.PFPMLS.load_config("tiny")
     torch.manual_seed(0)
     model = build_model(cfg["model"])
     assert isinstance(model, pfp_mls.PFPMLS)
@@ -355,12 +351,10 @@ def real_frames(media_dir):
 def test_trainer_runs_tiny_config(tmp_path, real_frames):
     """The trainer builds the model from tiny.yaml and trains it with the model's own
     losses (motion, spread) and the GAN phase."""
-    import yaml
-
     from facegeo_models.common.data import TensorVideoDataset
     from facegeo_models.common.trainer import Trainer
 
-    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())
+    cfg = pfp_mls.PFPMLS.load_config("tiny")
     cfg["phases"] = [{"name": "recon", "steps": 1, "losses": {"l1": 1, "motion": 10,
                                                               "spread": 10}},
                      {"name": "gan", "steps": 1, "losses": {"l1": 1, "motion": 10,
@@ -451,8 +445,6 @@ def test_numbers_unchanged_by_the_port_onto_common(tmp_path):
     training losses (3 reconstruction steps, then 3 steps with GAN + feature matching and
     discriminator steps, EMA) through the Trainer's default TrainingTask and the
     LossComposer; total_loss gives the old terms."""
-    import yaml
-
     from facegeo_models.common.data import TensorVideoDataset
     from facegeo_models.common.trainer import Trainer
 
@@ -478,7 +470,7 @@ def test_numbers_unchanged_by_the_port_onto_common(tmp_path):
     for k, v in {**terms, "total": total}.items():
         _close(v.item(), _FROZEN_TERMS[k], k)
 
-    cfg = yaml.safe_load(pfp_mls.config_path("tiny").read_text())
+    cfg = pfp_mls.PFPMLS.load_config("tiny")
     cfg["phases"] = [{"name": "recon", "steps": 3,
                       "losses": {"l1": 1, "motion": 10, "spread": 10}},
                      {"name": "gan", "steps": 3,
