@@ -154,3 +154,15 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
 
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True)
+
+
+def models_epilog(option: str) -> str:
+    """The installed models, one line each (name, what it needs, its modes), for
+    ``--help``; discovered by :func:`facegeo_models.list_models`."""
+    try:
+        from facegeo_models import list_models, model_info
+
+        rows = [model_info(n).summary() for n in list_models()]
+    except Exception as e:  # noqa: BLE001 - --help must work even with a broken plugin
+        rows = [f"(the model list could not be read: {e})"]
+    return f"models ({option}):\n" + "\n".join(f"  {r}" for r in rows)

@@ -249,7 +249,11 @@ def write_report(out: Path, report: dict) -> Path:
 
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
+    from facegeo_apps._cli import models_epilog
+
+    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0],
+                                epilog=models_epilog("--method, besides static and copy"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True,
                    help="geometric | static | copy | <facegeo_models model name>")
     p.add_argument("--checkpoint", help="checkpoint of a neural model (folder, or a bare "

@@ -31,6 +31,7 @@ from facegeo_apps._cli import (
     is_image_path,
     load_model,
     load_source_image,
+    models_epilog,
     pick_device,
     progress_bar,
     run_main,
@@ -41,19 +42,9 @@ __all__ = ["main", "build_parser"]
 DEMO_OUTPUT = "facegeo_reenact_demo.mp4"
 
 
-def _models_epilog() -> str:
-    try:
-        from facegeo_models import list_models, model_info
-
-        rows = [model_info(n).summary() for n in list_models()]
-    except Exception as e:  # noqa: BLE001 - --help must work even with a broken plugin
-        rows = [f"(the model list could not be read: {e})"]
-    return "models (--model):\n" + "\n".join(f"  {r}" for r in rows)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facegeo-reenact", description=__doc__,
-                                epilog=_models_epilog(),
+                                epilog=models_epilog("--model"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", action="append",
                    help="source portrait (image file); repeat for models that take several")
