@@ -76,8 +76,7 @@ class ReenactmentModel(Reenactor, nn.Module):
         d = cls.config_dir
         p = d / f"{name}.yaml" if d is not None else None
         if p is None or not p.is_file():
-            known = sorted(q.stem for q in d.glob("*.yaml")) if d is not None else []
-            raise ValueError(f"unknown {cls.name} config {name!r}; bundled: {known}")
+            raise ValueError(f"unknown {cls.name} config {name!r}; bundled: {cls._bundled()}")
         return p
 
     @classmethod
@@ -182,7 +181,9 @@ class ReenactmentModel(Reenactor, nn.Module):
 
     @classmethod
     def _bundled(cls) -> list[str]:
-        return sorted(q.stem for q in cls.config_dir.glob("*.yaml")) if cls.config_dir else []
+        from .registry import bundled_configs
+
+        return bundled_configs(cls.config_dir)
 
     # ------------------------------------------------------------------ inference
     @property

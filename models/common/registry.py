@@ -68,10 +68,7 @@ class ModelInfo:
 
     def configs(self) -> list[str]:
         """Names of the bundled configs."""
-        if self.config_dir is None or not self.config_dir.is_dir():
-            return []
-        return sorted(p.stem for p in self.config_dir.glob("*.yaml")
-                      if not p.stem.startswith("_") and p.stem != "base")
+        return bundled_configs(self.config_dir)
 
     def summary(self) -> str:
         """One line for ``--help`` texts and error messages."""
@@ -81,6 +78,14 @@ class ModelInfo:
         if self.modes:
             bits.append("modes " + "/".join(self.modes))
         return f"{self.name}: " + "; ".join(b for b in bits if b)
+
+
+def bundled_configs(config_dir: Path | None) -> list[str]:
+    """The runnable configs of a config folder (``base.yaml`` and ``_*.yaml`` are bases)."""
+    if config_dir is None or not config_dir.is_dir():
+        return []
+    return sorted(p.stem for p in config_dir.glob("*.yaml")
+                  if not p.stem.startswith("_") and p.stem != "base")
 
 
 _MODELS: dict[str, ModelInfo] = {}
