@@ -389,11 +389,9 @@ class ReenactmentPipeline:
         src = self.prepare_sources(sources, source_landmarks)
         frames = driving if isinstance(driving, FrameSource) else FrameSource(
             driving, fps, max_frames)
-        if self.needs_landmarks:
-            track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
-                                  progress=progress, tracker_kwargs=self.tracker_kwargs)
-        else:
-            track = _untracked(frames, progress)
+        track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
+                              progress=progress, tracker_kwargs=self.tracker_kwargs,
+                              track=self.needs_landmarks)
         if perturb_landmarks is not None:
             h, w = track.frame_size
             scale = torch.tensor([float(w), float(h)])
@@ -409,28 +407,6 @@ class ReenactmentPipeline:
         t2 = time.perf_counter()
         return Job(self, src, frames, track, boxes, dfit,
                    timings={"landmarks": t1 - t0, "fit": t2 - t1})
-
-
-def _untracked(frames: FrameSource, progress) -> Any:
-    """A DrivingTrack of NaN landmarks for a clip whose faces are not needed (counts the
-    frames and checks they share one size)."""
-    from facegeo.image_io import as_uint8_rgb
-    from facegeo.reenact import DrivingTrack
-
-    n, size = 0, None
-    for f in frames:
-        hw = tuple(f.shape[-2:]) if isinstance(f, torch.Tensor) else as_uint8_rgb(f).shape[:2]
-        if size is None:
-            size = hw
-        elif hw != size:
-            raise ValueError(f"driving frame {n} has size {hw}, expected {size}")
-        n += 1
-        if progress is not None:
-            progress(1)
-    if n == 0:
-        raise ValueError("the driving sequence has no frames")
-    return DrivingTrack(torch.full((n, 68, 2), float("nan")), torch.ones(n, dtype=torch.bool),
-                        (int(size[0]), int(size[1])), frames.fps)
 
 
 @dataclass

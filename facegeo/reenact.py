@@ -143,16 +143,12 @@ class DrivingTrack:
         good: (T,) bool, a face was detected / tracked in that frame.
         frame_size: (H, W) of the driving frames.
         fps: frame rate.
-        frames: optional (T, 3, S, S) driving crops (kept for neural models), else None.
-        boxes: optional (T, 3) crop boxes of ``frames``.
     """
 
     landmarks: torch.Tensor
     good: torch.Tensor
     frame_size: tuple[int, int]
     fps: float
-    frames: torch.Tensor | None = None
-    boxes: torch.Tensor | None = None
 
     @property
     def n_missing(self) -> int:
@@ -297,8 +293,8 @@ def _polygon_mask(poly: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
-                  keep_crops: int | None = None, progress: Callable[[int], None] | None = None,
-                  tracker_kwargs: dict | None = None) -> DrivingTrack:
+                  progress: Callable[[int], None] | None = None,
+                  tracker_kwargs: dict | None = None, track: bool = True) -> DrivingTrack:
     """Track 68 landmarks over a driving sequence, holding frames without a face.
 
     Args:
@@ -306,10 +302,10 @@ def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
             or a (T, 3, H, W) tensor.
         fps: frame rate (One-Euro filter, and stored in the result).
         detector: landmark backend with box refinement (``"dlib"``, ``"fan"``).
-        keep_crops: if given, also keep FOMM-style face crops of this size for every frame
-            (one box for the whole clip; costs T x 3 x S x S floats).
         progress: called with 1 after each frame.
         tracker_kwargs: extra :class:`~facegeo.landmarks.tracking.LandmarkTracker` arguments.
+        track: False only counts the frames and checks their sizes (for a method that needs
+            no faces): the landmarks are NaN and every frame counts as good.
 
     Returns:
         :class:`DrivingTrack`.
@@ -321,8 +317,9 @@ def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
     from facegeo.landmarks.tracking import LandmarkTracker
 
     tracker = LandmarkTracker(detector, fps=fps if fps and fps > 0 else 30.0,
-                              **(tracker_kwargs or {}))
-    lms, good, small = [], [], []
+                              **(tracker_kwargs or {})) if track else None
+    nan = torch.full((68, 2), float("nan"))
+    lms, good = [], []
     size = None
     for t, f in enumerate(frames):
         img = as_uint8_rgb(f)
@@ -330,6 +327,12 @@ def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
             size = img.shape[:2]
         elif img.shape[:2] != size:
             raise ValueError(f"driving frame {t} has size {img.shape[:2]}, expected {size}")
+        if tracker is None:
+            lms.append(nan)
+            good.append(True)
+            if progress is not None:
+                progress(1)
+            continue
         try:
             out = tracker.update(img)
             lm, ok = out["smoothed"], not out["lost"]
@@ -341,8 +344,6 @@ def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
             tracker.reset()
         lms.append(lm)
         good.append(ok)
-        if keep_crops:
-            small.append(img)
         if progress is not None:
             progress(1)
     if size is None:
@@ -358,13 +359,7 @@ def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
         filled.append(last)
     landmarks = torch.stack(filled).float()
     good_t = torch.tensor(good)
-    track = DrivingTrack(landmarks, good_t, (int(size[0]), int(size[1])), float(fps))
-    if keep_crops:
-        boxes = driving_boxes(track)
-        imgs = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in small]).float() / 255
-        track.frames = crop_images(imgs, boxes, keep_crops)
-        track.boxes = boxes
-    return track
+    return DrivingTrack(landmarks, good_t, (int(size[0]), int(size[1])), float(fps))
 
 
 def driving_boxes(track: DrivingTrack) -> torch.Tensor:
@@ -514,7 +509,7 @@ class FaceConditioner:
         from facegeo.fitting import fit_landmarks, fit_video
 
         if boxes is None:
-            boxes = track.boxes if track.boxes is not None else driving_boxes(track)
+            boxes = driving_boxes(track)
         lm = points_to_crop(track.landmarks.float(), boxes.float(), self.size).to(self.device)
         good = track.good.to(self.device)
         gidx = good.nonzero().squeeze(1)

@@ -106,9 +106,8 @@ def test_driver_face_shape_does_not_leak(model, rr):
     src = _fit(model, id_seed=7)
     tgts, drivers = [], []
     for lm in lms:
-        track = DrivingTrack(lm, torch.ones(T_, dtype=torch.bool), (64, 64), 30.0,
-                             boxes=torch.tensor([[31.5, 31.5, 64.0]]).expand(T_, 3))
-        dfit = rr.fit_driving(track)
+        track = DrivingTrack(lm, torch.ones(T_, dtype=torch.bool), (64, 64), 30.0)
+        dfit = rr.fit_driving(track, torch.tensor([[31.5, 31.5, 64.0]]).expand(T_, 3))
         drivers.append(dfit)
         tgt = rr.target_fits(src, dfit, "relative")
         tgts.append(rr.image_vertices(tgt)[:, rr.lm_rows])
