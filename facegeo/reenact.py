@@ -34,8 +34,10 @@ instead of learned. For a source portrait and a driving video:
    that come from outside the source's mouth opening are painted as a dark cavity.
 
 Everything after the fit is batched torch (any device). Main entry points:
-:func:`reenact` (whole job), :class:`GeometricReenactor` (the parts), :func:`track_driving`,
-:func:`interpolate_fits`.
+:func:`reenact` (whole job, through :class:`facegeo.pipeline.ReenactmentPipeline` like every
+other model), :class:`GeometricReenactor` (the parts; a :class:`facegeo.pipeline.Reenactor`),
+:class:`FaceConditioner` (detection, crops and fits shared by all models),
+:func:`track_driving`, :func:`interpolate_fits`.
 """
 
 from __future__ import annotations
