@@ -46,7 +46,8 @@ from typing import Any
 import torch
 
 __all__ = ["CONDITIONING", "MODES", "Conditioning", "Reenactor", "UnsupportedModeError",
-           "ReenactmentPipeline", "Job", "FrameSource"]
+           "InsufficientMemoryError", "NonFiniteOutputError", "ReenactmentPipeline", "Job",
+           "FrameSource", "available_memory", "check_memory"]
 
 MODES = ("relative", "absolute")
 
@@ -61,6 +62,37 @@ CONDITIONING: dict[str, str] = {
 
 class UnsupportedModeError(ValueError):
     """A reenactor was asked for a motion mode it cannot honour."""
+
+
+class InsufficientMemoryError(ValueError):
+    """A run would need more memory than the machine has available (raised before the work)."""
+
+
+class NonFiniteOutputError(ValueError):
+    """A reenactor produced NaN/inf pixels (broken weights or inputs)."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable`` of /proc/meminfo), or
+    None where that is unknown (the memory guard is then off)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(need: int, what: str) -> None:
+    """Raise :class:`InsufficientMemoryError` when ``need`` bytes exceed what is available."""
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise InsufficientMemoryError(
+            f"{what} needs about {need / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB of "
+            "memory is available; use fewer frames (--max-frames), a smaller size, or stream "
+            "the frames (facegeo.pipeline.Job.frames) instead of keeping them")
 
 
 @dataclass
@@ -447,6 +479,21 @@ class Job:
     def audio(self):
         return self.driving.audio
 
+    def memory_estimate(self, *, paste: bool = False, keep_frames: bool = False) -> int:
+        """Bytes of working memory pass 2 adds (beyond the loaded models): a chunk of
+        decoded frames, its crops and about 16 S x S float maps per frame for the
+        reenactor's intermediates, the outputs of a chunk, and, with ``keep_frames``, every
+        output frame of the clip (what :func:`facegeo.reenact.reenact` stacks)."""
+        p = self.pipeline
+        h, w = self.track.frame_size
+        s = p.size
+        out_px = (self.sources[0].full.shape[-2] * self.sources[0].full.shape[-1]
+                  if paste else s * s)
+        f32 = 4
+        chunk = p.chunk_size * f32 * (3 * h * w + (3 + 16) * s * s + 3 * out_px)
+        kept = self.n_frames * 3 * out_px * f32 if keep_frames else 0
+        return int(chunk + kept)
+
     def _crop(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         from facegeo.landmarks.crops import crop_images
 
@@ -480,7 +527,8 @@ class Job:
 
     def frames(self, *, mode: str | None = None, paste: bool = False,
                perturb_keypoints: Callable | None = None,
-               progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
+               progress: Callable[[int], None] | None = None,
+               keep_frames: bool = False) -> Iterator[torch.Tensor]:
         """Pass 2: yield the T result frames one by one, (3, S, S) crops, or (3, H, W)
         pasted back into the first source image with ``paste``.
 
@@ -491,9 +539,18 @@ class Job:
                 reenactor with learned keypoints (``num_keypoints``); the offsets reach it
                 as ``driving.keypoint_offset`` (x2: normalized units).
             progress: called with the number of frames finished.
+            keep_frames: the caller keeps every frame (e.g. stacks them): the memory guard
+                counts them too.
+
+        Raises (at the call, before any work):
+            UnsupportedModeError, InsufficientMemoryError (:meth:`memory_estimate` above
+            the available memory), ValueError.
+        Raises while streaming: NonFiniteOutputError naming the model and the frames.
         """
         r = self.pipeline.reenactor
         mode = r.check_mode(mode)
+        check_memory(self.memory_estimate(paste=paste, keep_frames=keep_frames),
+                     f"reenacting {self.n_frames} frames with {r.name}")
         offsets = None
         if perturb_keypoints is not None:
             if not r.num_keypoints:
@@ -530,6 +587,13 @@ class Job:
             t0 = time.perf_counter()
             out = r.reenact(state, self._conditioning(x, idx, mode, source, ref, offsets),
                             mode=mode)
+            bad = ~torch.isfinite(out.flatten(1)).all(1)
+            if bad.any():
+                frames = idx[bad.cpu()].tolist()
+                raise NonFiniteOutputError(
+                    f"{r.name} produced NaN/inf pixels for driving frame(s) "
+                    f"{frames[:10]}{' ...' if len(frames) > 10 else ''} (broken weights or "
+                    "inputs); nothing was written")
             out = out.clamp(0, 1)
             if paste:
                 from facegeo.landmarks.crops import paste_back

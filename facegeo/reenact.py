@@ -910,7 +910,8 @@ def reenact(source, driving, *, fps: float = 30.0, mode: str = "relative", size:
     saved = rr.relative_expression
     rr.timings, rr.relative_expression = timings, relative_expression
     try:
-        frames = torch.stack(list(job.frames(mode=mode, paste=not crop, progress=progress)))
+        frames = torch.stack(list(job.frames(mode=mode, paste=not crop, progress=progress,
+                                             keep_frames=True)))
     finally:
         rr.timings, rr.relative_expression = None, saved
     if job.n_missing:

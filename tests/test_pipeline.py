@@ -231,3 +231,74 @@ def test_load_reenactor_errors():
         load_reenactor("geometric", checkpoint="x.safetensors")
     with pytest.raises(FileNotFoundError, match="ships no trained weights"):
         load_reenactor("pfp_mls")
+
+
+# ----------------------------------------------------------------------------- reliability
+def test_checkpoint_with_nan_weights_is_refused(tmp_path, media_dir, capsys):
+    """A broken (diverged) checkpoint is an error on load, in the library and in the app,
+    not an all-black video with exit 0."""
+    from facegeo_apps import reenact as app
+    from facegeo_models.common import checkpoint as ckpt
+    from facegeo_models.pfp_mls import PFPMLS
+
+    net = PFPMLS.from_config("tiny")
+    with torch.no_grad():
+        next(net.parameters())[0].fill_(float("nan"))
+    cfg = PFPMLS.load_config("tiny")
+    ckpt.save_checkpoint(tmp_path / "ck", {"model": net}, ckpt.make_model_card(cfg["model"]))
+    ckpt.save_weights(tmp_path / "w.safetensors", net)
+    with pytest.raises(ValueError, match="NaN/inf"):
+        PFPMLS.load_pretrained(tmp_path / "ck")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        PFPMLS.load_pretrained(tmp_path / "w.safetensors", config="tiny")
+    out = tmp_path / "o.mp4"
+    rc = app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving",
+                   str(media_dir / "lp_d12.mp4"), "--output", str(out), "--model", "pfp_mls",
+                   "--checkpoint", str(tmp_path / "ck"), "--max-frames", "2", "--quiet"])
+    assert rc == 2 and "NaN/inf" in capsys.readouterr().err and not out.exists()
+
+
+def test_non_finite_output_names_the_model_and_frames(media_dir):
+    from facegeo.image_io import load_image
+    from facegeo.pipeline import NonFiniteOutputError
+
+    class Broken(Recorder):
+        def reenact(self, sources, driving, *, mode=None):
+            out = super().reenact(sources, driving, mode=mode).clone()
+            out[driving.frame_index == 2] = float("nan")
+            return out
+
+    job = ReenactmentPipeline(Broken(), chunk_size=2).prepare(
+        load_image(media_dir / "lp_s12.jpg"), media_dir / "lp_d12.mp4", max_frames=4)
+    it = job.frames()
+    assert next(it).shape == (3, 64, 64) and next(it) is not None      # frames 0, 1 are fine
+    with pytest.raises(NonFiniteOutputError, match=r"recorder .*frame\(s\) \[2\]"):
+        next(it)
+
+
+def test_memory_guard_refuses_before_the_work(media_dir, monkeypatch, model):
+    """An estimate of the memory a run needs is checked against what the machine has, before
+    any frame is rendered: the one-call API keeps every output frame, streaming does not."""
+    from facegeo import pipeline as P
+    from facegeo.image_io import load_image
+    from facegeo.reenact import reenact
+
+    rec = Recorder()
+    job = ReenactmentPipeline(rec).prepare(load_image(media_dir / "lp_s12.jpg"),
+                                           media_dir / "lp_d12.mp4", max_frames=3)
+    stream, kept = job.memory_estimate(), job.memory_estimate(keep_frames=True)
+    assert kept - stream == 3 * 3 * 64 * 64 * 4                  # three kept 64x64 outputs
+    monkeypatch.setattr(P, "available_memory", lambda: stream + 1)
+    list(job.frames())                                           # streaming fits
+    with pytest.raises(P.InsufficientMemoryError, match="GiB"):
+        job.frames(keep_frames=True)
+    monkeypatch.setattr(P, "available_memory", lambda: 1024)
+    rr = GeometricReenactor(model, size=64)
+    calls = []
+    monkeypatch.setattr(rr, "render", lambda *a, **k: calls.append(1))
+    from facegeo.video import frames_to_tensor, read_video
+
+    raw, _ = read_video(media_dir / "lp_d12.mp4", max_frames=2)
+    with pytest.raises(P.InsufficientMemoryError, match="needs about"):
+        reenact(load_image(media_dir / "lp_s12.jpg"), frames_to_tensor(raw), reenactor=rr)
+    assert calls == []

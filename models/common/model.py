@@ -34,7 +34,7 @@ from facegeo.pipeline import Conditioning, Reenactor
 if TYPE_CHECKING:
     from .task import TrainingTask
 
-__all__ = ["ReenactmentModel", "check_images", "resize_images"]
+__all__ = ["ReenactmentModel", "check_images", "check_finite_weights", "resize_images"]
 
 
 def check_images(x, name: str, *, channels: int = 3) -> None:
@@ -45,6 +45,17 @@ def check_images(x, name: str, *, channels: int = 3) -> None:
         raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor in [0, 1], got {x.dtype}")
+
+
+def check_finite_weights(model: nn.Module, where) -> nn.Module:
+    """``model``, after checking every floating-point parameter and buffer is finite;
+    ValueError naming ``where`` (the checkpoint) and the first bad tensors otherwise."""
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{where}: {len(bad)} weight tensor(s) hold NaN/inf, e.g. "
+                         f"{', '.join(bad[:3])}: the checkpoint is broken (a diverged run?)")
+    return model
 
 
 def resize_images(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -163,7 +174,7 @@ class ReenactmentModel(Reenactor, nn.Module):
                 raise ValueError(f"{p} is a checkpoint folder (its model card holds the "
                                  "config); --config is only for a bare .safetensors file")
             model, _ = ckpt.load_model(p, use_ema=use_ema, device=device)
-            return model
+            return check_finite_weights(model, p)
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint not found: {p}")
         if p.suffix != ".safetensors":
@@ -177,7 +188,7 @@ class ReenactmentModel(Reenactor, nn.Module):
             ckpt.load_weights(p, model)
         except RuntimeError as e:
             raise ValueError(f"{p} does not fit the config: {str(e).splitlines()[0]}") from None
-        return model.to(device).eval()
+        return check_finite_weights(model, p).to(device).eval()
 
     @classmethod
     def _bundled(cls) -> list[str]:
