@@ -11,11 +11,20 @@
 
 Unreadable files, files without a video stream and videos without decodable frames raise
 :class:`VideoReadError` (a ``ValueError``) naming the file.
+
+Damaged files: when decoding stops before the number of frames the container announces
+(a truncated download: index intact, data cut) or FFmpeg reports a decoding error after
+some frames, the frames read so far are kept and a :class:`VideoReadWarning` names the
+file and both counts (``frames_read`` / ``frames_expected``); with ``strict=True``
+(:func:`iter_video`, :func:`read_video`) it is a :class:`VideoReadError` instead. A file
+whose container does not announce a frame count (e.g. some MKV) is only checked for
+decoding errors.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,6 +35,7 @@ import torch
 
 __all__ = [
     "VideoReadError",
+    "VideoReadWarning",
     "VideoInfo",
     "video_info",
     "read_video",
@@ -38,7 +48,24 @@ _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
 class VideoReadError(ValueError):
-    """A video file is missing, unreadable, has no video stream or no decodable frame."""
+    """A video file is missing, unreadable, has no video stream or no decodable frame (or,
+    with ``strict=True``, is incomplete: see :class:`VideoReadWarning`)."""
+
+
+class VideoReadWarning(UserWarning):
+    """A video was read only in part: fewer frames decoded than the container announces,
+    or a decoding error after some frames (truncated or corrupt file).
+
+    Attributes:
+        path: the file.
+        frames_read: frames decoded from the file (from its start, before any selection).
+        frames_expected: frames the container announces (0 when it does not say).
+    """
+
+    def __init__(self, message: str, *, path: str = "", frames_read: int = 0,
+                 frames_expected: int = 0):
+        super().__init__(message)
+        self.path, self.frames_read, self.frames_expected = path, frames_read, frames_expected
 
 
 @dataclass(frozen=True)
@@ -98,7 +125,8 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 
 
 def iter_video(
-    path: str | os.PathLike, *, start: int = 0, max_frames: int | None = None, step: int = 1
+    path: str | os.PathLike, *, start: int = 0, max_frames: int | None = None, step: int = 1,
+    strict: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield decoded frames as (H, W, 3) uint8 RGB arrays.
 
@@ -107,25 +135,54 @@ def iter_video(
         start: index of the first frame to yield.
         max_frames: stop after this many yielded frames (``None``: to the end).
         step: yield every ``step``-th frame.
+        strict: an incomplete read (decoding ends before the frame count the container
+            announces, or fails after some frames) raises :class:`VideoReadError` instead
+            of issuing a :class:`VideoReadWarning` after the last frame. Either way the
+            message names the file and gives frames read vs announced. A selection that
+            is complete before the damage (``max_frames``) is not an incomplete read.
+
+    Raises:
+        VideoReadError: unreadable file, a decoding error before the first frame, or an
+            incomplete read with ``strict=True``.
     """
     import av
 
     if start < 0 or step < 1 or (max_frames is not None and max_frames < 0):
         raise ValueError(f"bad frame range start={start} step={step} max_frames={max_frames}")
     container = _open(path)
+    decoded = 0  # frames decoded from the start of the file
+    error: Exception | None = None
     try:
         count = 0
         stream = container.streams.video[0]
+        expected = int(stream.frames or 0)
         stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if max_frames is not None and count >= max_frames:
-                break
-            if i < start or (i - start) % step:
-                continue
-            yield frame.to_ndarray(format="rgb24")
-            count += 1
-    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-        raise VideoReadError(f"error while decoding {path}: {e}") from e
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if max_frames is not None and count >= max_frames:
+                    return
+                decoded = i + 1
+                if i < start or (i - start) % step:
+                    continue
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+        except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+            if decoded == 0:
+                raise VideoReadError(f"error while decoding {path}: {e}") from e
+            error = e
+        if max_frames is not None and count >= max_frames:
+            return  # everything asked for was read
+        if error is None and (expected <= 0 or decoded >= expected):
+            return
+        how = f"decoding error after frame {decoded}: {error}" if error is not None else \
+            "decoding ended early"
+        announced = f"{expected}" if expected > 0 else "an unknown number of"
+        msg = (f"incomplete video {path}: read {decoded} of {announced} frames ({how}); "
+               "the file is truncated or corrupt")
+        if strict:
+            raise VideoReadError(msg) from error
+        warnings.warn(VideoReadWarning(msg, path=str(path), frames_read=decoded,
+                                       frames_expected=expected), stacklevel=2)
     finally:
         container.close()
 
@@ -137,6 +194,7 @@ def read_video(
     max_frames: int | None = None,
     step: int = 1,
     stream: bool = False,
+    strict: bool = False,
 ) -> tuple[np.ndarray | Iterator[np.ndarray], float]:
     """Decode a video.
 
@@ -144,17 +202,26 @@ def read_video(
         path: video file (anything FFmpeg reads).
         start, max_frames, step: frame selection (see :func:`iter_video`).
         stream: return an iterator of frames instead of one array.
+        strict: raise :class:`VideoReadError` on an incomplete read (truncated or corrupt
+            file: fewer frames decoded than the container announces, or a decoding error
+            mid-stream) instead of warning (:class:`VideoReadWarning`, with the frames read
+            and announced) and returning the frames read. With ``stream=True`` the
+            warning / error comes when the iterator reaches the end of what was readable.
 
     Returns:
         ``(frames, fps)``: frames is (T, H, W, 3) uint8 RGB (or an iterator of (H, W, 3)
         arrays with ``stream=True``); fps is the frame rate of the file divided by ``step``.
 
     Raises:
-        VideoReadError: missing/corrupt file, no video stream, or no frame decoded.
+        VideoReadError: missing/corrupt file, no video stream, no frame decoded, or an
+            incomplete read with ``strict=True``.
+
+    Warns:
+        VideoReadWarning: an incomplete read (``strict=False``).
     """
     info = video_info(path)
     fps = info.fps / step
-    it = iter_video(path, start=start, max_frames=max_frames, step=step)
+    it = iter_video(path, start=start, max_frames=max_frames, step=step, strict=strict)
     if stream:
         return it, fps
     frames = list(it)
