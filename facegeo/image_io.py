@@ -11,6 +11,8 @@ normalizes the common variants:
 * RGBA / BGRA -> alpha composited over a white or black background (``background=``) or
   dropped (``background=None``);
 * 16-bit (``uint16``) -> divided by 65535; 32-bit float images are clipped to [0, 1];
+* EXIF orientation (a phone photo's ``Orientation`` tag, JPEG / PNG / WebP) is applied, so
+  the image is oriented as a viewer shows it (TIFF: OpenCV's TIFF decoder already does);
 * a missing, empty or corrupt file -> :class:`ImageReadError` (a ``ValueError``) naming
   the file.
 """
@@ -26,6 +28,7 @@ import torch
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageReadError",
+    "exif_orientation",
     "load_image",
     "save_image",
     "to_uint8_hwc",
@@ -66,6 +69,110 @@ def _normalize_array(arr: np.ndarray, what: str, background: float | None) -> np
     return np.ascontiguousarray(color, dtype=np.float32)
 
 
+def _tiff_orientation(t: bytes) -> int:
+    """Orientation tag (0x0112) of IFD0 of a TIFF-structured EXIF block (1 when absent)."""
+    if len(t) < 8 or t[:2] not in (b"II", b"MM"):
+        return 1
+    e = "little" if t[:2] == b"II" else "big"
+    ifd = int.from_bytes(t[4:8], e)
+    if ifd + 2 > len(t):
+        return 1
+    n = int.from_bytes(t[ifd:ifd + 2], e)
+    for k in range(n):
+        o = ifd + 2 + 12 * k
+        if o + 12 > len(t):
+            break
+        if int.from_bytes(t[o:o + 2], e) == 0x0112:
+            v = int.from_bytes(t[o + 8:o + 10], e)  # SHORT, left-justified in the value field
+            return v if 1 <= v <= 8 else 1
+    return 1
+
+
+def _strip_exif_header(b: bytes) -> bytes:
+    return b[6:] if b[:6] == b"Exif\x00\x00" else b
+
+
+def exif_orientation(data: bytes) -> int:
+    """EXIF ``Orientation`` (1-8; 1 = as stored, also when absent or unreadable) of an
+    encoded JPEG, PNG (``eXIf`` chunk) or WebP (``EXIF`` chunk) file's bytes."""
+    data = bytes(data)
+    try:
+        if data[:2] == b"\xff\xd8":  # JPEG: segments up to the start of scan
+            i = 2
+            while i + 4 <= len(data) and data[i] == 0xFF:
+                marker = data[i + 1]
+                if marker in (0xD9, 0xDA):
+                    break
+                if marker == 0x01 or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    i += 1 if marker == 0xFF else 2
+                    continue
+                size = int.from_bytes(data[i + 2:i + 4], "big")
+                seg = data[i + 4:i + 2 + size]
+                if marker == 0xE1 and seg[:6] == b"Exif\x00\x00":
+                    return _tiff_orientation(seg[6:])
+                i += 2 + size
+            return 1
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            i = 8
+            while i + 8 <= len(data):
+                size = int.from_bytes(data[i:i + 4], "big")
+                kind = data[i + 4:i + 8]
+                if kind == b"eXIf":
+                    return _tiff_orientation(_strip_exif_header(data[i + 8:i + 8 + size]))
+                if kind == b"IEND":
+                    break
+                i += 12 + size
+            return 1
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            i = 12
+            while i + 8 <= len(data):
+                kind, size = data[i:i + 4], int.from_bytes(data[i + 4:i + 8], "little")
+                if kind == b"EXIF":
+                    return _tiff_orientation(_strip_exif_header(data[i + 8:i + 8 + size]))
+                i += 8 + size + (size & 1)
+            return 1
+    except (IndexError, ValueError):
+        return 1
+    return 1
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a decoded (H, W[, C]) array as stored into the array a viewer shows."""
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        arr = np.rot90(arr, -1)
+    elif orientation == 7:
+        arr = arr[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        arr = np.rot90(arr, 1)
+    return np.ascontiguousarray(arr)
+
+
+def _decode_file(p: Path) -> np.ndarray:
+    """Decode an image file with OpenCV (``IMREAD_UNCHANGED``: depth and alpha kept) and
+    apply its EXIF orientation. BGR(A) channel order."""
+    import cv2
+
+    if not p.is_file():
+        raise ImageReadError(f"image file does not exist: {p}")
+    data = np.fromfile(p, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageReadError(f"image file is empty: {p}")
+    # IMREAD_UNCHANGED never applies EXIF orientation (other flags do, but drop alpha), so
+    # it is applied here, the same way for every format and OpenCV version
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.size == 0:
+        raise ImageReadError(f"cannot decode image (corrupt or unsupported format): {p}")
+    return _apply_orientation(arr, exif_orientation(data[:1 << 20].tobytes()))
+
+
 def load_image(
     path: str | os.PathLike,
     *,
@@ -85,18 +192,11 @@ def load_image(
 
     Raises:
         ImageReadError: missing, empty or corrupt file, or an unsupported layout.
-    """
-    import cv2
 
+    The file's EXIF orientation is applied (the result is what an image viewer shows).
+    """
     p = Path(path)
-    if not p.is_file():
-        raise ImageReadError(f"image file does not exist: {p}")
-    data = np.fromfile(p, dtype=np.uint8)
-    if data.size == 0:
-        raise ImageReadError(f"image file is empty: {p}")
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.size == 0:
-        raise ImageReadError(f"cannot decode image (corrupt or unsupported format): {p}")
+    arr = _decode_file(p)
     x = _normalize_array(arr, str(p), background)
     return torch.from_numpy(x).permute(2, 0, 1).contiguous().to(device)
 

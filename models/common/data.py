@@ -556,15 +556,13 @@ class VideoFolderDataset(PairDataset):
     def load_frames(self, v, idx):
         p = self.items[v]
         if p.is_dir():
-            import cv2
+            # the reader of facegeo.image_io.load_image: EXIF orientation applied (oriented
+            # as a viewer shows it), gray / 16-bit / alpha normalized the same way; a
+            # missing or corrupt frame is an ImageReadError (ValueError) naming the file
+            from facegeo.image_io import as_uint8_rgb
 
             files = self._frames_of_dir(v)
-            out = []
-            for i in idx:
-                a = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
-                if a is None:
-                    raise ValueError(f"cannot read frame {files[i]}")
-                out.append(torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1])))
+            out = [torch.from_numpy(as_uint8_rgb(files[i])) for i in idx]
             x = torch.stack(out).permute(0, 3, 1, 2)
         else:
             frames = self._decode(v)
