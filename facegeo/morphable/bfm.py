@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from facegeo.assets import AssetSpec, register_asset
-from facegeo.morphable.model import MorphableModel, unit_scale
+from facegeo.morphable.model import MorphableModel, corrupt_file_error, read_npz, unit_scale
 
 __all__ = [
     "load_bfm_mat",
@@ -138,21 +138,32 @@ def _basis3(a: np.ndarray, n_vertices: int, scale=None, k: int | None = None) ->
 
 def _read_mat(path: Path) -> dict[str, np.ndarray]:
     """MATLAB file -> dict of arrays (v5 through scipy, v7.3 through h5py, transposed to
-    MATLAB's shapes)."""
+    MATLAB's shapes). A truncated or damaged file raises :func:`corrupt_file_error`
+    (``ValueError``) naming it."""
     import scipy.io
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
     try:
         d = scipy.io.loadmat(str(path))
         return {k: v for k, v in d.items() if not k.startswith("__")}
     except NotImplementedError:  # MATLAB v7.3 = HDF5
-        import h5py
+        pass
+    except Exception as e:  # any parse failure of scipy's reader: the bytes are bad
+        raise corrupt_file_error(path, "MATLAB .mat model file", e) from e
+    import h5py
 
-        out = {}
+    out = {}
+    try:
         with h5py.File(path, "r") as f:
             for k, v in f.items():
                 if isinstance(v, h5py.Dataset):
                     out[k] = np.asarray(v).T
-        return out
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise corrupt_file_error(path, "MATLAB v7.3 .mat model file", e) from e
+    return out
 
 
 def _texture(tex_mean, tex_basis, n, k, ev=None):
@@ -316,13 +327,17 @@ _PICKLE_ALLOWED = {
 }
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :data:`_PICKLE_ALLOWED`."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _PICKLE_ALLOWED:
             if module.startswith("numpy.core") and not hasattr(np, "core"):
                 module = module.replace("numpy.core", "numpy._core")
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise _RefusedGlobal(
             f"refusing to unpickle {module}.{name}: only numpy arrays, dicts, lists and "
             "scalars are allowed in model files")
 
@@ -330,17 +345,30 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def restricted_pickle_load(path: str | os.PathLike):
     """Unpickle a file that may only contain dicts / lists / tuples / numbers / strings and
     numpy arrays (any other global raises :class:`pickle.UnpicklingError`). Python-2
-    pickles are read with ``encoding="latin1"``."""
+    pickles are read with ``encoding="latin1"``. A truncated or damaged file raises
+    :func:`~facegeo.morphable.model.corrupt_file_error` (``ValueError``) naming it."""
     data = Path(path).read_bytes()
-    return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal:
+        raise
+    except Exception as e:  # truncated / garbage bytes: any failure of the parser
+        raise corrupt_file_error(path, "model file (.pkl)", e) from e
 
 
 def _load_tri_file(p: Path) -> np.ndarray:
     if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return z["tri"]
+        d = read_npz(p, "triangle file (.npz)")
+        if "tri" not in d:
+            raise ValueError(f"{p}: no 'tri' array")
+        return d["tri"]
     if p.suffix == ".npy":
-        return np.load(p, allow_pickle=False)
+        try:
+            return np.load(p, allow_pickle=False)
+        except (EOFError, OSError, ValueError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise corrupt_file_error(p, "triangle file (.npy)", e) from None
     obj = restricted_pickle_load(p)
     return obj["tri"] if isinstance(obj, dict) else obj
 
@@ -363,8 +391,7 @@ def load_3ddfa(path: str | os.PathLike = "bfm_noneck_v3", **kwargs) -> Morphable
 
     p = resolve(path)
     if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+        d = read_npz(p, "3DDFA model file (.npz)")
     else:
         d = restricted_pickle_load(p)
         if not isinstance(d, dict):
@@ -435,31 +462,36 @@ def load_bfm2017(path: str | os.PathLike = "bfm2017", *, n_id=None, n_exp=None, 
 
     p = resolve(path)
     s = unit_scale(src_units, units)
-    with h5py.File(p, "r") as f:
-        if "shape" not in f:
-            raise ValueError(f"{p}: not a statismo / BFM2017 .h5 (no 'shape' group)")
+    try:
+        with h5py.File(p, "r") as f:
+            if "shape" not in f:
+                raise ValueError(f"{p}: not a statismo / BFM2017 .h5 (no 'shape' group)")
 
-        def model(group, k):
-            g = f[group]["model"]
-            var = np.asarray(g["pcaVariance"], dtype=np.float64).reshape(-1)
-            if np.any(var < 0):
-                raise ValueError(f"{p}: negative pcaVariance in {group}")
-            return np.asarray(g["mean"]), np.asarray(g["pcaBasis"]), np.sqrt(var)
+            def model(group, k):
+                g = f[group]["model"]
+                var = np.asarray(g["pcaVariance"], dtype=np.float64).reshape(-1)
+                if np.any(var < 0):
+                    raise ValueError(f"{p}: negative pcaVariance in {group}")
+                return np.asarray(g["mean"]), np.asarray(g["pcaBasis"]), np.sqrt(var)
 
-        mean_s, basis_s, std_s = model("shape", n_id)
-        mean = _vec3(mean_s)
-        n = mean.shape[0]
-        exp_basis = None
-        if "expression" in f:
-            mean_e, basis_e, std_e = model("expression", n_exp)
-            mean = mean + _vec3(mean_e, n)
-            exp_basis = _basis3(basis_e, n, std_e, n_exp) * np.float32(s)
-        id_basis = _basis3(basis_s, n, std_s, n_id) * np.float32(s)
-        cells = np.asarray(f["shape/representer/cells"])
-        tex = {}
-        if "color" in f:
-            mean_c, basis_c, std_c = model("color", n_tex)
-            tex = _texture(mean_c, basis_c, n, n_tex, std_c)
+            mean_s, basis_s, std_s = model("shape", n_id)
+            mean = _vec3(mean_s)
+            n = mean.shape[0]
+            exp_basis = None
+            if "expression" in f:
+                mean_e, basis_e, std_e = model("expression", n_exp)
+                mean = mean + _vec3(mean_e, n)
+                exp_basis = _basis3(basis_e, n, std_e, n_exp) * np.float32(s)
+            id_basis = _basis3(basis_s, n, std_s, n_id) * np.float32(s)
+            cells = np.asarray(f["shape/representer/cells"])
+            tex = {}
+            if "color" in f:
+                mean_c, basis_c, std_c = model("color", n_tex)
+                tex = _texture(mean_c, basis_c, n, n_tex, std_c)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # h5py: truncated file, bad signature, unreadable dataset
+        raise corrupt_file_error(p, "HDF5 (.h5) model file", e) from e
     mean = mean * s
     _check_size(mean * unit_scale(units, "cm"), src_units, str(p))
     if cells.shape[0] == 3 and cells.shape[1] != 3:

@@ -36,6 +36,44 @@ _FORMAT_TAG = "facegeo.morphable"
 UNIT_TO_METRES = {"um": 1e-6, "mm": 1e-3, "cm": 1e-2, "dm": 1e-1, "m": 1.0}
 
 
+def corrupt_file_error(path: str | os.PathLike, kind: str, err: BaseException) -> ValueError:
+    """The ``ValueError`` for a model / weight file that cannot be parsed: it names the
+    file, says it is corrupt or truncated and gives the reader's reason, except numpy's
+    advice to unpickle a file that is not an ``.npz`` / ``.npy`` (never do that here).
+    Raise it ``from err`` unless :func:`_mentions_pickle` (then ``from None``)."""
+    reason = f"{type(err).__name__}: {err}"
+    if _mentions_pickle(err):
+        reason = "not a valid .npz / .npy archive, or it holds object arrays (refused)"
+    return ValueError(f"{path}: corrupt or truncated {kind} ({reason}); replace it with an "
+                      "intact copy")
+
+
+def _mentions_pickle(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "pickle" in text or "unsafe" in text
+
+
+def read_npz(path: str | os.PathLike, kind: str = "model file (.npz)") -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` (``allow_pickle=False``) as a dict; a truncated or damaged
+    archive raises :func:`corrupt_file_error` (``ValueError``) naming the file."""
+    import zipfile
+    import zlib
+
+    try:
+        z = np.load(path, allow_pickle=False)
+        if isinstance(z, np.ndarray):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        err = corrupt_file_error(path, kind, e)
+        if _mentions_pickle(e):
+            raise err from None
+        raise err from e
+
+
 def unit_scale(src: str, dst: str) -> float:
     """Factor that converts a length in unit ``src`` to unit ``dst`` (keys of
     :data:`UNIT_TO_METRES`: um, mm, cm, dm, m)."""
@@ -672,8 +710,7 @@ class MorphableModel:
         3dmm assets README). Units cm, blendshape expressions, identity coefficients standard
         normal (``id_std`` = ones). ``contour = {"right": jawline_right_extended, "left":
         jawline_left_extended, "right_short": jawline_right, "left_short": jawline_left}``."""
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+        d = read_npz(path, "ICT-FaceKit model file (.npz)")
         return cls.from_ict_arrays(d, device=device, dtype=dtype)
 
     @classmethod
@@ -729,8 +766,7 @@ class MorphableModel:
     def _load_file(cls, p: Path, *, device=None, dtype=torch.float32, **kwargs):
         suffix = p.suffix.lower()
         if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
+            d = read_npz(p)
             if "format_version" in d:
                 if kwargs:
                     raise TypeError(f"unexpected options for a native model: {sorted(kwargs)}")
