@@ -439,17 +439,22 @@ def save_inference_weights(net: LDNet, path: str | Path, metadata: dict | None =
 def load_inference_weights(path: str | Path, device: str | torch.device = "cpu",
                            dtype: torch.dtype = torch.float32) -> LDNet:
     """Load an :class:`LDNet` written by :func:`save_inference_weights` (eval mode, no grad)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"LD-Net weights not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != "facegeo.ldnet":
-            raise ValueError(f"{path} is not a facegeo LD-Net weight file")
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    net = LDNet(LDNetConfig.from_dict(json.loads(meta["config"])))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "facegeo.ldnet":
+                raise ValueError(f"{path} is not a facegeo LD-Net weight file")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        config = LDNetConfig.from_dict(json.loads(meta["config"]))
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: corrupt or truncated LD-Net weights file (.safetensors) "
+                         f"({type(e).__name__}: {e}); replace it with an intact copy") from e
+    net = LDNet(config)
     net.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     net.metadata = json.loads(meta.get("metadata", "{}"))
     net = net.to(device=device, dtype=dtype).eval()

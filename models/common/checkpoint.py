@@ -78,11 +78,18 @@ def save_weights(path: str | os.PathLike, module_or_state: nn.Module | dict,
 def load_weights(path: str | os.PathLike, module: nn.Module | None = None, *,
                  strict: bool = True, device: str | torch.device = "cpu"):
     """Read a ``.safetensors`` file; with ``module``, load it (strict by default) and return
-    the module, else return the state dict."""
+    the module, else return the state dict. A truncated or damaged file raises a
+    ``ValueError`` naming it."""
+    from safetensors import SafetensorError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    sd = load_file(str(path), device=str(device))
+    try:
+        sd = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: corrupt or truncated weights file (.safetensors) "
+                         f"({type(e).__name__}: {e}); replace it with an intact copy") from e
     if module is None:
         return sd
     _unwrap(module).load_state_dict(sd, strict=strict)
