@@ -170,7 +170,7 @@ def _decode_file(p: Path) -> np.ndarray:
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None or arr.size == 0:
         raise ImageReadError(f"cannot decode image (corrupt or unsupported format): {p}")
-    return _apply_orientation(arr, exif_orientation(data[:1 << 20].tobytes()))
+    return _apply_orientation(arr, exif_orientation(data.tobytes()))
 
 
 def load_image(
