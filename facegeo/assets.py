@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -133,30 +135,62 @@ def _checksum_ok(digest: str, expected: str) -> bool:
     return digest.lower().startswith(expected.lower())
 
 
+class WriteInterrupted(BaseException):
+    """SIGTERM / SIGHUP arrived during :func:`atomic_write` (the temporary file was
+    removed). ``signum`` is the signal; a process exiting on it usually returns
+    ``128 + signum``. A :class:`BaseException`, like :class:`KeyboardInterrupt`, so that
+    ``except Exception`` does not swallow it."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"signal {signal.Signals(self.signum).name}")
+
+
+_CLEANUP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _raise_interrupted(signum, frame):
+    raise WriteInterrupted(signum)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write a file atomically: ``write(tmp)`` fills a temporary file in the destination's
     folder, which is then renamed over ``path``. On any error the temporary file is removed
     and ``path`` is left untouched. The destination folder must exist.
+
+    In the main thread, SIGTERM and SIGHUP (unless ignored) raise :class:`WriteInterrupted`
+    during the write, so the temporary file is removed as on Ctrl-C; the previous handlers
+    are restored afterwards.
 
     Returns the final path.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix + ".part",
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _CLEANUP_SIGNALS:
+            old = signal.getsignal(sig)
+            if old is not signal.SIG_IGN and old is not None:
+                previous[sig] = signal.signal(sig, _raise_interrupted)
     try:
-        write(tmp_path)
-        # mkstemp creates 0600 files; give the result the usual permissions (umask applies)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix + ".part",
+                                   dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            write(tmp_path)
+            # mkstemp creates 0600 files; give the result the usual permissions (umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     return path
 
 
