@@ -190,8 +190,11 @@ def read_model_card(directory: str | os.PathLike) -> dict:
     p = Path(directory) / CARD_NAME
     if not p.is_file():
         raise FileNotFoundError(f"{directory} is not a facegeo checkpoint (no {CARD_NAME})")
-    card = json.loads(p.read_text())
-    if card.get("format") != "facegeo-checkpoint":
+    try:
+        card = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+        raise ValueError(f"{p}: broken model card, not valid JSON ({e})") from None
+    if not isinstance(card, dict) or card.get("format") != "facegeo-checkpoint":
         raise ValueError(f"{p}: not a facegeo model card")
     return card
 
