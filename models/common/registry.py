@@ -179,7 +179,12 @@ def build_model(name_or_config: str | dict[str, Any], config: dict | None = None
     from torch import nn
 
     params = dict(config or {})
-    model = info.builder(**params) if isinstance(info.builder, type) else info.builder(params)
+    try:
+        model = info.builder(**params) if isinstance(info.builder, type) \
+            else info.builder(params)
+    except (TypeError, ValueError) as e:   # a bad or misspelled value in model.params
+        raise ValueError(f"cannot build model {name!r} with params {params}: "
+                         f"{type(e).__name__}: {e}") from e
     if info.trainable and not isinstance(model, nn.Module):
         raise TypeError(f"builder for {name!r} returned {type(model).__name__}, not nn.Module")
     return model
