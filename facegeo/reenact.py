@@ -461,7 +461,7 @@ class FaceConditioner:
         return FaceFit.from_result(res)
 
     def fit_source(self, image, landmarks: torch.Tensor | None = None, *,
-                   crop: bool = True, fit: bool = True) -> SourceState:
+                   crop: bool = True, fit: bool = True, face_index: int = 0) -> SourceState:
         """Detect, crop and fit the source portrait.
 
         Args:
@@ -469,14 +469,15 @@ class FaceConditioner:
             landmarks: optional (68, 2) landmarks in image pixels (detected when None).
             crop: crop a square face box (FOMM style); otherwise the whole image is resized
                 to S x S (non-square images are padded by replicating the border).
+            face_index: which detected face when ``landmarks`` is None: 0 = the largest.
 
         Raises:
-            NoFaceError: no face in the source.
+            NoFaceError: no face in the source (or no face ``face_index``).
         """
         img = _as_image(image, "source").to(self.device)
         if landmarks is None:
             try:
-                landmarks = detect_face(img[0].cpu(), 0, self.detector).landmarks
+                landmarks = detect_face(img[0].cpu(), face_index, self.detector).landmarks
             except NoFaceError as e:
                 raise NoFaceError(f"no face found in the source image ({e})") from None
         lm = landmarks.reshape(1, 68, 2).float().to(self.device)
@@ -846,6 +847,10 @@ class GeometricReenactor(FaceConditioner, Reenactor):
                                  padding_mode="zeros", align_corners=False)
             w = (m_t[:, None] * (1 - s_in)).clamp(0, 1)
             color = torch.as_tensor(self.mouth_color, dtype=out.dtype, device=out.device)
+            if img.shape[1] == 3 and float((img.amax(1) - img.amin(1)).max()) <= 1 / 255:
+                # a grayscale source (all channels equal) gets a gray cavity (Rec. 601 luma)
+                luma = color.new_tensor([0.299, 0.587, 0.114])
+                color = (color * luma).sum().expand(3)
             out = out * (1 - w) + color.view(1, 3, 1, 1) * w
         t2 = time.perf_counter()
         if timings is not None:
