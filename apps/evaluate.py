@@ -281,18 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
+    from facegeo_apps._cli import check_output, pick_device
+
     data = Path(a.data).expanduser()
     if not data.is_dir():
         raise EvalError(f"--data {data} is not a directory")
     out = Path(a.out).expanduser()
     if out.suffix.lower() != ".json":
         raise EvalError(f"--out {out}: the report must be a .json file")
-    if not out.parent.is_dir():
-        raise EvalError(f"output directory does not exist: {out.parent}")
     if a.max_frames < 1 or a.every < 1 or a.size < 64:
         raise EvalError("--max-frames and --every must be >= 1 and --size >= 64")
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError(f"--device {a.device}: CUDA is not available")
+    a.device = str(pick_device(a.device))
     videos = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES
                     or (p.is_dir() and _frame_files(p)))
     images = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -310,6 +309,10 @@ def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
         raise EvalError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) or frame folders in {data}")
     if a.protocol == "cross" and not images:
         raise EvalError(f"the cross protocol needs source images in {data}")
+    # the report (and the .md beside it) must not replace a data file (media.json, a clip)
+    inputs = [*data.iterdir(), *videos, *images, a.checkpoint, a.config]
+    check_output(out, (".json",), inputs=inputs)
+    check_output(out.with_suffix(".md"), (".md",), inputs=inputs)
     return data, out, videos, images
 
 
@@ -440,20 +443,16 @@ def run(a) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from facegeo.assets import AssetNotFoundError
+    from facegeo_apps._cli import run_main
 
     args = build_parser().parse_args(argv)
     args.argv = argv
-    try:
+
+    def body() -> int:
         run(args)
-    except (EvalError, ValueError, TypeError, FileNotFoundError, AssetNotFoundError,
-            ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

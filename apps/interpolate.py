@@ -21,6 +21,7 @@ each frame. See docs/reenact.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -28,17 +29,26 @@ from facegeo_apps._cli import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     CLIError,
+    check_fps,
+    check_frames,
+    check_input,
     check_output,
+    check_range,
     demo_source,
     is_image_path,
     load_model,
     load_source_image,
     pick_device,
+    pick_source_face,
     progress_bar,
     run_main,
 )
 
-__all__ = ["main", "build_parser", "parse_expression"]
+__all__ = ["main", "build_parser", "parse_expression", "ANGLE_LIMITS"]
+
+#: --yaw/--pitch/--roll must lie in [-limit, limit] degrees (beyond, the face turns away
+#: from the camera or the weak-perspective 3DMM fit has no meaning)
+ANGLE_LIMITS = {"yaw": 90.0, "pitch": 60.0, "roll": 90.0}
 
 DEMO_OUTPUT = "facegeo_interpolate_demo.mp4"
 
@@ -48,15 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", help="source portrait (image file)")
     p.add_argument("--target", help="target image (its pose and expression are used)")
-    p.add_argument("--yaw", type=float, help="target yaw in degrees (+ = nose to image right)")
-    p.add_argument("--pitch", type=float, help="target pitch in degrees (+ = head down)")
-    p.add_argument("--roll", type=float, help="target roll in degrees (+ = counter-clockwise)")
+    p.add_argument("--yaw", type=float, help="target yaw in degrees, in [-90, 90] "
+                   "(+ = nose to image right)")
+    p.add_argument("--pitch", type=float, help="target pitch in degrees, in [-60, 60] "
+                   "(+ = head down)")
+    p.add_argument("--roll", type=float, help="target roll in degrees, in [-90, 90] "
+                   "(+ = counter-clockwise)")
     p.add_argument("--expression", default=None,
                    help="target blendshapes as name=weight pairs, e.g. jawOpen=0.6,"
                    "mouthSmile_L=0.8 (weights in [0, 1]; other blendshapes keep the source's)")
     p.add_argument("--output", help=f"output video ({'/'.join(VIDEO_SUFFIXES)})")
-    p.add_argument("--frames", type=int, default=30, help="number of frames N (alpha 0 -> 1)")
-    p.add_argument("--fps", type=float, default=30.0, help="output frame rate")
+    p.add_argument("--frames", type=int, default=30,
+                   help="number of frames N (alpha 0 -> 1), in [2, 18000]")
+    p.add_argument("--fps", type=float, default=30.0, help="output frame rate, in [1, 240]")
     p.add_argument("--only", choices=("pose", "expression"), default=None,
                    help="blend only the pose or only the expression")
     p.add_argument("--panel", action="store_true",
@@ -71,32 +85,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="scikit-image's astronaut portrait, turning to yaw 25 / pitch -10 "
                    "with an open, smiling mouth (unless a target is given)")
+    p.add_argument("--face-index", type=int, default=0, metavar="N",
+                   help="which face of a source with several faces: 0 = the largest "
+                   "(default; the choice is reported; a target's largest face is used)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def parse_expression(text: str | None) -> dict[str, float]:
-    """``"jawOpen=0.6,mouthSmile_L=0.8"`` -> ``{"jawOpen": 0.6, "mouthSmile_L": 0.8}``."""
+    """``"jawOpen=0.6,mouthSmile_L=0.8"`` -> ``{"jawOpen": 0.6, "mouthSmile_L": 0.8}``.
+
+    Raises:
+        CLIError: an empty entry (``a=1,,b=1``, a trailing comma), a name given twice, a
+        weight that is not a finite number.
+    """
     out: dict[str, float] = {}
-    if not text:
+    if text is None:
         return out
+    if not text.strip():
+        raise CLIError("--expression is empty; give name=weight pairs")
     for item in text.split(","):
         item = item.strip()
         if not item:
-            continue
+            raise CLIError(f"--expression {text!r}: empty entry (two commas in a row or a "
+                           "trailing comma)")
         name, sep, val = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise CLIError(f"--expression: expected name=weight, got {item!r}")
+        if name in out:
+            raise CLIError(f"--expression: {name!r} is given twice")
         try:
-            out[name.strip()] = float(val)
+            w = float(val)
         except ValueError:
-            raise CLIError(f"--expression: weight of {name.strip()!r} is not a number: "
+            raise CLIError(f"--expression: weight of {name!r} is not a number: "
                            f"{val!r}") from None
+        if not math.isfinite(w):
+            raise CLIError(f"--expression: weight of {name!r} must be a finite number in "
+                           f"[0, 1], got {val.strip()!r}")
+        out[name] = w
     return out
 
 
 def _validate(a: argparse.Namespace) -> None:
-    has_params = any(v is not None for v in (a.yaw, a.pitch, a.roll)) or bool(a.expression)
+    has_params = (any(v is not None for v in (a.yaw, a.pitch, a.roll))
+                  or a.expression is not None)
     if a.demo and a.target is None and not has_params:
         a.yaw, a.pitch, a.expression = 25.0, -10.0, "jawOpen=0.35,mouthSmile_L=0.8," \
                                                     "mouthSmile_R=0.8"
@@ -112,20 +145,22 @@ def _validate(a: argparse.Namespace) -> None:
         if not a.demo:
             raise CLIError("missing --output")
         a.output = DEMO_OUTPUT
-    if a.frames < 2:
-        raise CLIError(f"--frames must be >= 2, got {a.frames}")
-    if not a.fps > 0:
-        raise CLIError(f"--fps must be positive, got {a.fps}")
+    check_frames(a.frames)
+    check_fps(a.fps)
+    for name, limit in ANGLE_LIMITS.items():
+        check_range(getattr(a, name), f"--{name}", -limit, limit, " degrees")
+    parse_expression(a.expression)
+    if a.face_index < 0:
+        raise CLIError(f"--face-index must be >= 0, got {a.face_index}")
     if a.size < 32 or a.size > 2048:
         raise CLIError(f"--size must be in [32, 2048], got {a.size}")
     for name in ("source", "target"):
         v = getattr(a, name)
         if v is not None:
-            if not Path(v).is_file():
-                raise FileNotFoundError(f"{name} image not found: {v}")
+            check_input(v, f"{name} image")
             if not is_image_path(v):
                 raise CLIError(f"--{name} must be an image ({', '.join(IMAGE_SUFFIXES)})")
-    check_output(a.output, VIDEO_SUFFIXES)
+    check_output(a.output, VIDEO_SUFFIXES, inputs=[a.source, a.target])
 
 
 def _mesh_overlay(rr, fits, frames):
@@ -155,10 +190,14 @@ def _run(a: argparse.Namespace) -> int:
     out = Path(a.output).expanduser()
     src_img = demo_source() if a.source is None else load_source_image(a.source)
     rr = GeometricReenactor(load_model(), size=a.size, device=device)
-    src = rr.fit_source(src_img, crop=True)
+    src = rr.fit_source(src_img, pick_source_face(src_img, a.face_index, rr.detector),
+                        crop=True)
     sf = src.fit
     if a.target is not None:
-        tgt = rr.fit_source(load_source_image(a.target, "target"), crop=True).fit
+        tgt_img = load_source_image(a.target, "target")
+        lm = pick_source_face(tgt_img, 0, rr.detector, what=f"target ({Path(a.target).name})",
+                              option=None)
+        tgt = rr.fit_source(tgt_img, lm, crop=True).fit
     else:
         ang = sf.angles.clone()
         for k, v in enumerate((a.yaw, a.pitch, a.roll)):

@@ -26,6 +26,8 @@ from facegeo_apps._cli import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     CLIError,
+    check_frames,
+    check_input,
     check_output,
     demo_source,
     is_image_path,
@@ -33,6 +35,7 @@ from facegeo_apps._cli import (
     load_source_image,
     models_epilog,
     pick_device,
+    pick_source_face,
     progress_bar,
     run_main,
 )
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relative-expression", action="store_true",
                    help="(geometric) add the driver's expression change to the source's "
                    "expression instead of copying the driver's expression")
+    p.add_argument("--face-index", type=int, default=0, metavar="N",
+                   help="which face of a source with several faces: 0 = the largest "
+                   "(default; the choice is reported), 1 = the next...")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -94,8 +100,9 @@ def _validate(a: argparse.Namespace) -> None:
         a.output = DEMO_OUTPUT
     if a.size is not None and (a.size < 32 or a.size > 2048):
         raise CLIError(f"--size must be in [32, 2048], got {a.size}")
-    if a.frames < 2:
-        raise CLIError(f"--frames must be >= 2, got {a.frames}")
+    check_frames(a.frames)
+    if a.face_index < 0:
+        raise CLIError(f"--face-index must be >= 0, got {a.face_index}")
     if a.max_frames is not None and a.max_frames < 1:
         raise CLIError(f"--max-frames must be >= 1, got {a.max_frames}")
     geometric = a.model == "geometric"
@@ -108,19 +115,19 @@ def _validate(a: argparse.Namespace) -> None:
     if a.checkpoint and not Path(a.checkpoint).exists():
         raise FileNotFoundError(f"checkpoint not found: {a.checkpoint}")
     for src in a.source or []:
-        if not Path(src).is_file():
-            raise FileNotFoundError(f"source image not found: {src}")
+        check_input(src, "source image")
         if not is_image_path(src):
             raise CLIError(f"--source must be an image ({', '.join(IMAGE_SUFFIXES)}), got "
                            f"{src}")
-    if a.driving is not None and not Path(a.driving).is_file():
-        raise FileNotFoundError(f"driving file not found: {a.driving}")
+    if a.driving is not None:
+        check_input(a.driving, "driving file")
     out_image = Path(a.output).suffix.lower() in IMAGE_SUFFIXES
     drv_image = a.driving is not None and is_image_path(a.driving)
     if out_image and not drv_image:
         raise CLIError("an image --output needs a single driving image; use a video suffix "
                        f"({', '.join(VIDEO_SUFFIXES)}) for a driving video")
-    check_output(a.output, VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+    check_output(a.output, VIDEO_SUFFIXES + IMAGE_SUFFIXES,
+                 inputs=[*(a.source or []), a.driving, a.checkpoint, a.config])
 
 
 def _reenactor(a: argparse.Namespace, device):
@@ -153,7 +160,8 @@ def _run(a: argparse.Namespace) -> int:
     if a.driving is None:  # demo: 3DMM-synthesised performance (geometric only)
         if not isinstance(rr, GeometricReenactor):
             raise CLIError(f"--model {a.model} needs a real --driving video")
-        src = rr.fit_source(srcs[0], crop=True)
+        lm = pick_source_face(srcs[0], a.face_index, rr.detector)
+        src = rr.fit_source(srcs[0], lm, crop=True)
         targets = synthetic_driving(src.fit, rr.model, a.frames)
         n = len(targets)
 
@@ -161,8 +169,11 @@ def _run(a: argparse.Namespace) -> int:
             yield from rr.render_stream(src, targets, paste=not a.crop, progress=bar.update)
     else:
         pipe = ReenactmentPipeline(rr, device=device, size=a.size)
+        det = pipe.conditioner.detector
+        lms = [pick_source_face(s, a.face_index, det) for s in srcs]
         with progress_bar(None, "landmarks", show) as bar:
-            job = pipe.prepare(srcs, a.driving, max_frames=a.max_frames, progress=bar.update)
+            job = pipe.prepare(srcs, a.driving, max_frames=a.max_frames, progress=bar.update,
+                               source_landmarks=lms)
         if job.n_missing:
             print(f"warning: {job.n_missing} of {job.n_frames} driving frames had no face; "
                   "they hold the last good pose", file=sys.stderr)

@@ -17,7 +17,8 @@ Usage::
                          [--size 256] [--detector dlib] [--max-frames N]
                          [--fit-3dmm ict_facekit]
 
-See docs/training.md.
+Bad input (a missing config, a bad ``--set``, an unavailable ``--device``...) prints one
+``error: ...`` line and exits with status 2. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -68,10 +69,35 @@ def build_preprocess_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_main(body) -> int:
+    from facegeo_apps._cli import run_main
+
+    return run_main(body)
+
+
+def _device(name: str | None) -> str | None:
+    """``--device`` checked like the other apps; a bare ``cuda`` is this process's GPU,
+    ``cuda:<LOCAL_RANK>`` (the trainer needs an index)."""
+    import os
+
+    from facegeo_apps._cli import pick_device
+
+    if name is None:
+        return None
+    dev = pick_device(name)
+    if dev.type == "cuda" and dev.index is None:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return str(dev)
+
+
 def preprocess_main(argv: list[str]) -> int:
+    a = build_preprocess_parser().parse_args(argv)
+    return _run_main(lambda: _preprocess(a))
+
+
+def _preprocess(a: argparse.Namespace) -> int:
     from facegeo_models.common.data import preprocess_folder
 
-    a = build_preprocess_parser().parse_args(argv)
     metas = preprocess_folder(a.inputs, a.out, split=a.split, test_fraction=a.test_fraction,
                               size=a.size, detector=a.detector, max_frames=a.max_frames,
                               step=a.step, box_mode=a.box_mode, fit_3dmm=a.fit_3dmm)
@@ -88,6 +114,10 @@ def bench_data_main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--batches", type=int, default=20)
     a = p.parse_args(argv)
+    return _run_main(lambda: _bench_data(a))
+
+
+def _bench_data(a: argparse.Namespace) -> int:
     from facegeo_models.common.data import benchmark_loader, build_dataset
     from facegeo_models.common.trainer import load_config, merge_overrides
 
@@ -106,13 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "bench-data":
         return bench_data_main(argv[1:])
     a = build_parser().parse_args(argv)
+    return _run_main(lambda: _train(a))
+
+
+def _train(a: argparse.Namespace) -> int:
     from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
 
+    device = _device(a.device)
     cfg = merge_overrides(load_config(a.config), a.overrides)
     out = a.out or cfg.get("train", {}).get("out_dir") or str(Path("runs") /
                                                                Path(a.config).stem)
     resume = None if a.resume in ("none", "no", "false") else a.resume
-    trainer = Trainer(cfg, out_dir=out, device=a.device, resume=resume)
+    trainer = Trainer(cfg, out_dir=out, device=device, resume=resume)
     trainer.fit(until_step=a.until_step)
     if a.until_step is not None and trainer.step < trainer.total_steps:
         trainer.save()
