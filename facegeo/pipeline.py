@@ -228,7 +228,9 @@ class Reenactor:
 class FrameSource:
     """Driving frames that can be iterated more than once without holding them all.
 
-    ``frames`` is a video path (decoded again for each pass), an image path (one frame), a
+    ``frames`` is a video path (decoded again for each pass; a read that ends before the
+    frames the container announces warns ``facegeo.video.VideoReadWarning``, or raises with
+    ``strict``), an image path (one frame), a
     (T, 3, H, W) float tensor, a (T, H, W, 3) uint8 array, or a list of frames (tensors
     (3, H, W) / arrays (H, W, 3)). A one-shot iterator is materialised into a list (its
     frames are then in memory: pass a path or a tensor for long clips).
@@ -239,11 +241,13 @@ class FrameSource:
         length: number of frames when known (container metadata), else None.
     """
 
-    def __init__(self, frames, fps: float | None = None, max_frames: int | None = None):
+    def __init__(self, frames, fps: float | None = None, max_frames: int | None = None, *,
+                 strict: bool = False):
         from facegeo.image_io import IMAGE_SUFFIXES
         from facegeo.video import video_info
 
         self.path: Path | None = None
+        self.strict = strict
         self.audio = None
         self.max_frames = max_frames
         self.length: int | None = None
@@ -280,7 +284,7 @@ class FrameSource:
         if self.path is not None:
             from facegeo.video import iter_video
 
-            return iter_video(self.path, max_frames=self.max_frames)
+            return iter_video(self.path, max_frames=self.max_frames, strict=self.strict)
         n = len(self._frames) if self.max_frames is None else min(len(self._frames),
                                                                    self.max_frames)
         return (self._frames[i] for i in range(n))
@@ -398,7 +402,7 @@ class ReenactmentPipeline:
 
     # -- pass 1 -------------------------------------------------------------------------
     def prepare(self, sources, driving, *, fps: float | None = None,
-                max_frames: int | None = None, source_landmarks=None,
+                max_frames: int | None = None, strict: bool = False, source_landmarks=None,
                 perturb_landmarks: Callable | None = None,
                 progress: Callable[[int], None] | None = None) -> Job:
         """Sources, then pass 1 over the driving frames (landmarks, boxes, 3DMM fits).
@@ -408,6 +412,8 @@ class ReenactmentPipeline:
             driving: anything :class:`FrameSource` takes (video path, tensor, list...).
             fps: frame rate of in-memory frames.
             max_frames: use only the first N driving frames.
+            strict: a truncated or damaged driving video is an error (default: a warning
+                with the number of frames read vs announced).
             perturb_landmarks: optional ``f(lm (T, 68, 2) in [0, 1] frame units) -> lm``
                 applied to the tracked driving landmarks before fitting (robustness tests).
             progress: called with 1 per tracked frame.
@@ -420,7 +426,7 @@ class ReenactmentPipeline:
         t0 = time.perf_counter()
         src = self.prepare_sources(sources, source_landmarks)
         frames = driving if isinstance(driving, FrameSource) else FrameSource(
-            driving, fps, max_frames)
+            driving, fps, max_frames, strict=strict)
         track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
                               progress=progress, tracker_kwargs=self.tracker_kwargs,
                               track=self.needs_landmarks)

@@ -80,6 +80,18 @@ def test_truncated_video_strict_raises(truncated_mp4):
     assert frames.shape[0] == 2
 
 
+def test_pipeline_frame_source_passes_strict_through(truncated_mp4):
+    """The reenactment pipeline reads driving videos through FrameSource: the partial read
+    warns there too, and is an error with strict (apps: --strict)."""
+    from facegeo.pipeline import FrameSource
+    from facegeo.video import VideoReadError, VideoReadWarning
+
+    with pytest.warns(VideoReadWarning):
+        assert 0 < len(list(FrameSource(truncated_mp4))) < N_FRAMES
+    with pytest.raises(VideoReadError, match=f"of {N_FRAMES}"):
+        list(FrameSource(truncated_mp4, strict=True))
+
+
 def test_intact_video_reads_silently(faststart_mp4):
     from facegeo.video import read_video
 
