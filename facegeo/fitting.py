@@ -112,7 +112,8 @@ def validate_landmarks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check fitting input and return (landmarks (B, N, 2) with invisible rows zeroed, w (B, N)).
 
-    Raises ValueError on: wrong shape/count, NaN/inf in visible landmarks, negative or
+    Raises ValueError on: wrong shape/count, NaN/inf in visible landmarks (invisible or
+    zero-weight ones may be NaN), NaN/inf visibility, negative or
     non-finite weights, fewer than ``min_visible`` visible landmarks in a face, or collinear /
     coincident visible landmarks."""
     if not isinstance(landmarks, torch.Tensor):
@@ -136,6 +137,10 @@ def validate_landmarks(
             vis = vis[None]
         if vis.shape != (B, N):
             raise ValueError(f"visibility must have shape ({B}, {N}), got {tuple(vis.shape)}")
+        if vis.is_floating_point() and not bool(torch.isfinite(vis).all()):
+            b, i = (int(x) for x in (~torch.isfinite(vis)).nonzero()[0])
+            raise ValueError(f"visibility contains NaN/inf (face {b}, landmark {i}); use 0 "
+                             "for missing points")
         w = w * (vis.to(landmarks.dtype) > 0).to(landmarks.dtype)
     if weights is not None:
         wt = torch.as_tensor(weights, device=landmarks.device).to(landmarks.dtype)
@@ -485,8 +490,15 @@ class LandmarkFitter:
             raise ValueError(f"camera must be 'weak_perspective' or 'pinhole', got {camera!r}")
         if contour not in ("slide", "fixed"):
             raise ValueError(f"contour must be 'slide' or 'fixed', got {contour!r}")
-        if lambda_id < 0 or lambda_exp < 0 or smooth_pose < 0 or smooth_exp < 0:
-            raise ValueError("prior / smoothness weights must be non-negative")
+        for name, val in (("lambda_id", lambda_id), ("lambda_exp", lambda_exp),
+                          ("smooth_pose", smooth_pose), ("smooth_exp", smooth_exp)):
+            try:
+                ok = math.isfinite(float(val)) and float(val) >= 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{name} must be a finite non-negative number (prior / "
+                                 f"smoothness weight), got {val!r}")
         if (smooth_pose or smooth_exp) and not shared_identity:
             raise ValueError("temporal smoothness needs shared_identity=True (use fit_video)")
         if iterations < 0:

@@ -31,6 +31,8 @@ def _as_sparse_matrix(m: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(m.shape)}")
     if m.layout == torch.sparse_coo:
         m = m.coalesce()
+    if not bool(torch.isfinite(m.values()).all()):  # once, at construction
+        raise ValueError(f"{name} contains NaN or inf values")
     return m
 
 

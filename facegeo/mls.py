@@ -267,6 +267,20 @@ def _solve(s, second, swr, kind: str, affine_eps: float, want_m: bool):
     cyx = s[:, 2, 1] - sdy * dl_x
     cyy = s[:, 2, 2] - sdy * dl_y
     mu = swr - (sdx * ds_x + sdy * ds_y)  # sum w |p^|^2
+    if second is not None:
+        sxx, sxy, syy = second
+        second = (sxx - sdx * ds_x, sxy - sdx * ds_y, syy - sdy * ds_y)
+    return _closed_form((ds_x, ds_y), (dl_x, dl_y), (cxx, cxy, cyx, cyy), mu, second, kind,
+                        affine_eps, want_m)
+
+
+def _closed_form(ds, dl, c, mu, a, kind: str, affine_eps: float, want_m: bool):
+    """Closed forms from the centred sums: d* = p* - v, delta* = q* - p*,
+    C_ab = sum w p^_a delta_b, mu = sum w |p^|^2 and (affine) A = sum w p^ p^T as
+    (axx, axy, ayy). The weights may carry any per-query factor (it cancels)."""
+    ds_x, ds_y = ds
+    dl_x, dl_y = dl
+    cxx, cxy, cyx, cyy = c
     g_re = (cxx + cyy) / mu
     g_im = (cxy - cyx) / mu
     if kind == "similarity":
@@ -277,10 +291,7 @@ def _solve(s, second, swr, kind: str, affine_eps: float, want_m: bool):
         r_re, r_im = c_re / norm, g_im / norm
         kxx, kxy, kyx, kyy = r_re - 1.0, r_im, -r_im, r_re - 1.0
     else:
-        sxx, sxy, syy = second
-        axx = sxx - sdx * ds_x
-        axy = sxy - sdx * ds_y
-        ayy = syy - sdy * ds_y
+        axx, axy, ayy = a
         tr = axx + ayy
         det = axx * ayy - axy * axy
         if affine_eps > 0:
@@ -308,6 +319,49 @@ def _solve(s, second, swr, kind: str, affine_eps: float, want_m: bool):
     if want_m:
         k = torch.stack([torch.stack([kxx, kxy], -1), torch.stack([kyx, kyy], -1)], -2)
     return u, torch.stack([ds_x, ds_y], -1), torch.stack([dl_x, dl_y], -1), k
+
+
+def _centred_moments(v, p, dmat_t, tol2: torch.Tensor, alpha: float, second: bool):
+    """Centred weighted sums for one chunk of query points (alpha > 1).
+
+    For alpha > 1 one weight dominates by many orders of magnitude near a control point,
+    and far from tightly clustered control points every weight underflows in float32
+    (``|d|^(-2 alpha)``). Here the weights are ``(r2_min / r2)^alpha`` with r2_min the
+    smallest (clamped) squared distance of each query point (the largest weight is 1, so
+    their sum never underflows and never overflows; the per-query factor cancels in every
+    normalised quantity, and r2_min is a constant for autograd). The second moments are
+    summed around the weighted centroid (two passes) instead of being recovered from raw
+    moments, which cancels catastrophically when the weights are very unequal.
+
+    v = (vx, vy) each (B, Mc), p (B, N, 2), dmat_t (B, 1, 3, N), tol2 (B, 1, 1).
+    Returns the arguments of :func:`_closed_form`: d*, delta*, C, mu, A (or None).
+    """
+    px = p[..., 0].unsqueeze(-1)  # (B, N, 1)
+    py = p[..., 1].unsqueeze(-1)
+    dx = px - v[0].unsqueeze(1)  # (B, N, Mc)
+    dy = py - v[1].unsqueeze(1)
+    r2 = torch.maximum(dx * dx + dy * dy, tol2)
+    with torch.no_grad():
+        r2min, near = r2.min(1)  # (B, Mc): the nearest control point of each query
+    w = (r2min.unsqueeze(1) / r2).pow(alpha)  # (B, N, Mc) in (0, 1], 1 at the nearest point
+    # sums around the nearest control point p_k (its own term is exactly 0 there, so p* - p_k
+    # keeps its precision even when the other weights are ~1e-10 of w_k)
+    pkx, pky = p[..., 0].gather(1, near), p[..., 1].gather(1, near)  # (B, Mc)
+    ex, ey = px - pkx.unsqueeze(1), py - pky.unsqueeze(1)  # p - p_k
+    s = torch.matmul(dmat_t[:, 0], w)  # (B, 3, Mc): sum w, sum w delta_x, sum w delta_y
+    inv0 = s[:, 0].reciprocal()
+    es_x = (w * ex).sum(1) * inv0  # p* - p_k
+    es_y = (w * ey).sum(1) * inv0
+    dl_x, dl_y = s[:, 1] * inv0, s[:, 2] * inv0
+    hx = ex - es_x.unsqueeze(1)  # p^ = p - p*
+    hy = ey - es_y.unsqueeze(1)
+    g = torch.stack([w * hx, w * hy], 1)  # (B, 2, N, Mc)
+    c = torch.matmul(dmat_t[:, :, 1:], g)  # (B, 2, 2, Mc): C_ab = sum w p^_a delta_b
+    axx = (g[:, 0] * hx).sum(1)
+    ayy = (g[:, 1] * hy).sum(1)
+    a = (axx, (g[:, 0] * hy).sum(1), ayy) if second else None
+    ds = ((pkx - v[0]) + es_x, (pky - v[1]) + es_y)  # d* = p* - v
+    return ds, (dl_x, dl_y), (c[:, 0, 0], c[:, 0, 1], c[:, 1, 0], c[:, 1, 1]), axx + ayy, a
 
 
 def _fused_moments(vx, vy, px, py, dlx, dly, tol2: float, alpha: float, second: bool):
@@ -358,6 +412,24 @@ def _mls(v, p, q, kind, alpha, affine_eps, want_m, backend="eager"):
     tol2 = (rho * scale).square().view(b, 1, 1)
     inv_s2 = scale.square().reciprocal().view(b, 1, 1)
     second = kind == "affine"
+    if backend not in ("eager", "inductor"):
+        raise ValueError(f"backend must be 'eager' or 'inductor', got {backend!r}")
+    if alpha > 1.0:  # numerically safe centred two-pass sums (the fused kernel is alpha <= 1)
+        step = _chunk_size(b, 2 * n, m, v.device)
+        vx, vy = v[..., 0].contiguous(), v[..., 1].contiguous()
+        p = p.contiguous()
+        parts = [_centred_moments((vx[:, s:s + step], vy[:, s:s + step]), p, dmat_t, tol2,
+                                  alpha, second) for s in range(0, m, step)]
+        if len(parts) == 1:
+            ds, dl, c, mu, a = parts[0]
+        else:
+            def cat(get):
+                return tuple(torch.cat([get(x)[i] for x in parts], -1)
+                             for i in range(len(get(parts[0]))))
+            ds, dl, c = cat(lambda x: x[0]), cat(lambda x: x[1]), cat(lambda x: x[2])
+            mu = torch.cat([x[3] for x in parts], -1)
+            a = cat(lambda x: x[4]) if second else None
+        return _closed_form(ds, dl, c, mu, a, kind, affine_eps, want_m)
     if backend == "inductor":
         if torch.is_grad_enabled() and (v.requires_grad or p.requires_grad or q.requires_grad):
             raise ValueError("backend='inductor' is for inference only (no autograd); "
@@ -592,7 +664,12 @@ def _normalized_weights(v: torch.Tensor, k: torch.Tensor, alpha: float) -> torch
         scale = _scale(k)
     tol2 = (_rho(alpha) * scale).square().view(-1, 1, 1)
     r2 = torch.maximum((k.unsqueeze(1) - v.unsqueeze(2)).square().sum(-1), tol2)
-    w = (r2 / scale.square().view(-1, 1, 1)).pow(-alpha)
+    if alpha > 1.0:  # (r2_min / r2)^alpha: largest weight 1, the sum cannot underflow
+        with torch.no_grad():
+            r2min = r2.amin(-1, keepdim=True)
+        w = (r2min / r2).pow(alpha)
+    else:  # alpha <= 1: |d / scale|^(-2 alpha) cannot under/overflow (unchanged numbers)
+        w = (r2 / scale.square().view(-1, 1, 1)).pow(-alpha)
     return w / w.sum(-1, keepdim=True)
 
 

@@ -79,6 +79,8 @@ def _check_last(x: torch.Tensor, shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got {x.dtype}")
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
 
 
 def _skew(v: torch.Tensor) -> torch.Tensor:

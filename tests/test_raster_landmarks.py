@@ -39,7 +39,7 @@ def test_parts_cover_all_68_points_once():
 
 def test_heatmaps_formula_peak_and_gradient():
     pts = torch.tensor([[[3.0, 4.0], [7.25, 1.5], [float("nan"), 2.0]]], dtype=torch.float64)
-    hm = heatmaps(pts, 8, 10, sigma=1.5)
+    hm = heatmaps(pts, 8, 10, sigma=1.5, missing="skip")
     assert hm.shape == (1, 3, 8, 10)
     ys, xs = np.mgrid[0:8, 0:10]
     ref = np.exp(-((xs - 7.25) ** 2 + (ys - 1.5) ** 2) / (2 * 1.5**2))
@@ -60,7 +60,7 @@ def test_line_coverage_conserves_thickness(thickness, y0):
     pts[0, :17, 0] = torch.linspace(-5, 30, 17)
     pts[0, :17, 1] = y0
     pts[0, 17:] = float("nan")  # other parts missing
-    m = part_maps(pts, 12, 20, thickness=thickness)
+    m = part_maps(pts, 12, 20, thickness=thickness, missing="skip")
     assert m.shape == (1, 9, 12, 20)
     torch.testing.assert_close(m[0, 0].sum(0), torch.full((20,), thickness, dtype=torch.float64))
     assert m[0, 1:].abs().sum() == 0
@@ -76,7 +76,7 @@ def test_segment_end_caps_and_diagonal_distance():
     pts[0, 28] = torch.tensor([8.0, 8.0])
     pts[0, 29] = torch.tensor([8.0, 8.0])
     pts[0, 30] = torch.tensor([8.0, 8.0])
-    m = part_maps(pts, 12, 12, thickness=2.0)[0, 3]  # nose bridge
+    m = part_maps(pts, 12, 12, thickness=2.0, missing="skip")[0, 3]  # nose bridge
     ys, xs = np.mgrid[0:12, 0:12].astype(float)
     # distance to the segment (2,2)-(8,8), computed independently
     t = np.clip(((xs - 2) + (ys - 2)) / 72.0 * 6, 0, 1)

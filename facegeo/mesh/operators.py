@@ -30,6 +30,7 @@ Defined behaviour on irregular input:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -316,6 +317,8 @@ def largest_eigenvalue(L: torch.Tensor, *, tol: float = 1e-8) -> float:
     n = S.shape[0]
     if n == 0:
         raise ValueError("empty matrix")
+    if not np.isfinite(S.data).all():
+        raise ValueError("L contains NaN or inf values")
     if n <= 64:
         return float(np.linalg.eigvalsh(S.toarray()).max())
     v0 = np.ones(n) + np.arange(n) % 7 * 0.1
@@ -339,9 +342,11 @@ def scaled_laplacian(L: torch.Tensor, lambda_max: float | None = None) -> torch.
     """
     if lambda_max is None:
         lambda_max = largest_eigenvalue(L)
-    if not lambda_max > 0:
-        raise ValueError(f"lambda_max must be > 0, got {lambda_max}")
+    if not (lambda_max > 0 and math.isfinite(lambda_max)):
+        raise ValueError(f"lambda_max must be finite and > 0, got {lambda_max}")
     L = L.coalesce()
+    if not bool(torch.isfinite(L.values()).all()):
+        raise ValueError("L contains NaN or inf values")
     V = L.shape[0]
     ar = torch.arange(V, device=L.device)
     idx = torch.cat([L.indices(), torch.stack([ar, ar])], 1)
@@ -391,7 +396,17 @@ def _check_vertices(vertices: torch.Tensor, V: int | None = None) -> tuple[torch
     if not vertices.dtype.is_floating_point:
         raise TypeError(f"vertices must be floating point, got {vertices.dtype}")
     batched = vertices.ndim == 3
+    _check_finite_vertices(vertices, "vertices")
     return (vertices if batched else vertices[None]), batched
+
+
+def _check_finite_vertices(vertices: torch.Tensor, name: str) -> None:
+    """ValueError naming the first non-finite vertex ((V, 3) or (B, V, 3) tensor)."""
+    ok = torch.isfinite(vertices.detach()).all(-1)
+    if not bool(ok.all()):
+        idx = [int(i) for i in (~ok).nonzero()[0]]
+        where = f"vertex {idx[-1]}" + (f" of batch item {idx[0]}" if len(idx) == 2 else "")
+        raise ValueError(f"{name} contain NaN or inf (first at {where})")
 
 
 def _face_geometry(vertices: torch.Tensor, faces: torch.Tensor):
@@ -593,8 +608,12 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t) -> torch.Tensor:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
     if isinstance(t, (int, float)):
+        if not math.isfinite(t):
+            raise ValueError(f"t must be finite, got {t}")
         return torch.lerp(a, b, float(t))
     t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"t must be finite, got {t.tolist()}")
     if t.ndim != 1:
         raise ValueError(f"t must be a float or a 1-D sequence of weights, got shape "
                          f"{tuple(t.shape)}")
@@ -616,6 +635,8 @@ def blend(items: torch.Tensor, weights: torch.Tensor, *, affine: bool = True) ->
     if weights.shape[-1] != items.shape[0]:
         raise ValueError(f"weights' last dimension ({weights.shape[-1]}) must equal the number "
                          f"of items ({items.shape[0]})")
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError("weights contain NaN or inf")
     if affine:
         s = weights.sum(-1)
         if not torch.allclose(s, torch.ones_like(s), atol=1e-5):

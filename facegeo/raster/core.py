@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -100,7 +101,9 @@ class Fragments:
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_mesh(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_mesh(
+    verts: torch.Tensor, faces: torch.Tensor, name: str = "verts"
+) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(verts, torch.Tensor) or not isinstance(faces, torch.Tensor):
         raise TypeError("verts and faces must be torch tensors")
     if verts.dim() != 3 or verts.shape[-1] != 3:
@@ -123,7 +126,34 @@ def _check_mesh(verts: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor,
             )
     if faces.shape[0] >= 2**31:
         raise ValueError("too many faces (at most 2**31 - 1)")
+    _check_finite_used(verts, faces, name)
     return verts, faces
+
+
+def _finite_rows(x: torch.Tensor) -> torch.Tensor | np.ndarray:
+    """(B, V, C) -> (B, V) bool "all finite" (numpy on the CPU: no OpenMP region)."""
+    x = x.detach()
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return np.isfinite(x.numpy()).all(-1)
+    return torch.isfinite(x).all(-1)
+
+
+def _check_finite_used(verts: torch.Tensor, faces: torch.Tensor, name: str) -> None:
+    """ValueError when a vertex used by a face is NaN/inf (unused vertices may be anything)."""
+    ok = _finite_rows(verts)
+    if bool(ok.all()):
+        return
+    used = torch.zeros(verts.shape[1], dtype=torch.bool, device=verts.device)
+    used[faces.reshape(-1)] = True
+    ok = torch.as_tensor(ok, device=verts.device)
+    bad = ~ok & used
+    if bool(bad.any()):
+        b, v = (int(i) for i in bad.nonzero()[0])
+        f = int((faces == v).any(1).nonzero()[0])
+        raise ValueError(
+            f"{name} contains NaN or inf at [{b}, {v}] (a corner of face {f}); a triangle "
+            "with a non-finite vertex cannot be rasterized"
+        )
 
 
 def _check_size(height: int, width: int) -> None:
@@ -716,11 +746,17 @@ def interpolate(
     if faces.numel() and int(faces.max()) >= attrs.shape[1]:
         raise ValueError(f"faces index attributes out of range ({attrs.shape[1]} rows)")
     C = attrs.shape[2]
+    ok = _finite_rows(attrs)
+    if not bool(ok.all()):
+        b, a = (int(i) for i in (~torch.as_tensor(ok)).nonzero()[0])
+        raise ValueError(f"attrs contains NaN or inf at [{b}, {a}]")
     b = torch.div(frags.pix, H * W, rounding_mode="floor")
     vals = attrs[b[:, None], faces[frags.pix_face]]  # (N, 3, C)
     bary = frags.pix_bary.to(attrs.dtype)
     out_pix = (bary.unsqueeze(-1) * vals).sum(1)
     bg = torch.as_tensor(background, dtype=attrs.dtype, device=attrs.device)
+    if not bool(torch.isfinite(bg).all()):
+        raise ValueError(f"background must be finite, got {background}")
     if bg.dim() > 1 or (bg.dim() == 1 and bg.shape[0] not in (1, C)):
         raise ValueError(f"background must be a scalar or have shape ({C},)")
     out = bg.expand(C).repeat(B * H * W, 1)

@@ -102,8 +102,8 @@ def mesh_flow(
         :class:`MeshFlow`. ``flow`` and ``src_xy`` are differentiable w.r.t. both meshes'
         vertices (piecewise: visibility is fixed).
     """
-    src_verts, faces = _check_mesh(src_verts, faces)
-    drv_verts, _ = _check_mesh(drv_verts, faces)
+    src_verts, faces = _check_mesh(src_verts, faces, "src_verts")
+    drv_verts, _ = _check_mesh(drv_verts, faces, "drv_verts")
     if src_verts.shape != drv_verts.shape:
         raise ValueError(
             f"source and driving meshes must have the same shape (same topology), got "

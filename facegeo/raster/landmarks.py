@@ -66,6 +66,20 @@ def _check_points(points: torch.Tensor, n: int | None = None) -> None:
         raise ValueError(f"expected {n} landmarks (68-point layout), got {points.shape[1]}")
 
 
+def _check_missing(points: torch.Tensor, missing: str) -> None:
+    """The finite-landmark rule of this module (see :func:`heatmaps`)."""
+    if missing not in ("raise", "skip"):
+        raise ValueError(f"missing must be 'raise' or 'skip', got {missing!r}")
+    nan = torch.isnan(points).any(-1)
+    inf = torch.isinf(points).any(-1)
+    bad = (nan | inf) if missing == "raise" else inf
+    if bool(bad.any()):
+        b, i = (int(x) for x in bad.nonzero()[0])
+        what = "NaN or inf" if missing == "raise" else "inf"
+        hint = " (pass missing='skip' to leave NaN landmarks out)" if missing == "raise" else ""
+        raise ValueError(f"points contain {what} at [{b}, {i}]{hint}")
+
+
 def _check_size(height: int, width: int) -> None:
     if int(height) != height or int(width) != width or height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive integers, got {height} x {width}")
@@ -90,6 +104,7 @@ def heatmaps(
     *,
     sigma: float = 2.0,
     normalize: bool = False,
+    missing: str = "raise",
 ) -> torch.Tensor:
     """Per-landmark Gaussian heat-maps ``exp(-|p - l_n|^2 / (2 sigma^2))``.
 
@@ -98,12 +113,16 @@ def heatmaps(
         height, width: map size H, W (pixel centres at integer coordinates).
         sigma: standard deviation in pixels.
         normalize: divide each map by its sum (a spatial probability distribution).
+        missing: ``"raise"`` (default): a NaN or inf coordinate raises ValueError naming the
+            first bad ``[batch, landmark]``; ``"skip"``: a landmark with a NaN coordinate is
+            missing and its map is all zeros (also with ``normalize``); inf still raises.
 
     Returns:
         (B, N, H, W), differentiable w.r.t. ``points``; peak value 1 at a landmark that lies
-        on a pixel centre (before normalisation). Non-finite landmarks give zero maps.
+        on a pixel centre (before normalisation).
     """
     _check_points(points)
+    _check_missing(points, missing)
     _check_size(height, width)
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
@@ -155,6 +174,7 @@ def part_maps(
     *,
     thickness: float = 1.0,
     parts: dict[str, tuple[tuple[int, ...], bool]] | None = None,
+    missing: str = "raise",
 ) -> torch.Tensor:
     """One channel per face part with its anti-aliased poly-line.
 
@@ -165,11 +185,14 @@ def part_maps(
         parts: name -> (indices, closed); default :data:`PARTS_68` (channel order = dict
             order: jaw, right_brow, left_brow, nose_bridge, nose_lower, right_eye,
             left_eye, outer_lips, inner_lips).
+        missing: ``"raise"`` (default) or ``"skip"``: as in :func:`heatmaps`; skipped (NaN)
+            landmarks leave out every segment that touches them.
 
     Returns:
         (B, P, H, W) in [0, 1].
     """
     _check_points(points, 68 if parts is None else None)
+    _check_missing(points, missing)
     _check_size(height, width)
     if thickness <= 0:
         raise ValueError(f"thickness must be positive, got {thickness}")
@@ -193,6 +216,7 @@ def draw_landmark_lines(
     thickness: float = 1.0,
     colors: dict[str, tuple[float, float, float]] | None = None,
     background: torch.Tensor | None = None,
+    missing: str = "raise",
 ) -> torch.Tensor:
     """The "landmark image": face parts drawn as anti-aliased coloured poly-lines.
 
@@ -203,13 +227,14 @@ def draw_landmark_lines(
         colors: part name -> RGB in [0, 1]; default :data:`PART_COLORS_68`.
         background: optional (B, 3, H, W) image to draw on (lines are alpha-blended with
             their coverage); default black.
+        missing: ``"raise"`` (default) or ``"skip"`` NaN landmarks, as in :func:`part_maps`.
 
     Returns:
         (B, 3, H, W) RGB in [0, 1]. Where parts overlap, the part drawn last (dict order)
         is on top.
     """
     colors = PART_COLORS_68 if colors is None else colors
-    maps = part_maps(points, height, width, thickness=thickness)  # (B, P, H, W)
+    maps = part_maps(points, height, width, thickness=thickness, missing=missing)
     B = points.shape[0]
     if background is None:
         img = points.new_zeros(B, 3, height, width)
