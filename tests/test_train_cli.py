@@ -50,13 +50,14 @@ def test_preprocess_then_train_and_resume(tmp_path, media_dir, capsys):
     assert [r["step"] for r in logs if "loss/total" in r] == list(range(1, 13))
 
 
-def test_cli_help_and_bad_config(tmp_path):
+def test_cli_help_and_bad_config(tmp_path, capsys):
     r = subprocess.run([sys.executable, str(REPO / "apps" / "train.py"), "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--config" in r.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
-    with pytest.raises(ValueError, match="mapping"):
-        app.main(["--config", str(bad)])
-    with pytest.raises(FileNotFoundError):
-        app.main(["--config", str(tmp_path / "missing.yaml")])
+    # user errors: one "error:" line and exit status 2 (apps/_cli.run_main)
+    assert app.main(["--config", str(bad)]) == 2
+    assert "error:" in (err := capsys.readouterr().err) and "mapping" in err
+    assert app.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
