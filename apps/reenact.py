@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "3DMM-synthesised driving performance unless --source/--driving are given")
     p.add_argument("--frames", type=int, default=90,
                    help="length of the synthesised demo performance (frames at 30 fps)")
+    p.add_argument("--strict", action="store_true",
+                   help="a truncated or damaged driving video is an error (default: a warning "
+                   "with the number of frames read vs announced)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="use only the first N driving frames")
     p.add_argument("--relative-expression", action="store_true",
@@ -172,7 +175,8 @@ def _run(a: argparse.Namespace) -> int:
         det = pipe.conditioner.detector
         lms = [pick_source_face(s, a.face_index, det) for s in srcs]
         with progress_bar(None, "landmarks", show) as bar:
-            job = pipe.prepare(srcs, a.driving, max_frames=a.max_frames, progress=bar.update,
+            job = pipe.prepare(srcs, a.driving, max_frames=a.max_frames, strict=a.strict,
+                               progress=bar.update,
                                source_landmarks=lms)
         if job.n_missing:
             print(f"warning: {job.n_missing} of {job.n_frames} driving frames had no face; "

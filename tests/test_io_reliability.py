@@ -92,6 +92,17 @@ def test_pipeline_frame_source_passes_strict_through(truncated_mp4):
         list(FrameSource(truncated_mp4, strict=True))
 
 
+def test_reenact_app_strict_refuses_a_truncated_driving_video(truncated_mp4, tmp_path,
+                                                              media_dir, capsys):
+    from facegeo_apps import reenact as app
+
+    out = tmp_path / "o.mp4"
+    rc = app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving", str(truncated_mp4),
+                   "--output", str(out), "--size", "64", "--quiet", "--strict"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"of {N_FRAMES}" in err and "cut.mp4" in err and not out.exists()
+
+
 def test_intact_video_reads_silently(faststart_mp4):
     from facegeo.video import read_video
 
