@@ -425,3 +425,33 @@ register_asset(AssetSpec(
     url="https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
     sha256="619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543",
 ))
+register_asset(AssetSpec(
+    name="bfm_noneck_v3",
+    relpath="3dmm/bfm/bfm_noneck_v3.pkl",
+    description="3DDFA / 3DDFA_V2 BFM2009 no-neck model (bfm_noneck_v3.pkl, 38,365 vertices)",
+    license="BFM2009 terms: academic, non-commercial use only (3DDFA_V2 bfm/readme.md)",
+    obtain=(
+        "register for BFM2009 at https://faces.dmi.unibas.ch/bfm/, then get configs/"
+        "bfm_noneck_v3.pkl and configs/tri.pkl from https://github.com/cleardusk/3DDFA_V2 "
+        "(put tri.pkl next to it)"
+    ),
+))
+register_asset(AssetSpec(
+    name="alexnet_lpips",
+    relpath="weights/torchvision/alexnet-owt-7be5be79.pth",
+    description="torchvision AlexNet ImageNet weights (backbone of LPIPS 'alex')",
+    license="BSD-3-Clause (torchvision); ImageNet terms apply to the training data",
+    obtain="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    sha256="7be5be79",
+))
+register_asset(AssetSpec(
+    name="lpips_alex_lin",
+    relpath="weights/lpips/v0.1/alex.pth",
+    description="LPIPS v0.1 linear-layer weights for the AlexNet variant (lin0..lin4)",
+    license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
+    obtain="https://github.com/richzhang/PerceptualSimilarity (lpips/weights/v0.1/alex.pth)",
+    url=("https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/"
+         "lpips/weights/v0.1/alex.pth"),
+    sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+))

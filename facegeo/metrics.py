@@ -503,26 +503,6 @@ def fid_from_features(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
 # ------------------------------------------------------------------------------------ LPIPS
 from facegeo import assets as _assets  # noqa: E402
 
-_assets.register_asset(_assets.AssetSpec(
-    name="alexnet_lpips",
-    relpath="weights/torchvision/alexnet-owt-7be5be79.pth",
-    description="torchvision AlexNet ImageNet weights (backbone of LPIPS 'alex')",
-    license="BSD-3-Clause (torchvision); ImageNet terms apply to the training data",
-    obtain="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    sha256="7be5be79",
-))
-_assets.register_asset(_assets.AssetSpec(
-    name="lpips_alex_lin",
-    relpath="weights/lpips/v0.1/alex.pth",
-    description="LPIPS v0.1 linear-layer weights for the AlexNet variant (lin0..lin4)",
-    license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
-    obtain="https://github.com/richzhang/PerceptualSimilarity (lpips/weights/v0.1/alex.pth)",
-    url=("https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/"
-         "lpips/weights/v0.1/alex.pth"),
-    sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-))
-
 #: LPIPS input scaling layer (applied to images in [-1, 1]): (x - shift) / scale.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)

@@ -198,3 +198,49 @@ def test_data_path_finds_project_files():
     assert assets.data_path("__init__.py").is_file()
     with pytest.raises(FileNotFoundError, match="nope.bin"):
         assets.data_path("nope.bin")
+
+
+# Every asset the project knows, registered in one place (facegeo/assets.py). Adding an
+# asset means adding it here too.
+KNOWN_ASSETS = [
+    "3ddfa_v2_mb05", "alexnet_lpips", "bfm2009", "bfm2017", "bfm_front", "bfm_noneck_v3",
+    "faceboxes", "fan_2d", "ict_facekit", "inception_fid", "lpips_alex_lin", "mobilefacenet",
+    "retinaface_mnet", "s3fd", "vgg19",
+]
+
+
+def test_all_assets_registered_without_other_imports(tmp_path):
+    """Resolving any known name right after ``import facegeo.assets`` (nothing else
+    imported, no network, empty cache) finds the file or raises AssetNotFoundError,
+    never KeyError; and the registry holds exactly the known names."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys, urllib.error, urllib.request
+import facegeo.assets as a
+
+def refuse(url, timeout=None):
+    raise urllib.error.URLError("no network in this test")
+
+urllib.request.urlopen = refuse
+out = {{"names": [s.name for s in a.registered_assets()], "results": {{}}}}
+for name in {KNOWN_ASSETS!r}:
+    try:
+        a.resolve(name)
+        out["results"][name] = "found"
+    except a.AssetNotFoundError:
+        out["results"][name] = "not found"
+    except Exception as e:
+        out["results"][name] = type(e).__name__ + ": " + str(e)
+print(json.dumps(out))
+"""
+    env = dict(os.environ, FACEGEO_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["names"] == KNOWN_ASSETS
+    bad = {k: v for k, v in out["results"].items() if v not in ("found", "not found")}
+    assert not bad, bad

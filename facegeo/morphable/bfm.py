@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegeo.assets import AssetSpec, register_asset
 from facegeo.morphable.model import MorphableModel, corrupt_file_error, read_npz, unit_scale
 
 __all__ = [
@@ -47,17 +46,6 @@ __all__ = [
     "restricted_pickle_load",
 ]
 
-register_asset(AssetSpec(
-    name="bfm_noneck_v3",
-    relpath="3dmm/bfm/bfm_noneck_v3.pkl",
-    description="3DDFA / 3DDFA_V2 BFM2009 no-neck model (bfm_noneck_v3.pkl, 38,365 vertices)",
-    license="BFM2009 terms: academic, non-commercial use only (3DDFA_V2 bfm/readme.md)",
-    obtain=(
-        "register for BFM2009 at https://faces.dmi.unibas.ch/bfm/, then get configs/"
-        "bfm_noneck_v3.pkl and configs/tri.pkl from https://github.com/cleardusk/3DDFA_V2 "
-        "(put tri.pkl next to it)"
-    ),
-))
 
 
 # --------------------------------------------------------------------------- helpers
