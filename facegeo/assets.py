@@ -7,15 +7,20 @@ Third-party assets are never part of the repository. A named asset is looked for
 2. ``$FACEGEO_ASSETS/<relpath>`` (CI sets ``FACEGEO_ASSETS=../shared/assets``);
 3. the user cache ``<cache>/<relpath>`` where ``<cache>`` is ``$FACEGEO_CACHE`` or the
    platform cache directory (``~/.cache/facegeo`` on Linux);
-4. a registered public URL, downloaded with a progress bar into the cache, verified by
+4. the copy shipped with the package, for assets whose licence allows it (``packaged``: a
+   path under ``data/``, found with :func:`data_path`; the default 3DMM ``ict_facekit``);
+5. a registered public URL, downloaded with a progress bar into the cache, verified by
    sha256 and written atomically (temporary file + rename).
 
 A missing asset raises :class:`AssetNotFoundError`, whose message names the asset, every
 place that was looked at, where to obtain the file and its license.
 
 Small files that belong to the project itself (index maps, configs, the project's own
-trained weights) live in the repository's ``data/`` folder and are found with
-:func:`data_path`.
+trained weights), and the few third-party files whose licence lets the package ship them,
+live in the repository's ``data/`` folder and are found with :func:`data_path`.
+
+Every asset is registered in this module (bottom of the file), so ``resolve`` knows all of
+them whatever else has been imported.
 """
 
 from __future__ import annotations
@@ -65,9 +70,11 @@ class AssetSpec:
         license: license / terms of use, shown in the not-found message.
         obtain: human instructions for getting the file (registration page, converter...).
         url: public download URL, or ``None`` when the file cannot be downloaded directly.
-        sha256: full hex digest, or a hex prefix of at least 8 characters (the torchvision
-            convention of embedding the first 8 hex digits in the file name). Required for
-            a download.
+        sha256: the full 64-digit hex digest, or exactly the 8-digit hex prefix that a
+            torchvision-style file name carries (``vgg19-dcbb9e9d.pth``) where the full
+            digest is not known. Required for a download.
+        packaged: path under the project's ``data/`` folder (:func:`data_path`) of a copy
+            shipped with the package, or ``None``. Only for files whose licence allows it.
     """
 
     name: str
@@ -78,6 +85,7 @@ class AssetSpec:
     url: str | None = None
     sha256: str | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    packaged: str | None = None
 
 
 _REGISTRY: dict[str, AssetSpec] = {}
@@ -219,6 +227,14 @@ def _download(spec: AssetSpec, dest: Path, timeout: float = 60.0) -> Path:
     return atomic_write(dest, write)
 
 
+def _verified(spec: AssetSpec, candidate: Path, verify: bool) -> Path:
+    if verify and spec.sha256 and not _checksum_ok(sha256_file(candidate), spec.sha256):
+        raise AssetChecksumError(
+            f"asset {spec.name!r} at {candidate} does not match sha256 {spec.sha256}"
+        )
+    return candidate
+
+
 def resolve(
     name: str | os.PathLike,
     *,
@@ -232,6 +248,8 @@ def resolve(
         name: a registered asset name (``"ict_facekit"``), or a path to an existing file.
         path: explicit path; if given it must exist (it is never silently ignored).
         download: allow the last step (download from the registered URL into the cache).
+            The order is: ``path``, ``$FACEGEO_ASSETS``, the user cache, the packaged copy
+            (``spec.packaged``), the download.
         verify: also check the sha256 of a file found locally (downloads are always checked).
 
     Raises:
@@ -265,12 +283,17 @@ def resolve(
     for label, root in roots:
         candidate = root / spec.relpath
         if candidate.is_file():
-            if verify and spec.sha256 and not _checksum_ok(sha256_file(candidate), spec.sha256):
-                raise AssetChecksumError(
-                    f"asset {spec.name!r} at {candidate} does not match sha256 {spec.sha256}"
-                )
-            return candidate
+            return _verified(spec, candidate, verify)
         looked.append(f"{label}: {candidate}")
+    if spec.packaged is not None:
+        try:
+            candidate = data_path(spec.packaged)
+        except FileNotFoundError:
+            looked.append(f"packaged copy: facegeo_data/{spec.packaged} (not installed)")
+        else:
+            if candidate.is_file():
+                return _verified(spec, candidate, verify)
+            looked.append(f"packaged copy: {candidate} (not a file)")
 
     if spec.url is not None and download:
         try:
@@ -324,6 +347,7 @@ register_asset(AssetSpec(
         "clone https://github.com/ICT-VGL/ICT-FaceKit and convert its FaceXModel/ folder "
         "with facegeo.morphable.convert_ict_facekit(<FaceXModel dir>, <out>.npz)"
     ),
+    packaged="ict_facekit/ict_facekit.npz",
 ))
 register_asset(AssetSpec(
     name="bfm2009",
