@@ -3,7 +3,7 @@
     python benchmarks/bench_reenact.py [--video lp_d3.mp4] [--seconds 10] [--sizes 256 512]
                                        [--threads 1] [--source lp_s12.jpg]
 
-A 10-second driving clip from $FACEGEO_MEDIA (default /work/shared/media) animates a source
+A 10-second driving clip from $FACEGEO_MEDIA (default ../shared/media) animates a source
 portrait. Stages (each timed over the whole clip, wall clock and process CPU time):
 
 * ``decode``    PyAV decoding of the driving frames (reported, not part of end-to-end);
@@ -34,6 +34,7 @@ from facegeo.reenact import GeometricReenactor, track_driving
 from facegeo.video import read_video
 
 TARGET_FPS = 15.0
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Clock:
@@ -57,7 +58,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    media = Path(os.environ.get("FACEGEO_MEDIA", "/work/shared/media"))
+    media = Path(os.environ.get("FACEGEO_MEDIA", str(REPO.parent / "shared" / "media")))
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"torch threads {torch.get_num_threads()}")
     c = Clock()

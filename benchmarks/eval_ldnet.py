@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     if a.quick:
         a.ids, a.frames, a.pairs, a.nme_pairs = 20, 50, 5000, 100
     torch.set_num_threads(a.threads)
-    os.environ.setdefault("FACEGEO_ASSETS", "/work/shared/assets")
+    os.environ.setdefault("FACEGEO_ASSETS", str(ROOT.parent / "shared" / "assets"))
 
     from facegeo.disentangle import LandmarkSynth, load_ldnet
     from facegeo.disentangle.evaluate import (

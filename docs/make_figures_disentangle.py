@@ -52,8 +52,8 @@ def cell(img: np.ndarray, box, sets):
 
 
 def main():
-    os.environ.setdefault("FACEGEO_ASSETS", "/work/shared/assets")
-    media = Path(os.environ.get("FACEGEO_MEDIA", "/work/shared/media"))
+    os.environ.setdefault("FACEGEO_ASSETS", str(ROOT.parent / "shared" / "assets"))
+    media = Path(os.environ.get("FACEGEO_MEDIA", str(ROOT.parent / "shared" / "media")))
     from facegeo.disentangle import denormalize_landmarks, disentangle_landmarks
     from facegeo.disentangle.data import normalize_landmarks
     from facegeo.landmarks import detect_landmarks

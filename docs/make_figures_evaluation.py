@@ -4,7 +4,10 @@ Rows: the real frames (ground truth; frame 0 is the source), the geometric metho
 source and copy-driving baselines, each frame labelled with its PSNR / AKD. Writes
 docs/img/evaluation_self.png.
 
-    FACEGEO_ASSETS=/work/shared/assets python docs/make_figures_evaluation.py [video]
+    python docs/make_figures_evaluation.py [video]
+
+Reads the video from $FACEGEO_MEDIA and the assets from $FACEGEO_ASSETS (defaults
+../shared/media and ../shared/assets next to the repository).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def main() -> None:
     from PIL import Image, ImageDraw
@@ -26,7 +31,7 @@ def main() -> None:
     from facegeo.landmarks.backends import get_detector
     from facegeo_apps.evaluate import PipelineMethod, load_clip
 
-    media = Path(os.environ.get("FACEGEO_MEDIA", "/work/shared/media"))
+    media = Path(os.environ.get("FACEGEO_MEDIA", str(REPO.parent / "shared" / "media")))
     name = sys.argv[1] if len(sys.argv) > 1 else "lp_d3.mp4"
     clip = load_clip(media / name, 61, 256, 0.4, get_detector("dlib"))
     every = 10

@@ -1,6 +1,6 @@
 """Figures and numbers for docs/mls.md: a real photo made to smile by moving its 68 landmarks.
 
-    python docs/make_figures_mls.py [--media /work/shared/media] [--image lp_d8.jpg]
+    python docs/make_figures_mls.py [--media $FACEGEO_MEDIA] [--image lp_d8.jpg]
 
 Writes docs/img/mls_smile.png (before | after | deformed grid, cropped to the face) and
 prints the coarse-grid shortcut errors and timings quoted in docs/mls.md. Landmarks come from

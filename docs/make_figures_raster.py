@@ -1,6 +1,6 @@
 """Figures for docs/raster.md: a shaded ICT mesh over a photo, a mesh-flow reenactment.
 
-    python docs/make_figures_raster.py [--media /work/shared/media] [--image lp_s1.jpg]
+    python docs/make_figures_raster.py [--media $FACEGEO_MEDIA] [--image lp_s1.jpg]
 
 The ICT-FaceKit mean mesh is placed over the photo with a 2D similarity (scale, in-plane
 rotation, translation) fitted to a few dlib landmarks (eyes, nose, mouth corners): a rough

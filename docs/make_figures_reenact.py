@@ -1,6 +1,6 @@
 """Figures of docs/reenact.md (geometric reenactment and interpolation strips).
 
-    python docs/make_figures_reenact.py [--media /work/shared/media] [--tile 128]
+    python docs/make_figures_reenact.py [--media $FACEGEO_MEDIA] [--tile 128]
 
 Writes docs/img/reenact_identity.png (driver frame with the driver's own fitted mesh, result
 with the target mesh = source identity + driver expression/pose, for two drivers of
@@ -35,6 +35,7 @@ from facegeo.reenact import (
 from facegeo.video import read_video
 
 OUT = Path(__file__).resolve().parent / "img"
+REPO_SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def save_png(path: Path, img: torch.Tensor) -> None:
@@ -74,7 +75,7 @@ def pair_rows(rr, media: Path, source: str, video: str, picks, tile: int, absolu
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA", "/work/shared/media"))
+    p.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA", str(REPO_SHARED / "media")))
     p.add_argument("--tile", type=int, default=128)
     a = p.parse_args()
     media = Path(a.media)
