@@ -26,6 +26,7 @@ them whatever else has been imported.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import signal
 import tempfile
@@ -88,6 +89,10 @@ class AssetSpec:
     packaged: str | None = None
 
 
+#: Length of the sha256 prefix that torchvision-style file names carry (``-dcbb9e9d.pth``).
+_NAME_PREFIX_LEN = 8
+
+
 _REGISTRY: dict[str, AssetSpec] = {}
 
 
@@ -96,9 +101,13 @@ def register_asset(spec: AssetSpec, *, overwrite: bool = False) -> AssetSpec:
     if spec.url is not None and not spec.sha256:
         raise ValueError(f"asset {spec.name!r}: a download URL needs a sha256")
     if spec.sha256 is not None and (
-        len(spec.sha256) < 8 or any(c not in "0123456789abcdef" for c in spec.sha256.lower())
+        len(spec.sha256) not in (64, _NAME_PREFIX_LEN)
+        or any(c not in "0123456789abcdef" for c in spec.sha256.lower())
     ):
-        raise ValueError(f"asset {spec.name!r}: sha256 must be >= 8 hex digits")
+        raise ValueError(
+            f"asset {spec.name!r}: sha256 must be the full 64 hex digits (or exactly the "
+            f"{_NAME_PREFIX_LEN}-digit prefix of a torchvision-style file name)"
+        )
     for key in (spec.name, *spec.aliases):
         if key in _REGISTRY and not overwrite and _REGISTRY[key] != spec:
             raise ValueError(f"asset name {key!r} is already registered")
@@ -140,7 +149,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _checksum_ok(digest: str, expected: str) -> bool:
-    return digest.lower().startswith(expected.lower())
+    """Whether the full hex ``digest`` of a file matches the registered ``expected``.
+
+    ``expected`` must be the whole 64-digit digest; a shortened one (a prefix, an empty
+    string) never matches. The only exception is exactly the 8 hex digits of a
+    torchvision-style file name, registered where the full digest is not known."""
+    digest, expected = digest.lower(), expected.lower()
+    if len(digest) != 64:
+        return False
+    if len(expected) == 64:
+        return hmac.compare_digest(digest, expected)
+    if len(expected) == _NAME_PREFIX_LEN:
+        return hmac.compare_digest(digest[:_NAME_PREFIX_LEN], expected)
+    return False
 
 
 class WriteInterrupted(BaseException):

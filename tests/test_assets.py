@@ -244,3 +244,39 @@ print(json.dumps(out))
     assert out["names"] == KNOWN_ASSETS
     bad = {k: v for k, v in out["results"].items() if v not in ("found", "not found")}
     assert not bad, bad
+
+
+def test_checksum_needs_the_whole_digest():
+    ok = assets._checksum_ok
+    assert ok(DIGEST, DIGEST) and ok(DIGEST.upper(), DIGEST) and ok(DIGEST, DIGEST.upper())
+    for shortened in (DIGEST[:63], DIGEST[:32], DIGEST[:9], DIGEST[:7], DIGEST[:1], ""):
+        assert not ok(DIGEST, shortened), len(shortened)
+    assert not ok(DIGEST, DIGEST[:-1] + ("0" if DIGEST[-1] != "0" else "1"))
+    assert not ok(DIGEST[:40], DIGEST[:40])  # a truncated computed digest is no digest
+    # the one allowed short form: exactly the 8 hex digits of a torchvision-style file name
+    assert ok(DIGEST, DIGEST[:8]) and not ok(DIGEST, ("0" if DIGEST[0] != "0" else "1")
+                                             + DIGEST[1:8])
+
+
+def test_truncated_digest_is_refused(dirs, monkeypatch):
+    with pytest.raises(ValueError, match="64 hex digits"):
+        register_asset(AssetSpec("x3", "a", "d", "l", "o", url="https://e.invalid",
+                                 sha256=DIGEST[:40]))
+    # even if such a spec got into the registry, a local file does not pass verify=True
+    truncated = AssetSpec("x4", "weights/test/x4.bin", "d", "l", "o", sha256=DIGEST[:40])
+    monkeypatch.setitem(assets._REGISTRY, "x4", truncated)
+    _put(dirs[0], truncated)
+    with pytest.raises(AssetChecksumError):
+        resolve("x4", verify=True)
+
+
+def test_download_refuses_payload_matching_only_a_prefix(dirs, spec, monkeypatch):
+    """A digest registered shortened (16 digits, bypassing register_asset) does not let a
+    download through even though the file's sha256 starts with it: the file is discarded."""
+    bad = b"other bytes"
+    short = AssetSpec("x5", "weights/test/x5.bin", "d", "l", "o", url="https://e.invalid/x5",
+                      sha256=hashlib.sha256(bad).hexdigest()[:16])
+    monkeypatch.setitem(assets._REGISTRY, "x5", short)
+    _serve(monkeypatch, payload=bad)
+    with pytest.raises(AssetChecksumError):
+        resolve("x5")
