@@ -32,7 +32,19 @@ def _require_dir(var: str) -> Path:
     if not value or not Path(value).is_dir():
         # In CI these folders always exist; locally, say what is missing instead of skipping
         # silently.
-        pytest.fail(f"{var} is not set to an existing folder (expected ../shared next to the repo)")
+        what = {
+            "FACEGEO_ASSETS": "the third-party assets (3DMMs, network weights) this test "
+                              "loads",
+            "FACEGEO_MEDIA": "the project's internal test media (real photos, driving videos, "
+                             "media.json), which are not public and not in the repository",
+        }.get(var, "files this test needs")
+        state = f"is set to {value!r}, which is not a folder" if value else "is not set"
+        pytest.fail(
+            f"{var} {state}. This test needs {what}. Set {var}, or put the folder at "
+            f"{_SHARED / var.removeprefix('FACEGEO_').lower()} (../shared next to the "
+            "repository, as in CI).",
+            pytrace=False,
+        )
     return Path(value)
 
 
