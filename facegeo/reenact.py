@@ -543,11 +543,11 @@ class FaceConditioner:
     def fit_landmarks68(self, fit: FaceFit) -> torch.Tensor:
         """(B, 68, 2) image positions of the model's 68 landmark vertices under ``fit``
         (weak perspective, crop pixels)."""
+        from facegeo.morphable import linear_shape
+
         f = fit.to(self.device)
         mean, idb, exb = (x.to(self.device, torch.float32) for x in self.model.landmark_bases())
-        a, e = f.id_coeffs.float(), f.exp_coeffs.float()
-        v = (mean[None] + torch.einsum("bk,knc->bnc", a, idb[:a.shape[1]])
-             + torch.einsum("bk,knc->bnc", e, exb[:e.shape[1]]))
+        v = linear_shape(mean, idb, exb, f.id_coeffs.float(), f.exp_coeffs.float())
         return posed_vertices(v, f.rotation.float(), f.scale.float(),
                               f.translation.float())[..., :2]
 
@@ -723,11 +723,11 @@ class GeometricReenactor(FaceConditioner, Reenactor):
 
     def face_vertices(self, fit: FaceFit) -> torch.Tensor:
         """(B, V_face, 3) model-frame vertices of the face mesh for ``fit``'s coefficients."""
-        a = fit.id_coeffs.to(self.device, torch.float32)
-        e = fit.exp_coeffs.to(self.device, torch.float32)
-        ki, ke = a.shape[1], e.shape[1]
-        v = self._mean[None] + torch.einsum("bk,kvc->bvc", a, self._id_basis[:ki])
-        return v + torch.einsum("bk,kvc->bvc", e, self._exp_basis[:ke])
+        from facegeo.morphable import linear_shape
+
+        return linear_shape(self._mean, self._id_basis, self._exp_basis,
+                            fit.id_coeffs.to(self.device, torch.float32),
+                            fit.exp_coeffs.to(self.device, torch.float32))
 
     def image_vertices(self, fit: FaceFit) -> torch.Tensor:
         """(B, V_face, 3) image-space face mesh of ``fit`` (see :func:`posed_vertices`)."""

@@ -297,3 +297,23 @@ def test_unit_scale():
     assert unit_scale("um", "cm") == pytest.approx(1e-4)
     with pytest.raises(ValueError):
         unit_scale("inch", "cm")
+
+
+def test_linear_shape_is_the_one_evaluation():
+    """linear_shape (used by MorphableModel.vertices, the geometric reenactor's face mesh,
+    its landmark projection and the LD-Net synthesiser) against a per-vertex loop, with
+    leading-component truncation."""
+    from facegeo.morphable import linear_shape
+
+    g = torch.Generator().manual_seed(0)
+    mean, idb, exb = (torch.randn(*s, generator=g, dtype=torch.float64)
+                      for s in ((7, 3), (5, 7, 3), (4, 7, 3)))
+    a, e = torch.randn(2, 3, generator=g, dtype=torch.float64), torch.randn(
+        2, 4, generator=g, dtype=torch.float64)
+    want = torch.stack([torch.stack([mean[v] + sum(a[b, k] * idb[k, v] for k in range(3))
+                                     + sum(e[b, k] * exb[k, v] for k in range(4))
+                                     for v in range(7)]) for b in range(2)])
+    torch.testing.assert_close(linear_shape(mean, idb, exb, a, e), want)
+    torch.testing.assert_close(linear_shape(mean, idb, exb), mean[None])
+    with pytest.raises(ValueError, match="6 coefficients"):
+        linear_shape(mean, idb, exb, torch.zeros(1, 6))

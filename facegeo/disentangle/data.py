@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from facegeo import transforms as T
+from facegeo.morphable.model import linear_shape
 
 __all__ = [
     "LandmarkSynth",
@@ -236,8 +237,8 @@ class LandmarkSynth:
                 distance: torch.Tensor) -> torch.Tensor:
         """Project faces: id_coeffs (B, K_id), exp (B, K_exp), angles (B, 3) deg, distance (B,)
         -> (B, 68, 2) image coordinates of a focal-1 pinhole camera (x right, y down)."""
-        X = (self.mean.reshape(1, -1) + id_coeffs @ self.id_basis
-             + exp @ self.exp_basis).reshape(-1, 68, 3)
+        X = linear_shape(self.mean, self.id_basis.view(-1, 68, 3),
+                         self.exp_basis.view(-1, 68, 3), id_coeffs, exp)
         R = T.euler_to_matrix(angles)
         t = torch.zeros(X.shape[0], 3, device=X.device, dtype=X.dtype)
         t[:, 2] = distance

@@ -26,13 +26,20 @@ from facegeo.morphable.ict import (
     read_obj,
     read_obj_vertices,
 )
-from facegeo.morphable.model import FORMAT_VERSION, UNIT_TO_METRES, MorphableModel, unit_scale
+from facegeo.morphable.model import (
+    FORMAT_VERSION,
+    UNIT_TO_METRES,
+    MorphableModel,
+    linear_shape,
+    unit_scale,
+)
 
 __all__ = [
     "MorphableModel",
     "FORMAT_VERSION",
     "UNIT_TO_METRES",
     "unit_scale",
+    "linear_shape",
     "load_ict_facekit_dir",
     "convert_ict_facekit",
     "parse_ict_readme",

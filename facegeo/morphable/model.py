@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["MorphableModel", "FORMAT_VERSION", "UNIT_TO_METRES", "unit_scale"]
+__all__ = ["MorphableModel", "FORMAT_VERSION", "UNIT_TO_METRES", "unit_scale", "linear_shape"]
 
 #: version of the native ``.npz`` format written by :meth:`MorphableModel.save`.
 FORMAT_VERSION = 1
@@ -105,6 +105,35 @@ def _check_range(idx: torch.Tensor, n: int, name: str) -> None:
         raise ValueError(
             f"{name} has indices in [{int(idx.min())}, {int(idx.max())}], expected [0, {n})"
         )
+
+
+def linear_shape(mean: torch.Tensor, id_basis: torch.Tensor, exp_basis: torch.Tensor,
+                 id_coeffs: torch.Tensor | None = None,
+                 exp_coeffs: torch.Tensor | None = None) -> torch.Tensor:
+    """The linear 3DMM ``mean + id_coeffs @ id_basis + exp_coeffs @ exp_basis``: the one
+    evaluation of the model's shape (whole mesh, a vertex subset or the 68 landmarks).
+
+    Args:
+        mean: (N, 3); id_basis: (K_id, N, 3); exp_basis: (K_exp, N, 3).
+        id_coeffs: (B, k_id) with k_id <= K_id (the leading components), or None (zeros).
+        exp_coeffs: (B, k_exp) with k_exp <= K_exp, or None.
+
+    Returns:
+        (B, N, 3) (B = 1 when both coefficient sets are None); differentiable.
+    """
+    a, e = id_coeffs, exp_coeffs
+    B = a.shape[0] if a is not None else (e.shape[0] if e is not None else 1)
+    n = mean.numel()
+    out = mean.reshape(1, n).expand(B, n)
+    used = False
+    for c, basis in ((a, id_basis), (e, exp_basis)):
+        if c is not None and c.shape[1]:
+            if c.shape[1] > basis.shape[0]:
+                raise ValueError(f"{c.shape[1]} coefficients for a basis of {basis.shape[0]}")
+            out, used = torch.addmm(out, c, basis[:c.shape[1]].reshape(c.shape[1], n)), True
+    if not used:
+        out = out.clone()
+    return out.reshape(B, *mean.shape)
 
 
 class MorphableModel:
@@ -350,21 +379,8 @@ class MorphableModel:
         if a is not None and e is not None and a.shape[0] != e.shape[0]:
             raise ValueError(f"id_coeffs has batch {a.shape[0]} but exp_coeffs has batch "
                              f"{e.shape[0]}")
-        return self._combine(self.mean, self.id_basis, self.exp_basis, a, e)
+        return linear_shape(self.mean, self.id_basis, self.exp_basis, a, e)
 
-    @staticmethod
-    def _combine(mean, id_b, exp_b, a, e) -> torch.Tensor:
-        B = a.shape[0] if a is not None else (e.shape[0] if e is not None else 1)
-        n = mean.numel()
-        out = mean.reshape(1, n).expand(B, n)
-        used = False
-        if a is not None and id_b.shape[0]:
-            out, used = torch.addmm(out, a, id_b.reshape(id_b.shape[0], n)), True
-        if e is not None and exp_b.shape[0]:
-            out, used = torch.addmm(out, e, exp_b.reshape(exp_b.shape[0], n)), True
-        if not used:
-            out = out.clone()
-        return out.reshape(B, *mean.shape)
 
     def texture(self, tex_coeffs=None) -> torch.Tensor:
         """Per-vertex albedo (B, V, 3) (RGB, [0, 1] for the shipped loaders) from (B, K_tex)
@@ -374,7 +390,7 @@ class MorphableModel:
             raise ValueError(f"model {self.name!r} has no texture")
         t = self._coeffs(tex_coeffs, self.n_tex, "tex_coeffs")
         tb = self.tex_basis if self.tex_basis is not None else self.tex_mean.new_zeros(0, 1, 3)
-        return self._combine(self.tex_mean, tb, tb[:0], t, None)
+        return linear_shape(self.tex_mean, tb, tb[:0], t, None)
 
     def _vertices_arg(self, vertices, label="vertices") -> torch.Tensor:
         if vertices is None:
