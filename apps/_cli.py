@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from facegeo.image_io import IMAGE_SUFFIXES
+from facegeo.video import WRITE_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
-
+#: the video files the apps write (facegeo.video.write_video's formats)
+VIDEO_SUFFIXES = WRITE_SUFFIXES
 
 class CLIError(ValueError):
     """A user-facing error (bad argument combination, bad path...)."""

@@ -43,8 +43,9 @@ from pathlib import Path
 
 import torch
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+from facegeo.image_io import IMAGE_SUFFIXES
+from facegeo.video import VIDEO_SUFFIXES
+
 BASELINES = {"static": "static source", "copy": "copy driving"}
 
 

@@ -45,6 +45,11 @@ __all__ = [
 ]
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+#: suffixes :func:`write_video` writes
+WRITE_SUFFIXES = tuple(_FORMATS)
+#: suffixes read as videos (by the apps, the evaluator and the training datasets; FFmpeg
+#: reads more, these are the ones a folder listing picks up)
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".gif")
 
 
 class VideoReadError(ValueError):

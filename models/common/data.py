@@ -49,9 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from facegeo.image_io import IMAGE_SUFFIXES
+from facegeo.video import VIDEO_SUFFIXES
+
 __all__ = [
-    "VIDEO_EXTS",
-    "IMAGE_EXTS",
     "color_jitter",
     "hflip_sample",
     "PairDataset",
@@ -69,8 +70,6 @@ __all__ = [
     "preprocess_folder",
 ]
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 #: Versioned record of what a preprocessed video folder holds (docs/training.md,
 #: "Preprocessed conditioning format"). Folders without it are version 0.
@@ -342,9 +341,9 @@ def _list_videos(folder: Path) -> list[Path]:
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_dir() and any(q.suffix.lower() in IMAGE_EXTS for q in p.iterdir()):
+        if p.is_dir() and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
             out.append(p)
-        elif p.is_file() and p.suffix.lower() in VIDEO_EXTS:
+        elif p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
             out.append(p)
     return out
 
@@ -521,7 +520,7 @@ class VideoFolderDataset(PairDataset):
     def _frames_of_dir(self, v) -> list[Path]:
         if v not in self._frame_lists:
             self._frame_lists[v] = sorted(q for q in self.items[v].iterdir()
-                                          if q.suffix.lower() in IMAGE_EXTS)
+                                          if q.suffix.lower() in IMAGE_SUFFIXES)
         return self._frame_lists[v]
 
     def num_frames(self, v):
@@ -815,7 +814,7 @@ def preprocess_folder(inputs: list[str | os.PathLike], out_root: str | os.PathLi
     for inp in inputs:
         p = Path(inp)
         if p.is_dir():
-            files += [q for q in sorted(p.iterdir()) if q.suffix.lower() in VIDEO_EXTS]
+            files += [q for q in sorted(p.iterdir()) if q.suffix.lower() in VIDEO_SUFFIXES]
         elif p.is_file():
             files.append(p)
         else:
