@@ -1,6 +1,7 @@
-"""The five reenactment models (imported as ``facegeo_models``).
+"""The neural reenactment models (imported as ``facegeo_models``).
 
-Each model is a sub-package (``pfp_mls``, ``meshg``, ``fsrt``, ``ldnet_fdgan``, ``s2d``);
+Each model is a sub-package (today ``pfp_mls``; planned: ``meshg``, ``fsrt``,
+``ldnet_fdgan``, ``s2d``), found by :func:`list_models` without being imported by hand;
 pieces shared between models live in ``facegeo_models.common``. A model may import
 ``facegeo`` (the geometry core), ``facegeo_models.common`` and its own sub-package, never
 another model's modules (``tests/test_layering.py``).
