@@ -61,11 +61,19 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).abs().flatten(1).mean(1)
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
+def psnr(pred: torch.Tensor, target: torch.Tensor, max_val: float = 1.0,
+         max_db: float | None = None) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per image, 10 log10(max^2 / MSE).
-    (B, C, H, W) x2 -> (B,); identical images give +inf."""
+    (B, C, H, W) x2 -> (B,); identical images give +inf.
+
+    ``max_db`` (default None: no cap) bounds the result by clamping the MSE from below at
+    ``max_val**2 * 10**(-max_db / 10)``, so identical images give ``max_db`` instead of +inf
+    (the training validation metric uses ``max_db=100``, i.e. MSE clamped at 1e-10 for
+    ``max_val=1``). NaN MSEs stay NaN."""
     _pair(pred, target, "psnr")
     mse = (pred - target).pow(2).flatten(1).mean(1)
+    if max_db is not None:
+        mse = mse.clamp_min(max_val**2 * 10 ** (-max_db / 10))
     return 10.0 * torch.log10(max_val**2 / mse)
 
 

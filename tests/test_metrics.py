@@ -27,6 +27,23 @@ def test_l1_psnr_known_values():
     assert torch.isinf(M.psnr(x, x)).all()
 
 
+def test_psnr_max_db_cap_is_the_mse_clamp():
+    # max_db caps through the MSE (clamped at max^2 10^(-max_db/10)); the training validation
+    # metric (models.common.trainer) is psnr(max_db=100), bit-identical to its former formula
+    from models.common.trainer import VALIDATION_METRICS
+
+    x, y = _imgs(3)
+    x32, y32 = x.float(), y.float()
+    assert torch.equal(M.psnr(x, y, max_db=100), M.psnr(x, y))  # far from the cap: unchanged
+    z = torch.zeros(2, 3, 8, 8)
+    assert torch.equal(M.psnr(z, z, max_db=100), torch.full((2,), 100.0))
+    assert torch.equal(M.psnr(z, z, max_val=2.0, max_db=40.0), torch.full((2,), 40.0))
+    assert M.psnr(x, y, max_db=5.0).max() <= 5.0 + 1e-9
+    for a, b in ((x32, y32), (z, z), (z, z + 1e-6), (x, y)):
+        old = 10 * torch.log10(1.0 / ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10))
+        assert torch.equal(VALIDATION_METRICS["psnr"](a, b), old)
+
+
 def test_ssim_matches_kornia():
     import kornia
 

@@ -83,8 +83,9 @@ def _metric_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _metric_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    mse = ((pred - target) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    from facegeo.metrics import psnr
+
+    return psnr(pred, target, max_db=100)  # MSE clamped at 1e-10: at most 100 dB
 
 
 def _metric_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
