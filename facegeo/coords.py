@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pixel_to_normalized", "normalized_to_pixel", "pixel_grid"]
+__all__ = ["pixel_to_normalized", "normalized_to_pixel", "pixel_grid", "normalized_grid"]
 
 
 def _size(width: int, height: int, like: torch.Tensor) -> torch.Tensor:
@@ -48,5 +48,21 @@ def pixel_grid(
     """Pixel-centre coordinates of an image: (H, W, 2) with grid[i, j] = (j, i)."""
     ys = torch.arange(height, device=device, dtype=dtype)
     xs = torch.arange(width, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy], dim=-1)
+
+
+def normalized_grid(
+    height: int,
+    width: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Normalized (align_corners=False) pixel-centre coordinates: (H, W, 2) as (x, y), i.e.
+    :func:`pixel_grid` through :func:`pixel_to_normalized`, so grid[i, j] =
+    ((2 j + 1) / W - 1, (2 i + 1) / H - 1); the identity grid of ``grid_sample``."""
+    xs = (2 * torch.arange(width, device=device, dtype=dtype) + 1) / width - 1
+    ys = (2 * torch.arange(height, device=device, dtype=dtype) + 1) / height - 1
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], dim=-1)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegeo.coords import normalized_grid
+
 __all__ = [
     "make_norm",
     "SameBlock2d",
@@ -266,11 +268,9 @@ class ImagePyramid(nn.Module):
 # --------------------------------------------------------------------------- keypoints
 def coordinate_grid(height: int, width: int, *, device=None,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Normalized (align_corners=False) pixel-centre coordinates, (H, W, 2) as (x, y)."""
-    xs = (2 * torch.arange(width, device=device, dtype=dtype) + 1) / width - 1
-    ys = (2 * torch.arange(height, device=device, dtype=dtype) + 1) / height - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], dim=-1)
+    """Normalized (align_corners=False) pixel-centre coordinates, (H, W, 2) as (x, y):
+    :func:`facegeo.coords.normalized_grid`."""
+    return normalized_grid(height, width, device=device, dtype=dtype)
 
 
 def soft_argmax(logits: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor,
