@@ -170,6 +170,24 @@ def test_vertex_normals_gradcheck(tiny):
     assert torch.autograd.gradcheck(m.vertex_normals, (v.requires_grad_(),))
 
 
+def test_normals_are_the_raster_normals_with_eps(tiny):
+    # one implementation: MorphableModel.{face,vertex}_normals call facegeo.raster's, keeping
+    # their defaults (unnormalised face normals; unit vertex normals, eps 1e-12)
+    from facegeo.raster import face_normals, vertex_normals
+
+    v = (tiny.mean + 0.05 * torch.randn(3, 4, 3, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(tiny.face_normals(v), face_normals(v, tiny.triangles, normalize=False))
+    assert torch.equal(tiny.vertex_normals(v), vertex_normals(v, tiny.triangles))
+    torch.testing.assert_close(tiny.vertex_normals(v).norm(dim=-1), torch.ones(3, 4))
+    # eps clamps the length of the summed normal; an unused vertex gets a zero vector
+    m5 = torch.cat([tiny.mean, torch.tensor([[5.0, 5, 5]])]).unsqueeze(0)
+    n = vertex_normals(m5, tiny.triangles, eps=1e-12)
+    assert torch.equal(n[0, 4], torch.zeros(3))
+    big = vertex_normals(m5, tiny.triangles, eps=1e3)  # every |sum| < 1e3: divided by 1e3
+    assert big.shape == (1, 5, 3) and 0 < big[0, :4].norm(dim=-1).min() < 1e-2
+    assert torch.equal(tiny.vertex_normals(tiny.mean, eps=1e3), big[:, :4])
+
+
 def test_to_device_dtype(ict, tiny):
     m64 = tiny.to(dtype=torch.float64)
     assert m64.mean.dtype == torch.float64 and m64.triangles.dtype == torch.int64

@@ -434,10 +434,9 @@ class MorphableModel:
     def face_normals(self, vertices) -> torch.Tensor:
         """Unnormalised right-hand triangle normals ``(v1 - v0) x (v2 - v0)`` (length = twice
         the area) of (B, V, 3) vertices -> (B, F, 3). Outward for CCW winding."""
-        v = self._vertices_arg(vertices)
-        t = self.triangles.to(v.device)
-        v0, v1, v2 = (v.index_select(1, t[:, i]) for i in range(3))
-        return torch.cross(v1 - v0, v2 - v0, dim=-1)
+        from facegeo.raster import face_normals
+
+        return face_normals(self._vertices_arg(vertices), self.triangles, normalize=False)
 
     def vertex_normals(self, vertices, eps: float = 1e-12) -> torch.Tensor:
         """Area-weighted unit vertex normals (outward for the CCW winding of the model).
@@ -446,15 +445,12 @@ class MorphableModel:
             vertices: (B, V, 3) (or (V, 3)) vertices in model topology.
         Returns:
             (B, V, 3) unit normals: the sum of the incident triangles' cross products
-            (area-weighted), normalised. Vertices used by no triangle get a zero vector.
+            (area-weighted), normalised (length clamped at ``eps``). Vertices used by no
+            triangle get a zero vector. This is :func:`facegeo.raster.vertex_normals`.
         """
-        v = self._vertices_arg(vertices)
-        fn = self.face_normals(v)
-        t = self.triangles.to(v.device)
-        n = torch.zeros_like(v)
-        for i in range(3):
-            n = n.index_add(1, t[:, i], fn)
-        return n / n.norm(dim=-1, keepdim=True).clamp_min(eps)
+        from facegeo.raster import vertex_normals
+
+        return vertex_normals(self._vertices_arg(vertices), self.triangles, eps=eps)
 
     # ------------------------------------------------------------------ conversions
     def _fields(self) -> dict:

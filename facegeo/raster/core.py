@@ -767,22 +767,29 @@ def interpolate(
 def face_normals(
     verts: torch.Tensor, faces: torch.Tensor, *, normalize: bool = True
 ) -> torch.Tensor:
-    """Right-hand face normals ``(v1 - v0) x (v2 - v0)``: (B, V, 3), (F, 3) -> (B, F, 3)."""
+    """Right-hand face normals ``(v1 - v0) x (v2 - v0)``: (B, V, 3), (F, 3) -> (B, F, 3);
+    unit length (``normalize=True``, the default) or twice the triangle area (``False``)."""
     verts, faces = _check_mesh(verts, faces)
     tv = verts[:, faces]
     n = torch.cross(tv[:, :, 1] - tv[:, :, 0], tv[:, :, 2] - tv[:, :, 0], dim=-1)
     return torch.nn.functional.normalize(n, dim=-1, eps=1e-12) if normalize else n
 
 
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals: (B, V, 3), (F, 3) -> (B, V, 3)."""
+def vertex_normals(
+    verts: torch.Tensor, faces: torch.Tensor, *, eps: float = 1e-12
+) -> torch.Tensor:
+    """Area-weighted unit vertex normals: (B, V, 3), (F, 3) -> (B, V, 3).
+
+    The sum of the incident faces' right-hand cross products (length = twice the area),
+    divided by its length clamped at ``eps``: vertices used by no face get a zero vector.
+    The one implementation (:meth:`facegeo.morphable.MorphableModel.vertex_normals` calls it)."""
     verts, faces = _check_mesh(verts, faces)
     fn = face_normals(verts, faces, normalize=False)  # length = 2 * area
     B, V = verts.shape[:2]
     vn = verts.new_zeros(B, V, 3)
     for k in range(3):
         vn = vn.index_add(1, faces[:, k], fn)
-    return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
+    return torch.nn.functional.normalize(vn, dim=-1, eps=eps)
 
 
 def shade_lambert(
