@@ -42,22 +42,17 @@ COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
                    [210, 245, 60], [250, 190, 190]], dtype=np.uint8)
 
 
-def decode(path: Path, idx: list[int], size: int) -> torch.Tensor:
-    import av
+def decode(path, size: int, *, step: int, frames: int) -> torch.Tensor:
+    """``frames`` frames (every ``step``-th from the first) as (T, 3, size, size) centre
+    squares: facegeo.video decoding, facegeo.landmarks.crops cropping."""
+    from facegeo.landmarks.crops import crop_images
+    from facegeo.video import frames_to_tensor, read_video
 
-    frames = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i in idx:
-                frames.append(torch.from_numpy(f.to_ndarray(format="rgb24")))
-            if i >= max(idx):
-                break
-    x = torch.stack(frames).permute(0, 3, 1, 2).float() / 255
+    x = frames_to_tensor(read_video(path, step=step, max_frames=frames)[0])
     h, w = x.shape[-2:]
     s = min(h, w)
-    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)
+    box = torch.tensor([(w - s) // 2 + (s - 1) / 2, (h - s) // 2 + (s - 1) / 2, s])
+    return crop_images(x, box.expand(len(x), 3), size)
 
 
 def to_uint8(x: torch.Tensor, scale: int) -> np.ndarray:
@@ -77,8 +72,8 @@ def draw_points(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def overfit() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    a = decode(MEDIA / "lp_d9.mp4", [0, 40, 80, 120], 64)
-    b = decode(MEDIA / "lp_s18.mp4", [0, 40, 80, 120], 64)
+    a = decode(MEDIA / "lp_d9.mp4", 64, step=40, frames=4)
+    b = decode(MEDIA / "lp_s18.mp4", 64, step=40, frames=4)
     batch = {"source": torch.cat([a[:2], b[:2]]), "driving": torch.cat([a[2:], b[2:]])}
     model = pfp_mls.from_config("tiny")
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.5, 0.999))

@@ -89,22 +89,13 @@ def test_mobilefacenet_strict_load_and_shapes(face_loss, assets_dir):
 
 def _face_crops(media_dir):
     """Centre face crops (3, 256, 256) of frames: two of the same video, one of another."""
-    import av
-    import numpy as np
+    from facegeo.video import frames_to_tensor, read_video
 
-    def frames(name, idx):
-        out = []
-        with av.open(str(media_dir / name)) as c:
-            for i, f in enumerate(c.decode(video=0)):
-                if i in idx:
-                    out.append(f.to_ndarray(format="rgb24"))
-                if i >= max(idx):
-                    break
-        return [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255
-                for a in out]
+    def frames(name, step, n):
+        return list(frames_to_tensor(read_video(media_dir / name, step=step, max_frames=n)[0]))
 
-    a0, a1 = frames("lp_d10.mp4", {0, 40})
-    (b0,) = frames("lp_d3.mp4", {0})
+    a0, a1 = frames("lp_d10.mp4", 40, 2)
+    (b0,) = frames("lp_d3.mp4", 1, 1)
 
     def crop(x):
         return F.interpolate(x[None], size=(256, 256), mode="bilinear", antialias=True)
@@ -142,24 +133,15 @@ def test_mobilefacenet_verifies_identities(face_loss, media_dir):
     ArcFace-aligned crops of real frames, same-person cosine similarity is high and
     different-person similarity low (README of the weights: same 0.50-0.95, different
     <= 0.33). A wrong layer (activation, residual rule, stride) would break this."""
-    import av
-
     from facegeo.landmarks.backends import detect_landmarks
     from facegeo.landmarks.crops import arcface_align
+    from facegeo.video import frames_to_tensor, read_video
 
-    def frames(name, idx):
-        out = []
-        with av.open(str(media_dir / name)) as c:
-            for i, f in enumerate(c.decode(video=0)):
-                if i in idx:
-                    out.append(torch.from_numpy(f.to_ndarray(format="rgb24"))
-                               .permute(2, 0, 1).float() / 255)
-                if i >= max(idx):
-                    break
-        return out
+    def frames(name, step, n):
+        return list(frames_to_tensor(read_video(media_dir / name, step=step, max_frames=n)[0]))
 
-    imgs = frames("lp_d10.mp4", {0, 100}) + frames("lp_s18.mp4", {0, 100}) + \
-        frames("lp_d3.mp4", {0})
+    imgs = frames("lp_d10.mp4", 100, 2) + frames("lp_s18.mp4", 100, 2) + \
+        frames("lp_d3.mp4", 1, 1)
     crops = torch.stack([arcface_align(im[None], detect_landmarks(im, backend="dlib")[None],
                                        112)[0] for im in imgs])
     with torch.no_grad():

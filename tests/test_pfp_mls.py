@@ -323,28 +323,23 @@ def test_registry_checkpoint_and_reenact(tmp_path):
         pfp_mls.from_config({"model": {"name": "fsrt", "params": {}}})
 
 
-def _decode(path, idx: list[int], size: int) -> torch.Tensor:
-    import av
+def _decode(path, size: int, *, step: int, frames: int) -> torch.Tensor:
+    """``frames`` frames (every ``step``-th from the first) as (T, 3, size, size) centre
+    squares: facegeo.video decoding, facegeo.landmarks.crops cropping."""
+    from facegeo.landmarks.crops import crop_images
+    from facegeo.video import frames_to_tensor, read_video
 
-    frames = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i in idx:
-                frames.append(torch.from_numpy(f.to_ndarray(format="rgb24")))
-            if i >= max(idx):
-                break
-    x = torch.stack(frames).permute(0, 3, 1, 2).float() / 255
+    x = frames_to_tensor(read_video(path, step=step, max_frames=frames)[0])
     h, w = x.shape[-2:]
     s = min(h, w)
-    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)
+    box = torch.tensor([(w - s) // 2 + (s - 1) / 2, (h - s) // 2 + (s - 1) / 2, s])
+    return crop_images(x, box.expand(len(x), 3), size)
 
 
 @pytest.fixture(scope="module")
 def real_frames(media_dir):
-    a = _decode(media_dir / "lp_d9.mp4", [0, 10, 20, 30], 64)
-    b = _decode(media_dir / "lp_s18.mp4", [0, 10, 20, 30], 64)
+    a = _decode(media_dir / "lp_d9.mp4", 64, step=10, frames=4)
+    b = _decode(media_dir / "lp_s18.mp4", 64, step=10, frames=4)
     return torch.cat([a[:2], b[:2]]), torch.cat([a[2:], b[2:]])
 
 

@@ -25,29 +25,24 @@ from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
 CONFIG = Path(__file__).resolve().parents[1] / "models" / "common" / "configs" / "tiny_test.yaml"
 
 
-def _decode(path: Path, n: int, every: int, size: int) -> torch.Tensor:
-    import av
+def _decode(path, size: int, *, step: int, frames: int) -> torch.Tensor:
+    """``frames`` frames (every ``step``-th from the first) as (T, 3, size, size) centre
+    squares: facegeo.video decoding, facegeo.landmarks.crops cropping."""
+    from facegeo.landmarks.crops import crop_images
+    from facegeo.video import frames_to_tensor, read_video
 
-    frames = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i % every == 0:
-                frames.append(torch.from_numpy(f.to_ndarray(format="rgb24")))
-            if len(frames) >= n:
-                break
-    x = torch.stack(frames).permute(0, 3, 1, 2).float() / 255
+    x = frames_to_tensor(read_video(path, step=step, max_frames=frames)[0])
     h, w = x.shape[-2:]
     s = min(h, w)
-    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                           antialias=True, align_corners=False)
+    box = torch.tensor([(w - s) // 2 + (s - 1) / 2, (h - s) // 2 + (s - 1) / 2, s])
+    return crop_images(x, box.expand(len(x), 3), size)
 
 
 @pytest.fixture(scope="module")
 def real_videos(media_dir):
     """Two real face videos as (T, 3, 32, 32) tensors (centre crops)."""
-    return [_decode(media_dir / "lp_d10.mp4", 12, 10, 32),
-            _decode(media_dir / "lp_d3.mp4", 12, 10, 32)]
+    return [_decode(media_dir / "lp_d10.mp4", 32, step=10, frames=12),
+            _decode(media_dir / "lp_d3.mp4", 32, step=10, frames=12)]
 
 
 # tiny tensors: one intra-op thread is faster than two on a busy 2-core machine
