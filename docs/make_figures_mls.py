@@ -27,18 +27,13 @@ SIZE = 512
 
 
 def detect_68(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (68, 2) float landmarks of the largest face (dlib)."""
-    import dlib
-    import face_recognition_models
+    """(H, W, 3) uint8 RGB -> (68, 2) float landmarks of the largest face: facegeo.landmarks'
+    dlib HOG backend at one pyramid upsampling (dlib's detector(rgb, 1) + the 68-point
+    predictor). NoFaceError when there is none."""
+    from facegeo.landmarks import detect_face, get_detector
 
-    detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    faces = detector(rgb, 1)
-    if len(faces) == 0:
-        raise RuntimeError("dlib found no face")
-    face = max(faces, key=lambda r: r.width() * r.height())
-    shape = predictor(rgb, face)
-    return np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
+    face = detect_face(rgb, backend=get_detector("dlib_hog", upsample=1))
+    return face.landmarks.double().numpy()
 
 
 def smile(lms: np.ndarray, strength: float = 1.0) -> np.ndarray:
