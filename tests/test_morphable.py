@@ -335,3 +335,49 @@ def test_linear_shape_is_the_one_evaluation():
     torch.testing.assert_close(linear_shape(mean, idb, exb), mean[None])
     with pytest.raises(ValueError, match="6 coefficients"):
         linear_shape(mean, idb, exb, torch.zeros(1, 6))
+
+
+def test_load_dispatches_through_the_loader_registry(tiny, tmp_path, monkeypatch):
+    import facegeo.morphable.model as mm
+    from facegeo.morphable import register_loader, registered_loaders
+
+    monkeypatch.setattr(mm, "_LOADERS", dict(mm._LOADERS))
+    monkeypatch.setattr(mm, "_NPZ_LAYOUTS", dict(mm._NPZ_LAYOUTS))
+    assert {".mat", ".h5", ".hdf5", ".pkl", ".npz", "npz:native", "npz:ict",
+            "npz:3ddfa"} <= set(registered_loaders())
+    # unknown formats name the registered ones
+    (tmp_path / "m.dummy").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"unknown model file type '\.dummy'.*\.mat.*\.pkl"):
+        MorphableModel.load(tmp_path / "m.dummy")
+    # a new format is one registration; load passes device, dtype and the options through
+    calls = []
+
+    def dummy(path, *, device=None, dtype=torch.float32, **kwargs):
+        calls.append((path.name, dtype, kwargs))
+        return tiny
+    register_loader(".DUMMY", dummy)
+    assert ".dummy" in registered_loaders()
+    assert MorphableModel.load(tmp_path / "m.dummy", dtype=torch.float64, units="mm") is tiny
+    assert calls == [("m.dummy", torch.float64, {"units": "mm"})]
+    # .npz layouts: tried in order by the arrays they hold; unknown ones list the layouts
+    np.savez(tmp_path / "odd.npz", foo=np.zeros(3))
+    with pytest.raises(ValueError, match=r"unrecognised \.npz.*'native', 'ict', '3ddfa'"):
+        MorphableModel.load(tmp_path / "odd.npz")
+    register_loader("foo", lambda p, d, **kw: (calls.append(sorted(d)), tiny)[1],
+                    npz_keys=("foo",))
+    assert MorphableModel.load(tmp_path / "odd.npz") is tiny and calls[-1] == ["foo"]
+    assert "npz:foo" in registered_loaders()
+    with pytest.raises(ValueError, match="suffix"):
+        register_loader("mat", dummy)
+    with pytest.raises(TypeError):
+        register_loader(".x", None)
+
+
+def test_model_module_does_not_import_the_bfm_loaders():
+    # the loaders register themselves; model.py dispatches without importing bfm.py
+    import inspect
+
+    import facegeo.morphable.model as mm
+
+    assert "morphable.bfm" not in inspect.getsource(mm)
+    assert "import bfm" not in inspect.getsource(mm)

@@ -31,6 +31,8 @@ from facegeo.morphable.model import (
     UNIT_TO_METRES,
     MorphableModel,
     linear_shape,
+    register_loader,
+    registered_loaders,
     unit_scale,
 )
 
@@ -40,6 +42,8 @@ __all__ = [
     "UNIT_TO_METRES",
     "unit_scale",
     "linear_shape",
+    "register_loader",
+    "registered_loaders",
     "load_ict_facekit_dir",
     "convert_ict_facekit",
     "parse_ict_readme",

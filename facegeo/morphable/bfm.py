@@ -33,7 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegeo.morphable.model import MorphableModel, corrupt_file_error, read_npz, unit_scale
+from facegeo.morphable.model import (
+    MorphableModel,
+    corrupt_file_error,
+    read_npz,
+    register_loader,
+    unit_scale,
+)
 
 __all__ = [
     "load_bfm_mat",
@@ -492,3 +498,11 @@ def load_bfm2017(path: str | os.PathLike = "bfm2017", *, n_id=None, n_exp=None, 
         exp_std=None if exp_basis is None else np.ones(exp_basis.shape[0], np.float32),
         exp_kind="pca", landmarks68=landmarks68, units=units, name="bfm2017", device=device,
         dtype=dtype, **tex)
+
+
+# file formats of MorphableModel.load (facegeo.morphable.model's loader registry)
+register_loader(".mat", load_bfm_mat)
+register_loader(".h5", load_bfm2017)
+register_loader(".hdf5", load_bfm2017)
+register_loader(".pkl", load_3ddfa)
+register_loader("3ddfa", lambda p, d, **kwargs: load_3ddfa(p, **kwargs), npz_keys=("w_shp", "u"))

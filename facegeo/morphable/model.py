@@ -20,7 +20,7 @@ stored in ``units`` (ICT: ``"cm"``; the BFM loaders convert to ``"cm"`` by defau
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -766,8 +766,9 @@ class MorphableModel:
         a missing BFM file raises :class:`facegeo.assets.AssetNotFoundError` saying where to
         register for it). The file type is detected from its content: native ``.npz``, the
         shared ICT ``.npz``, BFM2009 / Deep3D-front ``.mat``, BFM2017/2019 ``.h5``, 3DDFA
-        ``.pkl`` / ``.npz``. ``kwargs`` go to the specific loader (e.g. ``units="mm"``).
-        Never unpickles arbitrary objects.
+        ``.pkl`` / ``.npz``: dispatched by suffix (and ``.npz`` layout) through the loader
+        registry, so a new format is one :func:`register_loader` call. ``kwargs`` go to the
+        specific loader (e.g. ``units="mm"``). Never unpickles arbitrary objects.
         """
         from facegeo.assets import resolve
 
@@ -777,25 +778,71 @@ class MorphableModel:
     @classmethod
     def _load_file(cls, p: Path, *, device=None, dtype=torch.float32, **kwargs):
         suffix = p.suffix.lower()
-        if suffix == ".npz":
-            d = read_npz(p)
-            if "format_version" in d:
-                if kwargs:
-                    raise TypeError(f"unexpected options for a native model: {sorted(kwargs)}")
-                return cls.from_native_dict(d, device=device, dtype=dtype)
-            if "faces" in d and "landmarks68" in d:
-                return cls.from_ict_arrays(d, device=device, dtype=dtype)
-            if "w_shp" in d and "u" in d:
-                from facegeo.morphable.bfm import load_3ddfa
+        fn = _LOADERS.get(suffix)
+        if fn is None:
+            raise ValueError(f"{p}: unknown model file type {suffix!r}; registered: "
+                             f"{registered_loaders()}")
+        return fn(p, device=device, dtype=dtype, **kwargs)
 
-                return load_3ddfa(p, device=device, dtype=dtype, **kwargs)
-            raise ValueError(f"{p}: unrecognised .npz model layout (keys {sorted(d)[:12]})")
-        from facegeo.morphable import bfm
 
-        if suffix == ".mat":
-            return bfm.load_bfm_mat(p, device=device, dtype=dtype, **kwargs)
-        if suffix in (".h5", ".hdf5"):
-            return bfm.load_bfm2017(p, device=device, dtype=dtype, **kwargs)
-        if suffix == ".pkl":
-            return bfm.load_3ddfa(p, device=device, dtype=dtype, **kwargs)
-        raise ValueError(f"{p}: unknown model file type {suffix!r}")
+# ----------------------------------------------------------------------------- loader registry
+#: file suffix (lower case, with the dot) -> ``fn(path, *, device, dtype, **kwargs)``
+_LOADERS: dict[str, Callable[..., MorphableModel]] = {}
+#: ``.npz`` layouts, tried in registration order: kind -> (keys the archive must hold,
+#: ``fn(path, data, *, device, dtype, **kwargs)`` with ``data`` the archive's arrays)
+_NPZ_LAYOUTS: dict[str, tuple[tuple[str, ...], Callable[..., MorphableModel]]] = {}
+
+
+def register_loader(suffix_or_kind: str, fn: Callable[..., MorphableModel], *,
+                    npz_keys: Sequence[str] | None = None) -> None:
+    """Register a model file format for :meth:`MorphableModel.load`.
+
+    Args:
+        suffix_or_kind: a file suffix such as ``".mat"`` (case-insensitive; a later
+            registration replaces an earlier one), or, with ``npz_keys``, the name of an
+            ``.npz`` layout (e.g. ``"3ddfa"``).
+        fn: for a suffix ``fn(path, *, device, dtype, **kwargs) -> MorphableModel``; for an
+            ``.npz`` layout ``fn(path, data, *, device, dtype, **kwargs)`` where ``data`` is
+            the archive already read (:func:`read_npz`). ``kwargs`` are the caller's options.
+        npz_keys: the arrays an ``.npz`` must hold to be of this layout; layouts are tried
+            in registration order (native, ICT, 3DDFA are built in).
+    """
+    if not callable(fn):
+        raise TypeError("loader must be callable")
+    if npz_keys is not None:
+        keys = tuple(npz_keys)
+        if not keys:
+            raise ValueError("npz_keys must name at least one array")
+        _NPZ_LAYOUTS[suffix_or_kind] = (keys, fn)
+        return
+    if not suffix_or_kind.startswith(".") or len(suffix_or_kind) < 2:
+        raise ValueError(f"a file suffix starts with '.', got {suffix_or_kind!r} (an .npz "
+                         "layout needs npz_keys)")
+    _LOADERS[suffix_or_kind.lower()] = fn
+
+
+def registered_loaders() -> list[str]:
+    """The registered formats: file suffixes, then ``"npz:<layout>"`` in trial order."""
+    return sorted(_LOADERS) + [f"npz:{k}" for k in _NPZ_LAYOUTS]
+
+
+def _load_npz(p: Path, *, device=None, dtype=torch.float32, **kwargs) -> MorphableModel:
+    d = read_npz(p)
+    for keys, fn in _NPZ_LAYOUTS.values():
+        if all(k in d for k in keys):
+            return fn(p, d, device=device, dtype=dtype, **kwargs)
+    raise ValueError(f"{p}: unrecognised .npz model layout (keys {sorted(d)[:12]}); "
+                     f"registered layouts: {list(_NPZ_LAYOUTS)}")
+
+
+def _load_native_npz(p: Path, d, *, device=None, dtype=torch.float32, **kwargs):
+    if kwargs:
+        raise TypeError(f"unexpected options for a native model: {sorted(kwargs)}")
+    return MorphableModel.from_native_dict(d, device=device, dtype=dtype)
+
+
+register_loader(".npz", _load_npz)
+register_loader("native", _load_native_npz, npz_keys=("format_version",))
+register_loader("ict", lambda p, d, *, device=None, dtype=torch.float32, **_:
+                MorphableModel.from_ict_arrays(d, device=device, dtype=dtype),
+                npz_keys=("faces", "landmarks68"))  # options ignored, as they always were
