@@ -36,6 +36,7 @@ chunk borders). Peak memory therefore does not grow with the clip length
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -390,10 +391,7 @@ class ReenactmentPipeline:
         from facegeo.reenact import FaceFit
 
         fits = [s.fit for s in sources]
-        fit = None
-        if all(f is not None for f in fits):
-            fit = FaceFit(*(torch.cat([getattr(f, k) for f in fits]) for k in (
-                "rotation", "scale", "translation", "id_coeffs", "exp_coeffs")))
+        fit = FaceFit.cat(fits) if all(f is not None for f in fits) else None
         n = len(sources)
         return Conditioning(image=torch.cat([s.image for s in sources]).to(self.device),
                             landmarks68=torch.cat([s.landmarks for s in sources]).to(self.device),
@@ -583,12 +581,10 @@ class Job:
         main = self.sources[0]
         n = self.n_frames
         t_render = 0.0
-        buf: list = []
-        done = 0
 
-        def flush(items):
+        def render(lo: int, items: list) -> torch.Tensor:
             nonlocal t_render
-            idx = torch.arange(done, done + len(items))
+            idx = torch.arange(lo, lo + len(items))
             x = _batch(items) if needs_image else None
             t0 = time.perf_counter()
             out = r.reenact(state, self._conditioning(x, idx, mode, source, ref, offsets),
@@ -611,24 +607,14 @@ class Job:
             return out
 
         it = iter(self.driving) if needs_image else iter(range(n))
-        for f in it:
-            if done + len(buf) >= n:
-                break
-            buf.append(f)
-            if len(buf) == p.chunk_size:
-                out = flush(buf)
-                done += len(buf)
-                buf = []
-                yield from out
-                if progress is not None:
-                    progress(out.shape[0])
-        if buf:
-            out = flush(buf)
-            done += len(buf)
+        for lo in range(0, n, p.chunk_size):
+            want = min(p.chunk_size, n - lo)
+            items = list(itertools.islice(it, want))
+            if len(items) < want:
+                raise ValueError(f"the driving clip ended after {lo + len(items)} frames on "
+                                 f"the second pass (the first pass tracked {n})")
+            out = render(lo, items)
             yield from out
             if progress is not None:
                 progress(out.shape[0])
-        if done < n:
-            raise ValueError(f"the driving clip ended after {done} frames on the second pass "
-                             f"(the first pass tracked {n})")
         self.timings["render"] = self.timings.get("render", 0.0) + t_render

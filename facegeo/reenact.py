@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +126,12 @@ class FaceFit:
     def to(self, device) -> FaceFit:
         return FaceFit(*(x.to(device) for x in (
             self.rotation, self.scale, self.translation, self.id_coeffs, self.exp_coeffs)))
+
+    @classmethod
+    def cat(cls, fits: Sequence[FaceFit]) -> FaceFit:
+        """Concatenate fits along the rows (B_1 + B_2 + ... rows)."""
+        return cls(*(torch.cat([getattr(f, k) for f in fits]) for k in (
+            "rotation", "scale", "translation", "id_coeffs", "exp_coeffs")))
 
     @classmethod
     def from_result(cls, res) -> FaceFit:
@@ -534,8 +540,7 @@ class FaceConditioner:
                 res = FaceFit.from_result(fit_video(self.model, lm[gidx[a:hi]],
                                                     id_coeffs=ident, **kw))
                 parts.append(res.index(slice(lo - a, None)))
-            fit = FaceFit(*(torch.cat([getattr(p, k) for p in parts]) for k in (
-                "rotation", "scale", "translation", "id_coeffs", "exp_coeffs")))
+            fit = FaceFit.cat(parts)
         # frame t -> the last good frame at or before t (the first good frame for leading ones)
         pos = torch.cumsum(good.long(), 0) - 1
         return fit.index(pos.clamp_min(0))

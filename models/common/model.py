@@ -22,6 +22,7 @@ See docs/adding_a_model.md.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -221,8 +222,7 @@ class ReenactmentModel(Reenactor, nn.Module):
         sources = self._as_conditioning(sources, "sources")
         self.check_sources(sources)
         if sources.image is not None:
-            sources = Conditioning(**{**sources.__dict__,
-                                      "image": self.prepare_images(sources.image)})
+            sources = replace(sources, image=self.prepare_images(sources.image))
         return sources
 
     def reenact(self, sources, driving, *, mode: str | None = None, **kw) -> torch.Tensor:
@@ -248,7 +248,7 @@ class ReenactmentModel(Reenactor, nn.Module):
             state = self.encode_source(sources)
         size = tuple(drv.image.shape[-2:]) if drv.image is not None else None
         if drv.image is not None:
-            drv = Conditioning(**{**drv.__dict__, "image": self.prepare_images(drv.image)})
+            drv = replace(drv, image=self.prepare_images(drv.image))
         was = self.training
         self.eval()
         try:
