@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _LAZY_SUBMODULES = (
     "coords", "morphable", "transforms", "fitting", "mesh", "mls", "raster", "landmarks",
     "disentangle", "video", "image_io", "facerec", "metrics", "evaluation", "reenact",
-    "pipeline", "graphconv",
+    "pipeline", "graphconv", "controls",
 )
 SUBMODULES = ("assets",) + _LAZY_SUBMODULES
 
@@ -32,6 +32,7 @@ __all__ = ["__version__", *SUBMODULES]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the sub-modules as attributes
     from . import (  # noqa: F401
+        controls,
         coords,
         disentangle,
         evaluation,
