@@ -14,7 +14,11 @@ Layouts (``root`` as in FOMM / FSRT's VoxCeleb):
 
 Identities: VoxCeleb names ``id10001#<yt-id>#...`` use the part before the first ``#``;
 otherwise ``root/identities.json`` (``{video name: identity}``) when present, else each
-video is its own identity.
+video is its own identity. ``identities=`` (config ``data.identities``) names another
+mapping file: an ``identities.json`` or a corpus ``manifest.json`` (its ``items`` with
+``file`` and ``identity``; see :func:`load_identity_map`). With ``with_identity`` each item
+also holds ``identity``: the int64 index of its identity among the dataset's identities
+sorted by name (labels for identity classifiers).
 
 Each item is a dict::
 
@@ -23,6 +27,7 @@ Each item is a dict::
     source_landmarks   (68, 2) or (n_src, 68, 2) pixel coordinates   (when cached)
     driving_landmarks  (68, 2)                                      (when cached)
     video_index        int;  frame_index (n_src + 1,) int64
+    identity           int64 index of the video's identity (``with_identity``)
     source_box, driving_box            (3,) (cx, cy, side) source-video pixels  (requested)
     source_<fit>, driving_<fit>, id_coeffs   3DMM fit arrays (requested, see
                        :meth:`VideoFolderDataset.load_fits`)
@@ -59,6 +64,7 @@ __all__ = [
     "TensorVideoDataset",
     "VideoFolderDataset",
     "identity_of",
+    "load_identity_map",
     "split_by_identity",
     "build_dataset",
     "CONDITIONING_FILE",
@@ -145,18 +151,21 @@ class PairDataset(Dataset):
         id_sampling: FOMM's identity sampling: an epoch visits every *identity* ``repeats``
             times and each item picks one of its videos at random (from the item seed), so
             identities with many videos are not over-represented.
+        with_identity: add ``identity`` (int64, :meth:`identity_index`) to every item.
     """
 
     def __init__(self, n_src: int = 1, image_size: int | None = None,
                  augment: dict | None = None, repeats: int = 1, max_gap: int | None = None,
-                 id_sampling: bool = False):
+                 id_sampling: bool = False, with_identity: bool = False):
         if n_src < 1:
             raise ValueError(f"n_src must be >= 1, got {n_src}")
         self.n_src, self.image_size, self.repeats, self.max_gap = n_src, image_size, repeats, \
             max_gap
         self.augment = augment or {}
         self.id_sampling = id_sampling
+        self.with_identity = bool(with_identity)
         self._groups: list[list[int]] | None = None
+        self._id_names: list[str] | None = None
 
     # -- to implement
     def num_videos(self) -> int:
@@ -188,6 +197,16 @@ class PairDataset(Dataset):
                 groups.setdefault(self.identity(v), []).append(v)
             self._groups = [groups[k] for k in sorted(groups)]
         return self._groups
+
+    def identity_names(self) -> list[str]:
+        """The dataset's identities, sorted by name (index = :meth:`identity_index`)."""
+        if self._id_names is None:
+            self._id_names = sorted({self.identity(v) for v in range(self.num_videos())})
+        return self._id_names
+
+    def identity_index(self, v: int) -> int:
+        """Index of video ``v``'s identity in :meth:`identity_names`."""
+        return self.identity_names().index(self.identity(v))
 
     def __len__(self) -> int:
         n = len(self.identity_groups()) if self.id_sampling else self.num_videos()
@@ -255,6 +274,8 @@ class PairDataset(Dataset):
         src = frames[:-1] if self.n_src > 1 else frames[0]
         item = {"source": src.contiguous(), "driving": frames[-1].contiguous(),
                 "video_index": v, "frame_index": torch.tensor(idx)}
+        if self.with_identity:
+            item["identity"] = torch.tensor(self.identity_index(v), dtype=torch.int64)
         if lms is not None:
             item["source_landmarks"] = (lms[:-1] if self.n_src > 1 else lms[0]).float()
             item["driving_landmarks"] = lms[-1].float()
@@ -312,6 +333,37 @@ def identity_of(name: str, mapping: dict[str, str] | None = None) -> str:
     if mapping and name in mapping:
         return str(mapping[name])
     return name.split("#", 1)[0]
+
+
+def load_identity_map(path: str | os.PathLike) -> dict[str, str]:
+    """``{video name: identity}`` from ``path``: a JSON mapping (``identities.json``), or a
+    corpus manifest (a dict with ``items``: ``[{"file": "a__b.mp4", "identity": "a"},
+    ...]``; keyed by the file name and by its stem, the folder name
+    :func:`preprocess_folder` gives the video).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: neither layout.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"identity map not found: {p}")
+    try:
+        rec = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from None
+    if isinstance(rec, dict) and isinstance(rec.get("items"), list):
+        out: dict[str, str] = {}
+        for it in rec["items"]:
+            if isinstance(it, dict) and "file" in it and it.get("identity") is not None:
+                out[str(it["file"])] = str(it["identity"])
+                out[Path(str(it["file"])).stem] = str(it["identity"])
+        if not out:
+            raise ValueError(f"{p}: a manifest whose items name no file/identity pairs")
+        return out
+    if isinstance(rec, dict) and all(isinstance(v, str) for v in rec.values()):
+        return dict(rec)
+    raise ValueError(f"{p}: expected {{video name: identity}} or a manifest with 'items' "
+                     "[{file, identity}]")
 
 
 def split_by_identity(names: list[str], test_fraction: float = 0.2,
@@ -407,13 +459,16 @@ class VideoFolderDataset(PairDataset):
         require_landmarks: same as requesting ``"landmarks"``.
         with_fits: same as requesting ``"fits"`` (refused with flip augmentation: a mirrored
             image no longer matches its fit).
+        identities: a mapping file (:func:`load_identity_map`: ``identities.json`` or a
+            corpus ``manifest.json``) used instead of ``root/identities.json``.
         other keyword arguments: see :class:`PairDataset`.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *,
                  test_fraction: float = 0.2, split_seed: int = 0, cache_videos: int = 4,
                  conditioning: list[str] | tuple[str, ...] | None = None,
-                 require_landmarks: bool = False, with_fits: bool = False, **kwargs):
+                 require_landmarks: bool = False, with_fits: bool = False,
+                 identities: str | os.PathLike | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(conditioning, str):
             conditioning = [conditioning]
@@ -438,6 +493,8 @@ class VideoFolderDataset(PairDataset):
         self.root, self.split = root, split
         mp = root / "identities.json"
         self.id_map = json.loads(mp.read_text()) if mp.is_file() else None
+        if identities is not None:
+            self.id_map = load_identity_map(os.path.expandvars(str(identities)))
         if (root / "train").is_dir() or (root / "test").is_dir():
             if not (root / split).is_dir():
                 raise FileNotFoundError(f"no {split}/ folder in {root}")
@@ -654,13 +711,15 @@ class VideoFolderDataset(PairDataset):
 def build_dataset(cfg: dict, split: str = "train") -> PairDataset:
     """Dataset from a config ``data`` section: ``{root, image_size, n_src, augment,
     repeats, max_gap, test_fraction, split_seed, id_sampling, cache_videos, conditioning,
-    require_landmarks, with_fits}``. The test split never augments."""
+    require_landmarks, with_fits, with_identity, identities}``. The test split never
+    augments."""
     if "root" not in cfg:
         raise ValueError("data config needs a 'root' folder")
     kw = {k: cfg[k] for k in ("image_size", "n_src", "repeats", "max_gap", "test_fraction",
                               "id_sampling",
                               "split_seed", "require_landmarks", "cache_videos",
-                              "with_fits", "conditioning") if k in cfg}
+                              "with_fits", "conditioning", "with_identity", "identities")
+          if k in cfg}
     if split == "train":
         kw["augment"] = cfg.get("augment")
     else:

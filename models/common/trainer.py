@@ -131,7 +131,8 @@ def _resolve_metric(name: str):
 
 # ------------------------------------------------------------------------ optimization
 def build_optimizer(params, cfg: dict | None) -> torch.optim.Optimizer:
-    """Optimizer from ``{type: adam|adamw|sgd, lr, betas, weight_decay, momentum, eps}``."""
+    """Optimizer from ``{type: adam|adamw|sgd|rmsprop, lr, betas, weight_decay, momentum,
+    eps, alpha}``."""
     cfg = dict(cfg or {})
     kind = cfg.pop("type", "adam").lower()
     lr = float(cfg.pop("lr", 2e-4))
@@ -141,7 +142,9 @@ def build_optimizer(params, cfg: dict | None) -> torch.optim.Optimizer:
         return cls(params, lr=lr, betas=betas, **{k: float(v) for k, v in cfg.items()})
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, **{k: float(v) for k, v in cfg.items()})
-    raise ValueError(f"unknown optimizer {kind!r}; expected adam, adamw or sgd")
+    if kind == "rmsprop":   # torch defaults: alpha 0.99, eps 1e-8, momentum 0
+        return torch.optim.RMSprop(params, lr=lr, **{k: float(v) for k, v in cfg.items()})
+    raise ValueError(f"unknown optimizer {kind!r}; expected adam, adamw, sgd or rmsprop")
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: dict | None, total_steps: int
