@@ -7,6 +7,7 @@ Sub-modules:
 * :mod:`~facegeo.landmarks.tracking`    video tracker, One-Euro filter, SMS smoothness metric
 * :mod:`~facegeo.landmarks.crops`       square face crops, inverse warp, feathered paste-back
 * :mod:`~facegeo.landmarks.identity`    dlib 128-d face descriptor, cosine similarity
+* :mod:`~facegeo.landmarks.pupils`      pupil localisation, 74-point landmarks (68 + gaze)
 
 See docs/landmarks.md.
 """
@@ -25,12 +26,16 @@ from facegeo.landmarks.backends import (
 )
 from facegeo.landmarks.conventions import (
     FLIP_PERMUTATION_68,
+    FLIP_PERMUTATION_74,
     GROUPS_68,
+    GROUPS_74,
     flip_landmarks,
+    flip_landmarks74,
     group_indices,
     inter_ocular_distance,
     to_5_points,
 )
+from facegeo.landmarks.pupils import landmarks74, locate_pupils
 from facegeo.landmarks.tracking import LandmarkTracker, OneEuroFilter, TrackResult, sms
 
 __all__ = [
@@ -54,4 +59,9 @@ __all__ = [
     "group_indices",
     "inter_ocular_distance",
     "to_5_points",
+    "FLIP_PERMUTATION_74",
+    "GROUPS_74",
+    "flip_landmarks74",
+    "landmarks74",
+    "locate_pupils",
 ]

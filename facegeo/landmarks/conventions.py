@@ -45,12 +45,17 @@ __all__ = [
     "to_5_points",
     "mediapipe_to_68",
     "similarity_transform",
+    "NUM_LANDMARKS_74",
+    "GROUPS_74",
+    "FLIP_PERMUTATION_74",
+    "flip_landmarks74",
 ]
 
 NUM_LANDMARKS = 68
 
 GROUPS_68: dict[str, tuple[int, ...]] = {
     "jaw": tuple(range(0, 17)),
+    "chin": (8,),
     "right_brow": tuple(range(17, 22)),
     "left_brow": tuple(range(22, 27)),
     "brows": tuple(range(17, 27)),
@@ -231,3 +236,50 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     a = scale[..., None, None] * r
     t = mu_d.squeeze(-2) - (a @ mu_s.transpose(-1, -2)).squeeze(-1)
     return torch.cat([a, t[..., None]], dim=-1)
+
+
+# ------------------------------------------------------------------ 74-point convention
+# S2D (Zhao, Wu, Guo 2021, sec. 3.3): 68 iBUG points + the pupils and their neighbours.
+# The paper does not list its six extra points; ours (docs/landmarks.md, "Pupils and the
+# 74-point convention"), per eye the pupil and two iris-edge points on the corner-to-corner
+# axis, computed by facegeo.landmarks.pupils.landmarks74:
+#   68 right pupil   69 right iris, outer side (towards 36)   70 right iris, inner (39)
+#   71 left pupil    72 left iris, outer side (towards 45)    73 left iris, inner (42)
+NUM_LANDMARKS_74 = 74
+
+GROUPS_74: dict[str, tuple[int, ...]] = {
+    **GROUPS_68,
+    "right_pupil": (68,),
+    "left_pupil": (71,),
+    "pupils": (68, 71),
+    "right_iris": (68, 69, 70),
+    "left_iris": (71, 72, 73),
+    "irises": tuple(range(68, 74)),
+    "right_eye_gaze": tuple(range(36, 42)) + (68, 69, 70),
+    "left_eye_gaze": tuple(range(42, 48)) + (71, 72, 73),
+}
+
+#: ``flipped[i] = mirrored[FLIP_PERMUTATION_74[i]]`` for 74-point landmarks (involution).
+FLIP_PERMUTATION_74: tuple[int, ...] = FLIP_PERMUTATION_68 + (71, 72, 73, 68, 69, 70)
+
+
+def flip_landmarks74(points: torch.Tensor, width: int) -> torch.Tensor:
+    """:func:`flip_landmarks` for 74-point landmarks.
+
+    Args:
+        points: (..., 74, 2) pixel coordinates.
+        width: image width W in pixels.
+
+    Returns:
+        (..., 74, 2) with x -> W - 1 - x and the sides swapped (pupils and irises too).
+    """
+    if not isinstance(points, torch.Tensor):
+        raise TypeError(f"points must be a torch.Tensor, got {type(points).__name__}")
+    if points.ndim < 2 or points.shape[-2] != 74 or points.shape[-1] not in (2, 3):
+        raise ValueError(f"expected 74-point landmarks (..., 74, 2|3), got "
+                         f"{tuple(points.shape)}")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    out = points[..., list(FLIP_PERMUTATION_74), :].clone()
+    out[..., 0] = (width - 1) - out[..., 0]
+    return out
