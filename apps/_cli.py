@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegeo._optional import require
 from facegeo.image_io import IMAGE_SUFFIXES
 from facegeo.video import WRITE_SUFFIXES
 
@@ -227,11 +228,8 @@ def load_source_image(path: str | os.PathLike, what: str = "source") -> torch.Te
 
 def demo_source() -> torch.Tensor:
     """scikit-image's ``astronaut`` (Eileen Collins, NASA, public domain): (3, 512, 512)."""
-    try:
-        from skimage import data
-    except ImportError as e:
-        raise ImportError("the demo portrait needs scikit-image (pip install scikit-image)") \
-            from e
+    require("skimage", "the demo portrait (scikit-image's astronaut)")
+    from skimage import data
     a = np.ascontiguousarray(data.astronaut()[..., :3])
     return torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegeo._optional import require
+
 __all__ = [
     "VideoReadError",
     "VideoReadWarning",
@@ -94,7 +96,7 @@ class VideoInfo:
 
 
 def _open(path: str | os.PathLike):
-    import av
+    av = require("av", "reading and writing video files")
 
     p = Path(path)
     if not p.is_file():
@@ -150,7 +152,7 @@ def iter_video(
         VideoReadError: unreadable file, a decoding error before the first frame, or an
             incomplete read with ``strict=True``.
     """
-    import av
+    av = require("av", "reading and writing video files")
 
     if start < 0 or step < 1 or (max_frames is not None and max_frames < 0):
         raise ValueError(f"bad frame range start={start} step={step} max_frames={max_frames}")
@@ -303,7 +305,7 @@ def write_video(
     Raises:
         ValueError: no frames, inconsistent frame sizes, bad fps or an unknown suffix.
     """
-    import av
+    av = require("av", "reading and writing video files")
 
     from facegeo.assets import atomic_write
 

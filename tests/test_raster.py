@@ -299,7 +299,13 @@ def test_pytorch3d_backend_is_optional_with_clear_message():
     from facegeo.raster import available_backends
 
     backends = available_backends()
-    assert backends[:2] == ["torch", "open3d"]
+    try:
+        import open3d  # noqa: F401
+
+        has_open3d = True
+    except ImportError:  # a core-only install (tests/test_core_install.py)
+        has_open3d = False
+    assert backends[0] == "torch" and ("open3d" in backends) == has_open3d
     try:
         import pytorch3d  # noqa: F401
     except ImportError:

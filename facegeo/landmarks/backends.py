@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from facegeo._optional import MissingExtraError, require
 from facegeo.image_io import as_uint8_rgb
 
 __all__ = [
@@ -180,23 +180,18 @@ class LandmarkDetector:
 # ----------------------------------------------------------------------------- dlib
 def _frm_path(fn: str) -> str:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import face_recognition_models
-        return getattr(face_recognition_models, fn)()
-    except ImportError as e:  # pragma: no cover - installed in CI
-        raise BackendUnavailableError(
-            "the dlib backends need the model files of the 'face_recognition_models' "
-            f"package: pip install face_recognition_models 'setuptools<81' ({e})"
-        ) from e
+        frm = require("face_recognition_models", "the dlib backends' model files")
+    except MissingExtraError as e:
+        raise BackendUnavailableError(str(e)) from e
+    return getattr(frm, fn)()
 
 
 @functools.cache
 def _dlib_model(kind: str):
     try:
-        import dlib
-    except ImportError as e:  # pragma: no cover - installed in CI
-        raise BackendUnavailableError("the dlib backends need dlib: pip install dlib-bin") from e
+        dlib = require("dlib", "the dlib backends")
+    except MissingExtraError as e:
+        raise BackendUnavailableError(str(e)) from e
     if kind == "hog":
         return dlib.get_frontal_face_detector()
     if kind == "cnn":

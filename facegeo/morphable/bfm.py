@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegeo._optional import require
 from facegeo.morphable.model import (
     MorphableModel,
     corrupt_file_error,
@@ -145,7 +146,7 @@ def _read_mat(path: Path) -> dict[str, np.ndarray]:
         pass
     except Exception as e:  # any parse failure of scipy's reader: the bytes are bad
         raise corrupt_file_error(path, "MATLAB .mat model file", e) from e
-    import h5py
+    h5py = require("h5py", "reading BFM2017/2019 .h5 and MATLAB v7.3 files")
 
     out = {}
     try:
@@ -450,7 +451,7 @@ def load_bfm2017(path: str | os.PathLike = "bfm2017", *, n_id=None, n_exp=None, 
     ``pcaBasis * sqrt(pcaVariance)`` (standard-normal coefficients). The file has no iBUG-68
     landmarks: pass ``landmarks68`` ((68,) vertex ids) to use :meth:`landmarks`.
     """
-    import h5py
+    h5py = require("h5py", "reading BFM2017/2019 .h5 and MATLAB v7.3 files")
 
     from facegeo.assets import resolve
 

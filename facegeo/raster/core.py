@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facegeo._optional import require
+
 __all__ = [
     "Fragments",
     "rasterize",
@@ -364,13 +366,7 @@ def _face_subsets(verts, faces, cull_backfaces, perspective_correct):
 
 @torch.no_grad()
 def _zbuffer_open3d(verts, faces, height, width, cull_backfaces, perspective_correct):
-    try:
-        import open3d as o3d
-    except ImportError as exc:  # pragma: no cover - open3d is a dev dependency
-        raise ImportError(
-            "backend='open3d' needs the open3d package (pip install open3d); "
-            "use backend='torch' otherwise"
-        ) from exc
+    o3d = require("open3d", "backend='open3d' (use backend='torch' or 'numba' otherwise)")
     import numpy as np
 
     B = verts.shape[0]
