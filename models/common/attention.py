@@ -83,21 +83,30 @@ class MultiHeadAttention(nn.Module):
         kv_dim: width of keys and values (default D), for cross-attention to a memory of
             another width.
         bias: biases of the four projections.
+        inner_dim: width of the projected Q, K, V (heads x head width; default D), e.g.
+            FSRT's decoder: queries of width 480 attend in 12 heads of 64 (768).
+        qkv_bias: biases of the Q, K, V projections (default: ``bias``); SRT / FSRT use
+            none there and a biased output projection.
 
     forward(query (B, Lq, D), key (B, Lk, D_kv), value (B, Lk, D_kv) = key) -> (B, Lq, D).
     """
 
     def __init__(self, dim: int, heads: int = 4, dropout: float = 0.0, *,
-                 kv_dim: int | None = None, bias: bool = True):
+                 kv_dim: int | None = None, bias: bool = True, inner_dim: int | None = None,
+                 qkv_bias: bool | None = None):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        inner = dim if inner_dim is None else int(inner_dim)
+        if inner % heads:
+            raise ValueError(f"{'dim' if inner_dim is None else 'inner_dim'} {inner} must be "
+                             f"divisible by heads {heads}")
         kv_dim = dim if kv_dim is None else kv_dim
-        self.dim, self.kv_dim, self.heads, self.d_k = dim, kv_dim, heads, dim // heads
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
-        self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
-        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.dim, self.kv_dim, self.heads, self.d_k = dim, kv_dim, heads, inner // heads
+        self.inner_dim = inner
+        self.q_proj = nn.Linear(dim, inner, bias=qkv_bias)
+        self.k_proj = nn.Linear(kv_dim, inner, bias=qkv_bias)
+        self.v_proj = nn.Linear(kv_dim, inner, bias=qkv_bias)
+        self.out_proj = nn.Linear(inner, dim, bias=bias)
         self.dropout = dropout
 
     def _check(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
@@ -110,8 +119,8 @@ class MultiHeadAttention(nn.Module):
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                ) -> torch.Tensor:
         """The attention of already checked (and encoded) inputs."""
-        b, lq, d = query.shape
-        lk = key.shape[1]
+        b, lq, _ = query.shape
+        lk, d = key.shape[1], self.inner_dim
         q = self.q_proj(query).view(b, lq, self.heads, self.d_k).transpose(1, 2)
         k = self.k_proj(key).view(b, lk, self.heads, self.d_k).transpose(1, 2)
         v = self.v_proj(value).view(b, lk, self.heads, self.d_k).transpose(1, 2)
@@ -225,19 +234,24 @@ class TransformerBlock(nn.Module):
         memory_dim: width of the memory for a cross-attention sub-layer (None: no
             cross-attention).
         activation: of the feed-forward part (``gelu`` as SRT).
+        inner_dim, qkv_bias: of both attentions (:class:`MultiHeadAttention`; defaults:
+            D and biased, as before).
 
     forward(x (B, L, D), memory (B, Lm, memory_dim) | None) -> (B, L, D).
     """
 
     def __init__(self, dim: int, heads: int = 8, d_ff: int | None = None,
                  dropout: float = 0.0, *, self_attention: bool = True,
-                 memory_dim: int | None = None, activation: str = "gelu"):
+                 memory_dim: int | None = None, activation: str = "gelu",
+                 inner_dim: int | None = None, qkv_bias: bool | None = None):
         super().__init__()
         if not self_attention and memory_dim is None:
             raise ValueError("a TransformerBlock needs self-attention or a memory_dim")
-        self.self_attn = MultiHeadAttention(dim, heads, dropout) if self_attention else None
+        kw = {"inner_dim": inner_dim, "qkv_bias": qkv_bias}
+        self.self_attn = (MultiHeadAttention(dim, heads, dropout, **kw) if self_attention
+                          else None)
         self.norm_self = nn.LayerNorm(dim) if self_attention else None
-        self.cross_attn = (MultiHeadAttention(dim, heads, dropout, kv_dim=memory_dim)
+        self.cross_attn = (MultiHeadAttention(dim, heads, dropout, kv_dim=memory_dim, **kw)
                            if memory_dim is not None else None)
         self.norm_cross = nn.LayerNorm(dim) if memory_dim is not None else None
         self.ff = PositionwiseFeedForward(dim, d_ff or 4 * dim, dropout, activation)
