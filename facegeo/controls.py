@@ -52,7 +52,7 @@ from facegeo import transforms as T
 
 __all__ = ["REGIONS", "EXPRESSION_GROUP_PREFIXES", "expression_groups", "parse_regions",
            "Controls", "blend_fits", "interpolate_regions", "frame_distance",
-           "best_reference_frame", "fit_meshes"]
+           "best_reference_frame", "fit_meshes", "photo_vertex_colors"]
 
 #: blendshape groups by name prefix (ICT-FaceKit and Apple ARKit names alike: ``eyeBlink_L``
 #: / ``eyeBlinkLeft``). Cheeks and tongue move with the mouth (ARKit counts cheekSquint in
@@ -381,3 +381,38 @@ def fit_meshes(model, fits, *, pose: bool = True) -> torch.Tensor:
     if pose:
         v = v @ f.rotation.to(v.dtype).transpose(-1, -2)
     return v
+
+
+def photo_vertex_colors(model, fit, image: torch.Tensor, box: torch.Tensor | None = None,
+                        size: int | None = None, *, fill="harmonic"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex colours of ``model`` from the photo it was fitted to, where the fitted mesh
+    is visible (:func:`facegeo.mesh.export.vertex_colors`; hidden vertices get ``fill``).
+
+    Args:
+        model: the morphable model; fit: the one-row fit (crop pixels when ``box`` is given,
+            else pixels of ``image``).
+        image: (3, H, W) the full photo in [0, 1] (sampled at full resolution).
+        box: optional (3,) crop box ``(cx, cy, side)`` of the fit's crop; size: its side S.
+        fill: see :func:`facegeo.mesh.export.vertex_colors`.
+
+    Returns:
+        colors (V, 3) in [0, 1], visible (V,) bool.
+    """
+    from facegeo.landmarks.crops import points_from_crop
+    from facegeo.mesh.export import vertex_colors
+    from facegeo.reenact import posed_vertices
+
+    if len(fit) != 1:
+        raise ValueError(f"photo_vertex_colors takes a one-row fit, got {len(fit)} rows")
+    f = fit.to(model.device)
+    v = model.vertices(f.id_coeffs.to(model.dtype), f.exp_coeffs.to(model.dtype))
+    v = posed_vertices(v, f.rotation.to(v.dtype), f.scale.to(v.dtype),
+                       f.translation.to(v.dtype))
+    if box is not None:
+        if size is None:
+            raise ValueError("a crop box needs the crop size (size=)")
+        b = box.reshape(1, 3).to(v)
+        xy = points_from_crop(v[..., :2], b, size)
+        v = torch.cat([xy, v[..., 2:] * (b[:, 2] / size)], -1)
+    return vertex_colors(image.to(v.device), v[0], model.triangles, fill=fill)

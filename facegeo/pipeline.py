@@ -48,7 +48,7 @@ import torch
 
 __all__ = ["CONDITIONING", "MODES", "Conditioning", "Reenactor", "UnsupportedModeError",
            "InsufficientMemoryError", "NonFiniteOutputError", "ReenactmentPipeline", "Job",
-           "FrameSource", "available_memory", "check_memory"]
+           "FrameSource", "available_memory", "check_memory", "FacesJob", "VideoSourceJob"]
 
 MODES = ("relative", "absolute")
 
@@ -419,10 +419,20 @@ class ReenactmentPipeline:
         Returns:
             :class:`Job`.
         """
-        from facegeo.reenact import driving_boxes, track_driving
-
         t0 = time.perf_counter()
         src = self.prepare_sources(sources, source_landmarks)
+        frames, track, boxes, dfit, timings = self._pass1(
+            driving, fps=fps, max_frames=max_frames, strict=strict,
+            perturb_landmarks=perturb_landmarks, progress=progress, t0=t0)
+        return Job(self, src, frames, track, boxes, dfit, timings=timings)
+
+    def _pass1(self, driving, *, fps=None, max_frames=None, strict=False,
+               perturb_landmarks=None, progress=None, t0=None):
+        """Pass 1 over driving frames: (FrameSource, DrivingTrack, (T, 3) boxes, T-row fit or
+        None, timings)."""
+        from facegeo.reenact import driving_boxes, track_driving
+
+        t0 = time.perf_counter() if t0 is None else t0
         frames = driving if isinstance(driving, FrameSource) else FrameSource(
             driving, fps, max_frames, strict=strict)
         track = track_driving(iter(frames), frames.fps, detector=self.conditioner.detector,
@@ -441,9 +451,118 @@ class ReenactmentPipeline:
         t1 = time.perf_counter()
         dfit = self.conditioner.fit_driving(track, boxes) if self.needs_fit else None
         t2 = time.perf_counter()
-        return Job(self, src, frames, track, boxes, dfit,
-                   timings={"landmarks": t1 - t0, "fit": t2 - t1})
+        return frames, track, boxes, dfit, {"landmarks": t1 - t0, "fit": t2 - t1}
 
+    def prepare_faces(self, image, driving, *, faces: Sequence[int] | None = None,
+                      face_landmarks: Sequence[torch.Tensor] | None = None,
+                      fps: float | None = None, max_frames: int | None = None,
+                      strict: bool = False,
+                      progress: Callable[[int], None] | None = None) -> FacesJob:
+        """Several faces of one source image, each animated (pass 1 included).
+
+        Args:
+            image: (3, H, W) source image in [0, 1].
+            driving: one driver (every face follows it) or a list of drivers, one per face
+                (anything :class:`FrameSource` takes). A driver shared by several faces is
+                tracked and fitted once.
+            faces: which detected faces, by size (0 = the largest); None = all of them.
+            face_landmarks: (68, 2) landmarks per face instead of detecting (then ``faces``
+                indexes this list).
+            fps, max_frames, strict, progress: as :meth:`prepare`.
+
+        Returns:
+            :class:`FacesJob` (one :class:`Job` per face).
+
+        Raises:
+            NoFaceError: no face; ValueError: a face index that does not exist, a number of
+            drivers that is neither 1 nor the number of faces, a face picked twice.
+        """
+        from facegeo.landmarks.backends import NoFaceError, detect
+
+        if isinstance(image, torch.Tensor) and image.dim() == 4:
+            if image.shape[0] != 1:
+                raise ValueError("prepare_faces takes one source image")
+            image = image[0]
+        if face_landmarks is None:
+            found = detect(image.cpu(), self.conditioner.detector)
+            if not found:
+                raise NoFaceError("no face found in the source image")
+            face_landmarks = [f.landmarks for f in found]
+        lms = list(face_landmarks)
+        idx = list(range(len(lms))) if faces is None else [int(i) for i in faces]
+        if not idx:
+            raise ValueError("no face selected")
+        bad = [i for i in idx if not 0 <= i < len(lms)]
+        if bad:
+            raise ValueError(f"face index {bad[0]}: the source image has {len(lms)} face(s) "
+                             "(0 = the largest)")
+        if len(set(idx)) != len(idx):
+            raise ValueError(f"a face is selected twice: {idx}")
+        drivers = list(driving) if isinstance(driving, (list, tuple)) else [driving]
+        if len(drivers) not in (1, len(idx)):
+            raise ValueError(f"{len(drivers)} drivers for {len(idx)} faces: give one driver "
+                             "for all faces or one per face")
+        if len(drivers) == 1:
+            drivers = drivers * len(idx)
+        jobs: list[Job] = []
+        seen: dict[int, Job] = {}
+        for i, drv in zip(idx, drivers):
+            if id(drv) in seen:   # the same driver object: track and fit it once
+                jobs.append(replace(seen[id(drv)],
+                                    sources=self.prepare_sources(image, [lms[i]]),
+                                    timings={}))
+                continue
+            job = self.prepare(image, drv, fps=fps, max_frames=max_frames, strict=strict,
+                               source_landmarks=[lms[i]], progress=progress)
+            seen[id(drv)] = job
+            jobs.append(job)
+        return FacesJob(jobs, image[None].to(self.device), idx)
+
+    def prepare_video_source(self, source, driving, *, fps: float | None = None,
+                             max_frames: int | None = None, strict: bool = False,
+                             progress: Callable[[int], None] | None = None
+                             ) -> VideoSourceJob:
+        """A source *video* (video-to-video): every source frame is re-rendered with the
+        driver's expression, its own head motion (and everything outside the face) kept.
+
+        The source clip is tracked and fitted like a driving clip (One-Euro smoothed
+        landmarks, one crop box for the clip, one identity, temporally smoothed fits), so
+        its fits are as steady as a driver's. Frames are paired by index; the result has
+        ``min(T_source, T_driving)`` frames.
+
+        Args:
+            source: the source video (anything :class:`FrameSource` takes, >= 1 frame).
+            driving: the driver (anything :class:`FrameSource` takes).
+            fps, max_frames, strict, progress: as :meth:`prepare` (for both clips).
+
+        Returns:
+            :class:`VideoSourceJob`.
+
+        Raises:
+            ValueError: the reenactor uses no 3DMM fits (keeping the source's motion needs
+            them); NoFaceError: no face in the source or the driving clip.
+        """
+        from facegeo.reenact import SourceState
+
+        if not self.needs_fit:
+            raise ValueError(f"{self.reenactor.name} uses no 3DMM fits; a video source keeps "
+                             "the source's head motion through them (use a reenactor that "
+                             "requires morphable_fit or disentangled_landmarks)")
+        t0 = time.perf_counter()
+        sframes, strack, sboxes, sfit, stimes = self._pass1(
+            source, fps=fps, max_frames=max_frames, strict=strict, progress=progress, t0=t0)
+        frames, track, boxes, dfit, timings = self._pass1(
+            driving, fps=fps, max_frames=max_frames, strict=strict, progress=progress)
+        from facegeo.landmarks.crops import crop_images, points_to_crop
+
+        first = next(iter(sframes))
+        full = _batch([first]).to(self.device)
+        lm0 = points_to_crop(strack.landmarks[:1].float(), sboxes[:1], self.size)
+        src0 = SourceState(crop_images(full, sboxes[:1].to(full), self.size), full, sboxes[0],
+                           lm0.to(self.device), sfit.index(0))
+        job = Job(self, [src0], frames, track, boxes, dfit,
+                  timings={k: timings[k] + stimes[k] for k in timings})
+        return VideoSourceJob(job, sframes, strack, sboxes, sfit)
 
 @dataclass
 class Job:
@@ -505,9 +624,10 @@ class Job:
 
     def _conditioning(self, x: torch.Tensor | None, idx: torch.Tensor, mode: str,
                       source: Conditioning, ref: Conditioning | None,
-                      offsets: torch.Tensor | None) -> Conditioning:
+                      offsets: torch.Tensor | None, driving_fit=None) -> Conditioning:
         from facegeo.landmarks.crops import points_to_crop
 
+        dfit = self.driving_fit if driving_fit is None else driving_fit
         p = self.pipeline
         req = p.reenactor.requires
         dev = p.device
@@ -517,8 +637,8 @@ class Job:
         if "landmarks68" in req:
             c.landmarks68 = points_to_crop(self.track.landmarks[idx].float(), self.boxes[idx],
                                            p.size).to(dev)
-        if self.driving_fit is not None:
-            c.morphable_fit = self.driving_fit.index(idx.to(self.driving_fit.rotation.device))
+        if dfit is not None:
+            c.morphable_fit = dfit.index(idx.to(dfit.rotation.device))
         if "disentangled_landmarks" in req:
             cond = p.conditioner
             rfit = ref.morphable_fit if ref is not None else None
@@ -529,10 +649,67 @@ class Job:
             c.keypoint_offset = offsets[idx].to(dev)
         return c
 
+    # -- controls (facegeo.controls) ----------------------------------------------------
+    def _fits_for_controls(self, what: str):
+        """(source fit, driving fit), fitting on demand for a reenactor that needs none."""
+        p = self.pipeline
+        if self.driving_fit is None:
+            self.driving_fit = p.conditioner.fit_driving(self.track, self.boxes)
+        src = self.sources[0]
+        if src.fit is None:
+            if not torch.isfinite(src.landmarks).all():
+                raise ValueError(f"{what} needs the source's landmarks (crop=True)")
+            src.fit = p.conditioner.fit_landmarks(src.landmarks)
+        return src.fit, self.driving_fit
+
+    def reference_index(self, reference: int | str | None = None) -> int:
+        """The driving frame relative motion is measured from.
+
+        Args:
+            reference: None / ``"first"``: the first good frame; ``"best"``: the good frame
+                closest to the source's expression and head rotation
+                (:func:`facegeo.controls.best_reference_frame`, FOMM's ``--find_best_frame``);
+                an int: that frame (it must have a face).
+        """
+        good = self.track.good
+        if reference is None or reference == "first":
+            return int(good.nonzero()[0, 0])
+        if reference == "best":
+            from facegeo.controls import best_reference_frame
+
+            sfit, dfit = self._fits_for_controls("the best reference frame")
+            return best_reference_frame(sfit, dfit, good)
+        if isinstance(reference, bool) or not isinstance(reference, int):
+            raise ValueError(f"reference must be None, 'first', 'best' or a frame index, got "
+                             f"{reference!r}")
+        if not 0 <= reference < self.n_frames:
+            raise ValueError(f"reference frame {reference} is outside the clip "
+                             f"(0..{self.n_frames - 1})")
+        if not bool(good[reference]):
+            raise ValueError(f"reference frame {reference} has no face")
+        return reference
+
+    def controlled_fit(self, controls, mode: str, reference_index: int, source_fit=None):
+        """The T-row driving fit with :class:`facegeo.controls.Controls` applied (what the
+        reenactor then receives); the plain driving fit without controls."""
+        if controls is None or controls.is_default:
+            return self.driving_fit
+        r = self.pipeline.reenactor
+        if not (self.pipeline.needs_fit or self.driving_fit is not None):
+            raise ValueError(f"{r.name} uses no 3DMM fits, so region control and the "
+                             "expression/motion multipliers cannot reach it")
+        sfit, dfit = self._fits_for_controls("controls")
+        sfit = sfit if source_fit is None else source_fit
+        ref = dfit.index(reference_index)
+        return controls.driving_fits(sfit, dfit, ref, mode, self.pipeline.conditioner.model,
+                                     relative_expression=bool(getattr(
+                                         r, "relative_expression", False)))
+
     def frames(self, *, mode: str | None = None, paste: bool = False,
                perturb_keypoints: Callable | None = None,
                progress: Callable[[int], None] | None = None,
-               keep_frames: bool = False) -> Iterator[torch.Tensor]:
+               keep_frames: bool = False, controls=None,
+               reference: int | str | None = None) -> Iterator[torch.Tensor]:
         """Pass 2: yield the T result frames one by one, (3, S, S) crops, or (3, H, W)
         pasted back into the first source image with ``paste``.
 
@@ -545,6 +722,10 @@ class Job:
             progress: called with the number of frames finished.
             keep_frames: the caller keeps every frame (e.g. stacks them): the memory guard
                 counts them too.
+            controls: optional :class:`facegeo.controls.Controls` (region control,
+                expression and motion multipliers) for reenactors that use 3DMM fits.
+            reference: the relative-mode reference frame (:meth:`reference_index`:
+                None = the first good frame, ``"best"``, or an index).
 
         Raises (at the call, before any work):
             UnsupportedModeError, InsufficientMemoryError (:meth:`memory_estimate` above
@@ -560,15 +741,19 @@ class Job:
             if not r.num_keypoints:
                 raise ValueError(f"{r.name} has no learned keypoints to perturb")
             offsets = 2.0 * perturb_keypoints(torch.zeros(self.n_frames, r.num_keypoints, 2))
-        return self._stream(mode, paste, offsets, progress)
+        first = self.reference_index(reference)
+        dfit = self.controlled_fit(controls, mode, first)
+        return self._stream(mode, paste, offsets, progress, first, dfit)
 
-    def _stream(self, mode, paste, offsets, progress) -> Iterator[torch.Tensor]:
+    def _stream(self, mode, paste, offsets, progress, first=None,
+                dfit=None) -> Iterator[torch.Tensor]:
         p = self.pipeline
         r = p.reenactor
         source = p.source_conditioning(self.sources)
         state = r.encode_source(source)
-        # the reference: the first good driving frame (frames before it hold it)
-        first = int(self.track.good.nonzero()[0, 0])
+        # the reference: the first good driving frame unless chosen (frames before it hold it)
+        if first is None:
+            first = int(self.track.good.nonzero()[0, 0])
         ref_idx = torch.tensor([first])
         needs_image = "image" in r.requires
         ref_img = None
@@ -577,7 +762,7 @@ class Job:
                 if t == first:
                     ref_img = _batch([f])
                     break
-        ref = self._conditioning(ref_img, ref_idx, mode, source, None, offsets)
+        ref = self._conditioning(ref_img, ref_idx, mode, source, None, offsets, dfit)
         main = self.sources[0]
         n = self.n_frames
         t_render = 0.0
@@ -587,7 +772,7 @@ class Job:
             idx = torch.arange(lo, lo + len(items))
             x = _batch(items) if needs_image else None
             t0 = time.perf_counter()
-            out = r.reenact(state, self._conditioning(x, idx, mode, source, ref, offsets),
+            out = r.reenact(state, self._conditioning(x, idx, mode, source, ref, offsets, dfit),
                             mode=mode)
             bad = ~torch.isfinite(out.flatten(1)).all(1)
             if bad.any():
@@ -618,3 +803,172 @@ class Job:
             if progress is not None:
                 progress(out.shape[0])
         self.timings["render"] = self.timings.get("render", 0.0) + t_render
+
+
+def _checked(out: torch.Tensor, name: str, idx: torch.Tensor) -> torch.Tensor:
+    """``out`` clamped to [0, 1]; NonFiniteOutputError naming the frames when not finite."""
+    bad = ~torch.isfinite(out.flatten(1)).all(1)
+    if bad.any():
+        frames = idx[bad.cpu()].tolist()
+        raise NonFiniteOutputError(
+            f"{name} produced NaN/inf pixels for driving frame(s) {frames[:10]}"
+            f"{' ...' if len(frames) > 10 else ''} (broken weights or inputs); nothing was "
+            "written")
+    return out.clamp(0, 1)
+
+
+@dataclass
+class FacesJob:
+    """Several faces of one source image, each with its driver
+    (:meth:`ReenactmentPipeline.prepare_faces`).
+
+    Attributes:
+        jobs: one :class:`Job` per face (jobs of one driver share its track and fits).
+        image: (1, 3, H, W) the source image.
+        faces: the detected-face index of each job (0 = the largest face).
+    """
+
+    jobs: list
+    image: torch.Tensor
+    faces: list
+
+    @property
+    def n_frames(self) -> int:
+        """The longest driver's length (faces whose driver ended hold its last frame)."""
+        return max(j.n_frames for j in self.jobs)
+
+    @property
+    def n_missing(self) -> int:
+        return sum(j.n_missing for j in {id(j.track): j for j in self.jobs}.values())
+
+    @property
+    def fps(self) -> float:
+        return self.jobs[0].fps
+
+    @property
+    def audio(self):
+        return self.jobs[0].audio
+
+    def frames(self, *, mode: str | None = None, controls=None,
+               reference: int | str | None = None,
+               progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
+        """Yield (3, H, W) source-image frames with every selected face animated (each
+        face's crop pasted back, feathered, in the order of :attr:`faces`).
+
+        ``mode``, ``controls``, ``reference``: as :meth:`Job.frames`, for every face.
+        """
+        from facegeo.landmarks.crops import paste_back
+
+        streams = [j.frames(mode=mode, controls=controls, reference=reference)
+                   for j in self.jobs]
+        boxes = [j.sources[0].box[None].to(self.image) for j in self.jobs]
+        last: list = [None] * len(streams)
+        for _ in range(self.n_frames):
+            frame = self.image
+            for k, it in enumerate(streams):
+                crop = next(it, None)
+                if crop is None:
+                    crop = last[k]
+                last[k] = crop
+                frame = paste_back(frame, crop[None].to(frame), boxes[k], feather=0.1)
+            yield frame[0]
+            if progress is not None:
+                progress(1)
+
+
+@dataclass
+class VideoSourceJob:
+    """A source video re-rendered with a driver's expression
+    (:meth:`ReenactmentPipeline.prepare_video_source`).
+
+    Attributes:
+        job: the driving :class:`Job` (its ``sources`` hold the first source frame).
+        source: :class:`FrameSource` of the source video (decoded again by :meth:`frames`).
+        source_track: :class:`facegeo.reenact.DrivingTrack` of the source video.
+        source_boxes: (T_s, 3) crop boxes in source-frame pixels (one box for the clip).
+        source_fit: T_s-row fits of the source video (crop pixels).
+    """
+
+    job: Job
+    source: FrameSource
+    source_track: Any
+    source_boxes: torch.Tensor
+    source_fit: Any
+
+    @property
+    def n_frames(self) -> int:
+        return min(len(self.source_track), self.job.n_frames)
+
+    @property
+    def fps(self) -> float:
+        return self.job.fps
+
+    @property
+    def audio(self):
+        return self.job.audio
+
+    def frames(self, *, mode: str | None = None, controls=None,
+               reference: int | str | None = None,
+               progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
+        """Yield ``n_frames`` (3, H_s, W_s) source frames with the face re-rendered.
+
+        Args:
+            mode: motion mode (None: the reenactor's default).
+            controls: :class:`facegeo.controls.Controls`; default ``only="expression"``:
+                the driver's expression, the source video's own head motion. Add ``pose``
+                to put the driver's head motion on top (relative mode).
+            reference: the driving reference frame (:meth:`Job.reference_index`).
+            progress: called with 1 per frame.
+        """
+        from facegeo.controls import Controls
+        from facegeo.landmarks.crops import crop_images, paste_back, points_to_crop
+
+        job, p = self.job, self.job.pipeline
+        r = p.reenactor
+        mode = r.check_mode(mode)
+        controls = Controls(only="expression") if controls is None else controls
+        n = self.n_frames
+        first = job.reference_index(reference)
+        rows = torch.arange(n)
+        sfit = self.source_fit.index(rows.to(self.source_fit.rotation.device))
+        dall = job.driving_fit
+        dcut = dall.index(rows.to(dall.rotation.device))
+        # the controls act row by row: source frame t (its own pose and expression) with
+        # driving frame t, measured from the driving reference frame
+        ctrl = controls.driving_fits(sfit, dcut, dall.index(first), mode, p.conditioner.model,
+                                     relative_expression=bool(getattr(
+                                         r, "relative_expression", False)))
+        needs_image = "image" in r.requires
+        src0 = p.source_conditioning([job.sources[0]])
+        ref_img = None
+        if needs_image:
+            for t, f in enumerate(job.driving):
+                if t == first:
+                    ref_img = _batch([f])
+                    break
+        # the reference is the driver's own frame (controls leave its pose unchanged)
+        ref = job._conditioning(ref_img, torch.tensor([first]), mode, src0, None, None, dall)
+        slm = self.source_track.landmarks
+        drv_iter = iter(job.driving) if needs_image else None
+        for t, sframe in enumerate(self.source):
+            if t >= n:
+                break
+            full = _batch([sframe]).to(p.device)
+            box = self.source_boxes[t:t + 1]
+            crop = crop_images(full, box.to(full), p.size)
+            lm = points_to_crop(slm[t:t + 1].float(), box, p.size).to(p.device)
+            scond = Conditioning(image=crop, landmarks68=lm,
+                                 morphable_fit=self.source_fit.index(t).to(p.device),
+                                 frame_index=torch.tensor([t]),
+                                 good=self.source_track.good[t:t + 1])
+            state = r.encode_source(scond)
+            x = _batch([next(drv_iter)]) if needs_image else None
+            idx = torch.tensor([t])
+            c = job._conditioning(x, idx, mode, scond, ref, None, ctrl)
+            out = _checked(r.reenact(state, c, mode=mode), r.name, idx)
+            if self.source_track.good[t]:
+                full = paste_back(full, out.to(full), box.to(full), feather=0.1)
+            yield full[0]
+            if progress is not None:
+                progress(1)
+
