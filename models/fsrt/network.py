@@ -450,7 +450,7 @@ class FSRT(ReenactmentModel):
         """Decode (B, L, D) latents with driving (B, K, 2) keypoints and (B, E) expressions:
         the full (B, 3, S, S) image, or (B, 3, P) at the flat ``pixel_index`` (B, P)."""
         b, s = latent.shape[0], self.image_size
-        grid = coordinate_grid(s, s, device=latent.device, dtype=latent.dtype).reshape(-1, 2)
+        grid = coordinate_grid(s, s, device=latent.device).reshape(-1, 2)   # fp32 encodings
         if pixel_index is None:
             coords = grid.expand(b, -1, -1)
         else:
