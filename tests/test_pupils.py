@@ -187,7 +187,7 @@ def test_landmarks74_mirror_equivariant_on_real_faces(media_faces):
     # the pupils lie inside the eye openings
     for e, ring in enumerate((range(36, 42), range(42, 48))):
         poly = lm[:, list(ring)]
-        assert bool(pp._inside(a[:, 68 + 3 * e][:, None], poly).all())
+        assert bool(pp.points_in_polygon(a[:, 68 + 3 * e][:, None], poly).all())
 
 
 def test_real_eyes_follow_a_known_iris_shift(media_faces):

@@ -49,6 +49,7 @@ __all__ = [
     "eye_axes",
     "eye_patch_matrices",
     "eye_centre_objective",
+    "points_in_polygon",
     "locate_pupils",
     "iris_points",
     "landmarks74",
@@ -167,8 +168,16 @@ def _invert(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([a, -(a @ m[..., 2:])], -1)
 
 
-def _inside(points: torch.Tensor, poly: torch.Tensor) -> torch.Tensor:
-    """Even-odd point-in-polygon test. points (N, P, 2), poly (N, K, 2) -> (N, P) bool."""
+def points_in_polygon(points: torch.Tensor, poly: torch.Tensor) -> torch.Tensor:
+    """Even-odd point-in-polygon test, batched.
+
+    Args:
+        points: (N, P, 2) query points.
+        poly: (N, K, 2) polygon vertices in order (closed implicitly).
+
+    Returns:
+        (N, P) bool, True inside.
+    """
     x, y = points[..., 0:1], points[..., 1:2]                          # (N, P, 1)
     a, b = poly[:, None], poly.roll(-1, dims=1)[:, None]               # (N, 1, K, 2)
     ya, yb = a[..., 1], b[..., 1]
@@ -316,8 +325,8 @@ def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float =
     poly = _apply(m, rings)                                            # (2B, 6, 2)
     cen = poly.mean(1, keepdim=True)
     grid = pixel_grid(ph, pw, device=gray.device).reshape(1, -1, 2).expand(2 * b, -1, -1)
-    inside = _inside(grid, poly)                                       # (2B, P)
-    grown = _inside(grid, cen + (1 + grow) * (poly - cen))
+    inside = points_in_polygon(grid, poly)                                       # (2B, P)
+    grown = points_in_polygon(grid, cen + (1 + grow) * (poly - cen))
     # normalise the gray levels inside the grown contour (robust to exposure)
     flat = patches.flatten(1)
     big = float(torch.finfo(flat.dtype).max)
@@ -561,7 +570,7 @@ def shift_iris(images: torch.Tensor, landmarks68: torch.Tensor, pupils: torch.Te
     for e, (_, _, ring) in enumerate(_EYES):
         poly = lm[:, list(ring)]
         cen = poly.mean(1, keepdim=True)
-        inside = _inside(xy.expand(b, -1, -1), cen + 1.1 * (poly - cen))
+        inside = points_in_polygon(xy.expand(b, -1, -1), cen + 1.1 * (poly - cen))
         mid = pupils[:, e] + shift[:, e] / 2
         r1 = iris_ratio * width[:, e] + torch.linalg.vector_norm(shift[:, e], dim=-1) / 2
         r2 = r1 + taper * width[:, e]

@@ -35,7 +35,7 @@ from .discriminator import (
 from .registry import register_model
 from .task import Critic, TrainingTask, first_source
 
-__all__ = ["TinyWarpModel", "TwoCriticWarpModel", "TwoCriticTask"]
+__all__ = ["TinyWarpModel", "TwoCriticWarpModel", "TwoCriticTask", "tracked_face_clip"]
 
 
 class TinyWarpModel(nn.Module):
@@ -125,3 +125,26 @@ class TwoCriticWarpModel(TinyWarpModel):
 @register_model("_test_two_critics", overwrite=True)
 def build_two_critics(config: dict) -> nn.Module:
     return TwoCriticWarpModel(**config)
+
+
+def tracked_face_clip(path, size: int, *, frames: int = 12, detector: str = "dlib_hog"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``frames`` frames of a real video as face crops with tracked landmarks,
+    for tests of landmark-driven models.
+
+    The face is detected once and tracked (:class:`facegeo.landmarks.LandmarkTracker`,
+    One-Euro smoothed); one crop box for the clip (:func:`facegeo.landmarks.crops.face_boxes`
+    of the mean landmarks), so the head moves inside the crops as in the video.
+
+    Returns:
+        crops (T, 3, size, size) in [0, 1], landmarks (T, 68, 2) in crop pixels.
+    """
+    from facegeo.landmarks import LandmarkTracker
+    from facegeo.landmarks.crops import crop_images, face_boxes, points_to_crop
+    from facegeo.video import frames_to_tensor, read_video
+
+    arr, fps = read_video(path, max_frames=frames)
+    lm = LandmarkTracker(detector, fps=fps).track(arr).smoothed.float()
+    box = face_boxes(lm.mean(0, keepdim=True)).expand(len(lm), -1)
+    x = frames_to_tensor(arr)
+    return crop_images(x, box, size), points_to_crop(lm, box, size)
