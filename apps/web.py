@@ -118,9 +118,14 @@ POSE = (("yaw", "yaw (+ nose to image right)", 90.0), ("pitch", "pitch (+ head d
         ("roll", "roll (+ counter-clockwise)", 90.0))
 #: expression scale range (multiplies every blendshape weight, clamped to [0, 1])
 SCALE_RANGE = (0.0, 2.0)
-#: a slider counts as moved when it is this far from its starting value (half the UI
-#: step: Gradio may round a programmatic value to the step)
-_MOVED = {"pose": 0.25, "exp": 0.005}
+#: the preview's encoding: JPEG, 4 ms for 256 x 256 against 60-80 ms for PNG or WebP
+#: (Gradio's encoders, measured); the exports are lossless PNG and H.264 at crf 18
+PREVIEW_FORMAT = "jpeg"
+#: slider steps: head angles (degrees) and blendshape weights; the starting values are the
+#: fitted ones rounded to these steps, and a slider left at its start keeps the exact fit
+POSE_STEP, EXP_STEP = 1.0, 0.01
+#: a slider counts as moved when it differs from its (rounded) start by more than this
+_MOVED = 1e-4
 
 
 class UserError(ValueError):
@@ -134,7 +139,8 @@ class EditState:
 
     Attributes:
         source: :class:`facegeo.reenact.SourceState` (crop (1, 3, S, S), fit, box...).
-        start: starting slider values (key -> value): the fitted angles and weights.
+        start: starting slider values (key -> value): the fitted angles and weights,
+            rounded to the slider steps (a slider at its start keeps the exact fit).
         name: the uploaded file's name.
         fit_seconds: time of detection + fit.
         notes: notices of the fit (several faces, alpha channel), for the page.
@@ -145,6 +151,11 @@ class EditState:
     name: str = ""
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+
+def _snap(x: float, step: float) -> float:
+    """``x`` rounded to a multiple of ``step`` (as the page's slider shows it)."""
+    return round(round(float(x) / step) * step, 6)
 
 
 def _clean(msg: str, paths=()) -> str:
@@ -267,11 +278,12 @@ class WebApp:
         model = load_model()
         names = list(model.exp_names or [])
         w = src.fit.exp_coeffs[0].cpu()
-        start = {k: float(a) for (k, _, _), a in zip(POSE, src.fit.angles[0].tolist())}
+        start = {k: _snap(a, POSE_STEP) for (k, _, _), a in zip(POSE,
+                                                                  src.fit.angles[0].tolist())}
         for s in self.sliders:
             vals = [sign * float(w[names.index(n)]) for n, sign in s.names.items()]
-            start[s.key] = float(np.clip(np.mean(vals) * (2 if s.low < 0 else 1), s.low,
-                                         s.high))
+            start[s.key] = _snap(np.clip(np.mean(vals) * (2 if s.low < 0 else 1), s.low,
+                                         s.high), EXP_STEP)
         start["scale"] = 1.0
         lines = [ln.strip().removeprefix("note: ") for ln in notes.getvalue().splitlines()
                  if ln.strip()]
@@ -292,11 +304,11 @@ class WebApp:
         sf = state.source.fit
         ang = sf.angles.clone()
         for k, (key, _, limit) in enumerate(POSE):
-            if abs(v[key] - state.start[key]) > _MOVED["pose"]:
+            if abs(v[key] - state.start[key]) > _MOVED:
                 ang[:, k] = float(np.clip(v[key], -limit, limit))
         weights: dict[str, float] = {}
         for s in self.sliders:
-            if abs(v[s.key] - state.start[s.key]) > _MOVED["exp"]:
+            if abs(v[s.key] - state.start[s.key]) > _MOVED:
                 x = float(np.clip(v[s.key], s.low, s.high))
                 weights.update({n: max(0.0, sign * x) for n, sign in s.names.items()})
         exp = expression_from_names(load_model(), weights, sf.exp_coeffs.cpu())
@@ -502,15 +514,15 @@ def build_app(app: WebApp):
                                          "slider move re-renders from that fit.",
                                          elem_id="edit-status")
                 with gr.Column(scale=1):
-                    preview = gr.Image(type="numpy", format="png", label="preview",
+                    preview = gr.Image(type="numpy", format=PREVIEW_FORMAT, label="preview",
                                        elem_id="edit-preview", interactive=False, height=300)
                     timing = gr.Markdown("", elem_id="edit-timing")
             with gr.Row():
                 with gr.Column():
-                    pose = [gr.Slider(-limit, limit, 0.0, step=0.5, label=label,
+                    pose = [gr.Slider(-limit, limit, 0.0, step=POSE_STEP, label=label,
                                       elem_id=f"edit-{key}") for key, label, limit in POSE]
                 with gr.Column():
-                    exps = [gr.Slider(s.low, s.high, 0.0, step=0.01, label=s.label,
+                    exps = [gr.Slider(s.low, s.high, 0.0, step=EXP_STEP, label=s.label,
                                       elem_id=f"edit-{s.key}") for s in app.sliders]
             with gr.Row():
                 scale = gr.Slider(*SCALE_RANGE, 1.0, step=0.05, label="expression scale",
