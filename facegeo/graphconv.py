@@ -70,6 +70,17 @@ def _clenshaw(L: torch.Tensor, cs: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def _sparse_dtype(x: torch.Tensor) -> tuple[torch.dtype, torch.Tensor]:
+    """(dtype to return, x to compute with): sparse products run in float32 at least.
+
+    Half/bfloat16 sparse matrix products are missing on the CPU (MKL) and lose accuracy in
+    the Chebyshev recursion; under ``torch.autocast`` the layer therefore computes in
+    float32 (autocast disabled inside) and returns the input's dtype."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.dtype, x.float()
+    return x.dtype, x
+
+
 class _ChebFn(torch.autograd.Function):
     """Fused Chebyshev convolution y = sum_k T_k(L) x W_k + b for a constant symmetric L.
 
@@ -201,11 +212,13 @@ class ChebConv(nn.Module):
         unbatched = x.ndim == 2
         if unbatched:
             x = x[None]
+        dtype, x = _sparse_dtype(x)
         L = self.laplacian
         if L.dtype != x.dtype or L.device != x.device:
             L = L.to(device=x.device, dtype=x.dtype)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        out = _ChebFn.apply(x, self.weight.to(x.dtype), bias, L)
+        with torch.autocast(x.device.type, enabled=False):
+            out = _ChebFn.apply(x, self.weight.to(x.dtype), bias, L).to(dtype)
         return out[0] if unbatched else out
 
 
@@ -297,7 +310,9 @@ class SparsePool(nn.Module):
         unbatched = x.ndim == 2
         if unbatched:
             x = x[None]
+        dtype, x = _sparse_dtype(x)
         B, V, C = x.shape
-        y = _apply(self.matrix, self.matrix_t, x.transpose(0, 1).reshape(V, B * C))
-        y = y.view(self.out_vertices, B, C).transpose(0, 1)
+        with torch.autocast(x.device.type, enabled=False):
+            y = _apply(self.matrix, self.matrix_t, x.transpose(0, 1).reshape(V, B * C))
+        y = y.view(self.out_vertices, B, C).transpose(0, 1).to(dtype)
         return y[0] if unbatched else y

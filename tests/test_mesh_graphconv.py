@@ -161,3 +161,29 @@ def test_chebconv_rejects_asymmetric_operator():
     A = torch.tensor([[0.0, 1.0], [0.0, 0.0]]).to_sparse()
     with pytest.raises(ValueError, match="symmetric"):
         ChebConv(1, 1, 2, A)
+
+
+@pytest.mark.parametrize("cin,cout", [(4, 6), (6, 3)])
+def test_graph_layers_under_bf16_autocast(sphere_graph, cin, cout):
+    """Under torch.autocast(bfloat16) (the trainer's AMP) the sparse products run in float32
+    (bf16 sparse matmul has no CPU kernel) and the layers return the input's dtype; the
+    result equals the float32 layer on the same bf16-representable input."""
+    faces, Ls, lam = sphere_graph
+    V = Ls.shape[0]
+    torch.manual_seed(0)
+    conv = GraphResBlock(cin, cout, Ls, K=3)
+    pool = SparsePool((torch.rand(10, V) * (torch.rand(10, V) > 0.9)).to_sparse())
+    x = torch.randn(2, V, cin).bfloat16().float().requires_grad_(True)
+    ref = pool(conv(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = pool(conv.conv(x.bfloat16()))  # a bf16 input as autocast hands it on
+        z = pool(conv(x))
+    assert y.dtype == torch.bfloat16 and z.shape == ref.shape
+    assert torch.isfinite(z.float()).all()
+    ref_conv = pool(conv.conv(x))
+    torch.testing.assert_close(y.float(), ref_conv, atol=0.02 * ref_conv.abs().max().item(),
+                               rtol=0.02)
+    (gx,) = torch.autograd.grad(z.float().sum(), x)
+    (gref,) = torch.autograd.grad(ref.sum(), x)
+    assert torch.isfinite(gx).all()
+    assert torch.nn.functional.cosine_similarity(gx.flatten(), gref.flatten(), 0) > 0.99

@@ -360,3 +360,16 @@ def test_smoothing_flat_mesh_and_fixed_vertices():
     assert (su - v).abs().max() > 1e-3
     free = M.laplacian_smooth(v, f, iterations=3, method="uniform", fix_boundary=False)
     assert (free[b] - v[b]).abs().max() > 1e-3
+
+
+def test_spmm_half_inputs_multiply_in_float32():
+    """bf16/fp16 features (autocast) -> float32 sparse product, result in the input dtype."""
+    g = torch.Generator().manual_seed(0)
+    D = torch.rand(6, 9, generator=g) * (torch.rand(6, 9, generator=g) > 0.5)
+    x = torch.randn(2, 9, 3, generator=g).bfloat16()
+    for S in (D.to_sparse(), D.to_sparse_csr()):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = M.spmm(S, x)
+        assert y.dtype == torch.bfloat16
+        ref = torch.einsum("wv,bvc->bwc", D, x.float())
+        torch.testing.assert_close(y.float(), ref, atol=0.02, rtol=0.01)

@@ -561,7 +561,8 @@ def spmm(M: torch.Tensor, x: torch.Tensor, Mt: torch.Tensor | None = None) -> to
         Mt: optional precomputed transpose of ``M`` (sparse, (V, W)), used for the gradient
             w.r.t. ``x`` (pass ``M`` itself for a symmetric matrix).
     Returns:
-        (W, C) or (B, W, C).
+        (W, C) or (B, W, C), in ``x``'s dtype (half/bfloat16 inputs are multiplied in
+        float32: there are no half sparse kernels on the CPU).
     """
     if isinstance(M, torch.Tensor) and M.ndim == 3:
         if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[0] != M.shape[0] \
@@ -576,6 +577,9 @@ def spmm(M: torch.Tensor, x: torch.Tensor, Mt: torch.Tensor | None = None) -> to
     if M.ndim != 2 or M.shape[1] != x.shape[-2]:
         raise ValueError(f"matrix of shape {tuple(M.shape)} cannot be applied to features "
                          f"with {x.shape[-2]} vertices")
+    out_dtype = x.dtype
+    if x.dtype in (torch.float16, torch.bfloat16):  # no half sparse kernels on the CPU
+        x = x.float()
     if M.dtype != x.dtype:
         M = M.to(x.dtype)
         Mt = Mt.to(x.dtype) if Mt is not None else None
@@ -584,13 +588,14 @@ def spmm(M: torch.Tensor, x: torch.Tensor, Mt: torch.Tensor | None = None) -> to
         x2 = x.permute(1, 0, 2).reshape(V, B * C)
     else:
         x2 = x
-    if Mt is not None and not M.requires_grad:
-        y = _SpMM.apply(x2, M, Mt)
-    else:
-        y = torch.sparse.mm(M, x2)
+    with torch.autocast(x.device.type, enabled=False):
+        if Mt is not None and not M.requires_grad:
+            y = _SpMM.apply(x2, M, Mt)
+        else:
+            y = torch.sparse.mm(M, x2)
     if x.ndim == 3:
         y = y.reshape(M.shape[0], B, C).permute(1, 0, 2)
-    return y
+    return y.to(out_dtype)
 
 
 # ----------------------------------------------------------------------------- blending

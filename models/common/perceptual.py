@@ -122,7 +122,10 @@ class VGGPerceptualLoss(_Frozen):
 
     Args:
         weights: path of a torchvision state dict, or None to resolve asset ``"vgg19"``
-            (raises AssetNotFoundError if absent: there is no silent fallback).
+            (raises AssetNotFoundError if absent: there is no silent fallback), or
+            ``"random"``: the same network with its random initialisation, for speed and
+            memory measurements only (``benchmarks/gpu_check.py`` uses it where the VGG-19
+            weights are absent; its loss values mean nothing).
         scales: pyramid scales (FOMM: 1, 0.5, 0.25, 0.125).
         layer_weights: 5 weights for relu1_1 ... relu5_1 (FOMM: 10 each).
         download: allow downloading the weights into the cache.
@@ -134,7 +137,9 @@ class VGGPerceptualLoss(_Frozen):
         if len(layer_weights) != 5:
             raise ValueError(f"layer_weights needs 5 entries, got {len(layer_weights)}")
         self.vgg = VGG19Features()
-        self.vgg.load_state_dict(load_vgg19_state_dict(weights, download=download), strict=True)
+        if weights != "random":
+            self.vgg.load_state_dict(load_vgg19_state_dict(weights, download=download),
+                                     strict=True)
         self.pyramid = ImagePyramid(list(scales), 3)
         self.layer_weights = [float(w) for w in layer_weights]
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
