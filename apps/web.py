@@ -485,8 +485,14 @@ def _video_suffixes() -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- the page
 def build_app(app: WebApp):
-    """The Gradio Blocks of ``app`` (element ids ``edit-*`` / ``reenact-*`` for tests)."""
-    import gradio as gr
+    """The Gradio Blocks of ``app`` (element ids ``edit-*`` / ``reenact-*`` for tests).
+
+    Raises:
+        MissingExtraError: gradio is not installed (``pip install "facegeo[web]"``).
+    """
+    from facegeo._optional import require
+
+    gr = require("gradio", "the web app (apps/web.py)")
 
     def guard(fn):
         """Run a callback; :class:`UserError` -> ``gr.Error`` (shown in the page)."""

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("gradio", reason="the web app needs gradio: pip install -e '.[dev]'")
-
-import gradio as gr  # noqa: E402
+try:
+    import gradio as gr
+except ImportError as e:  # part of the dev extra: a failure, never a silent skip
+    pytest.fail(f"the web app needs gradio ({e}): pip install -e '.[dev]'", pytrace=False)
 
 from facegeo.landmarks import detect_face  # noqa: E402
 from facegeo.video import read_video, video_info  # noqa: E402
@@ -89,7 +90,7 @@ def test_fit_once_and_slider_updates_render_from_the_cache(app, page, media_dir,
     assert calls == {"fit": 1, "detect": 1}
     assert len(vals) == len(app.keys) and "fitted in" in out[-2]
     # the starting sliders are the fit: its angles, and the preview reproduces the crop
-    assert vals[:3] == pytest.approx(state.source.fit.angles[0].tolist())
+    assert vals[:3] == pytest.approx(state.source.fit.angles[0].tolist(), abs=0.5)
     crop = (state.source.image[0].permute(1, 2, 0) * 255).numpy()
     assert np.abs(preview.astype(float) - crop).mean() < 3.0
     previews = []
