@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _LAZY_SUBMODULES = (
     "coords", "morphable", "transforms", "fitting", "mesh", "mls", "raster", "landmarks",
     "disentangle", "video", "image_io", "facerec", "metrics", "evaluation", "reenact",
-    "pipeline", "graphconv", "controls",
+    "pipeline", "graphconv", "controls", "geometric", "headpose",
 )
 SUBMODULES = ("assets",) + _LAZY_SUBMODULES
 
@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the sub-modules as attributes
         evaluation,
         facerec,
         fitting,
+        geometric,
         graphconv,
+        headpose,
         image_io,
         landmarks,
         mesh,

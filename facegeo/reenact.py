@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from facegeo import transforms as T
-from facegeo.coords import pixel_grid, pixel_to_normalized
+from facegeo.geometric.facemesh import FaceMesh, posed_vertices
 from facegeo.landmarks.backends import NoFaceError, detect_face
 from facegeo.landmarks.crops import (
     clip_boxes,
@@ -225,26 +225,6 @@ class ReenactResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-def posed_vertices(verts: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
-                   translation: torch.Tensor) -> torch.Tensor:
-    """Model-frame vertices -> image-space vertices for :func:`facegeo.raster.rasterize`.
-
-    ``(u, v, z) = (s (RX)_x + t_u, -s (RX)_y + t_v, -s (RX)_z)`` (weak perspective, depth
-    grows away from the viewer).
-
-    Args:
-        verts: (B, V, 3); rotation (B, 3, 3); scale (B,); translation (B, 2).
-
-    Returns:
-        (B, V, 3).
-    """
-    rx = verts @ rotation.transpose(-1, -2)
-    s = scale[:, None]
-    return torch.stack([s * rx[..., 0] + translation[:, None, 0],
-                        -s * rx[..., 1] + translation[:, None, 1],
-                        -s * rx[..., 2]], -1)
-
-
 def _as_image(x, name: str) -> torch.Tensor:
     """(3, H, W) / (1, 3, H, W) float tensor or (H, W, 3|4) uint8 array -> (1, 3, H, W)."""
     import numpy as np
@@ -283,21 +263,6 @@ def _visible(pts: torch.Tensor, depth: torch.Tensor, covered: torch.Tensor,
     d = depth[b, iy, ix]
     c = covered[b, iy, ix]
     return ~c | (pts[..., 2] <= d + tol)
-
-
-def _polygon_mask(poly: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, N, 2) pixel polygons (star-shaped around their centroid) -> (B, S, S) float mask
-    (rasterized triangle fan, softened by a 3 x 3 box filter)."""
-    from facegeo.raster import rasterize
-
-    B, n = poly.shape[:2]
-    c = poly.mean(1, keepdim=True)
-    v = torch.cat([c, poly], 1)
-    v = torch.cat([v, torch.zeros_like(v[..., :1])], -1)
-    i = torch.arange(1, n + 1, device=poly.device)
-    faces = torch.stack([torch.zeros_like(i), i, i % n + 1], 1)
-    m = rasterize(v, faces, size, size).mask[:, None].to(poly.dtype)
-    return F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)[:, 0]
 
 
 def track_driving(frames: Iterable, fps: float = 30.0, *, detector="dlib",
@@ -597,17 +562,32 @@ class GeometricReenactor(FaceConditioner, Reenactor):
     (``requires = {"morphable_fit"}``, modes relative and absolute, one source), so the
     pipeline, the apps and the evaluator drive it like any neural model.
 
+    The renderer chains the stages of :mod:`facegeo.geometric` (docs/reenact.md):
+    the face mesh flow (:class:`facegeo.geometric.FaceMesh`, eye and mouth holes capped),
+    the head proxy flow outside it (:class:`facegeo.geometric.HeadEllipsoid`), the
+    silhouette blend, one ``grid_sample`` and the mouth cavity.
+
     Args:
         model, size, device, fit_iterations, smooth_pose, smooth_exp, identity_frames,
             fit_chunk, fit_overlap, detector: see :class:`FaceConditioner`.
         regions: model regions used as the "face" mesh (``vertex_region`` names); default the
             ICT front face (``face_narrow``: no ears, neck or back of the head, whose
             fitted position rarely matches the image).
-        n_boundary: number of face-boundary vertices used as MLS control points.
-        mls_kind: ``"rigid"``, ``"similarity"`` or ``"affine"``.
-        mls_step: the MLS field is evaluated every ``mls_step`` pixels and upsampled.
+        head_proxy: move everything outside the face mesh with the head ellipsoid
+            (default); ``False`` = the v1 renderer's MLS field (face-boundary and landmark
+            controls, border pinned), kept for comparison.
+        hole_fill: cap the mesh's eye and mouth holes, so eyelids and lips are carried by
+            the mesh flow (default); ``False`` = v1 (holes filled by the outer motion).
+        proxy_step: the head flow is evaluated every ``proxy_step`` pixels and upsampled.
+        head_fade: silhouette radius (1 = the ellipsoid's outline) at which the head motion
+            has faded to none.
+        head_inflate: ellipsoid radii over the fitted head's (room for the hair).
+        n_boundary: number of face-boundary vertices used as MLS control points (v1).
+        mls_kind: ``"rigid"``, ``"similarity"`` or ``"affine"`` (v1).
+        mls_step: the MLS field is evaluated every ``mls_step`` pixels and upsampled (v1).
         raster_scale: rasterize at ``S / raster_scale`` and upsample the flow (1 = exact).
-        blend_px: width (pixels at size S) of the ramp from MLS to mesh flow inside the face.
+        blend_px: width (pixels at size S) of the ramp from the outer motion to the mesh
+            flow inside the face silhouette.
         mouth_color: RGB painted into the target's mouth opening where the source's mouth is
             closed (a warp cannot invent teeth; ``None`` = off).
         relative_expression: see :meth:`target_fits` (used by :meth:`reenact`).
@@ -619,13 +599,19 @@ class GeometricReenactor(FaceConditioner, Reenactor):
 
     def __init__(self, model=None, *, size: int = 256, device=None,
                  regions: tuple[str, ...] | None = ("face_narrow",),
+                 head_proxy: bool = True, hole_fill: bool = True, proxy_step: int = 4,
+                 head_fade: float = 1.4, head_inflate: float = 1.08,
                  n_boundary: int = 48, mls_kind: str = "rigid", mls_step: int = 8,
                  raster_scale: int = 1, blend_px: float | None = None,
                  mouth_color: tuple[float, float, float] | None = (0.16, 0.06, 0.06),
                  relative_expression: bool = False, **fit_options):
         super().__init__(model, size=size, device=device, **fit_options)
-        if raster_scale < 1 or mls_step < 1:
-            raise ValueError("raster_scale and mls_step must be >= 1")
+        if raster_scale < 1 or mls_step < 1 or proxy_step < 1:
+            raise ValueError("raster_scale, mls_step and proxy_step must be >= 1")
+        if not head_fade > 1:
+            raise ValueError(f"head_fade must be > 1, got {head_fade}")
+        self.head_proxy, self.hole_fill = bool(head_proxy), bool(hole_fill)
+        self.proxy_step, self.head_fade, self.head_inflate = proxy_step, head_fade, head_inflate
         self.mls_kind = mls_kind
         self.mls_step = mls_step
         self.raster_scale = raster_scale
@@ -634,6 +620,7 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         self.relative_expression = relative_expression
         self.timings: dict | None = None  # when a dict, render() adds raster/warp seconds
         self._setup_mesh(regions, n_boundary)
+        self._head_cache: tuple | None = None
 
     @property
     def image_size(self) -> int:
@@ -658,81 +645,21 @@ class GeometricReenactor(FaceConditioner, Reenactor):
 
     # -- mesh ---------------------------------------------------------------------------
     def _setup_mesh(self, regions, n_boundary):
-        m = self.model
-        V = m.n_vertices
-        if regions and getattr(m, "vertex_region", None) is not None:
-            names = list(m.region_names)
-            missing = [r for r in regions if r not in names]
-            if missing:
-                raise ValueError(f"unknown regions {missing}; the model has {names}")
-            ids = torch.tensor([names.index(r) for r in regions])
-            keep = torch.isin(m.vertex_region.cpu(), ids)
-        else:
-            keep = torch.ones(V, dtype=torch.bool)
-        tri = m.triangles.cpu()
-        tri = tri[keep[tri].all(1)]
-        used = torch.zeros(V, dtype=torch.bool)
-        used[tri.reshape(-1)] = True
-        lm = m.landmarks68.cpu().long()
-        used[lm] = True  # landmark rows are always evaluated (MLS controls)
-        vids = used.nonzero().squeeze(1)
-        remap = torch.full((V,), -1, dtype=torch.long)
-        remap[vids] = torch.arange(vids.numel())
-        self.vertex_ids = vids
-        self.faces = remap[tri].contiguous()
-        self.lm_rows = remap[lm]
-        # outer boundary loop of the face mesh: edges used by exactly one triangle, largest
-        # connected component of those edges
-        e = torch.cat([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
-        e = torch.sort(e, 1).values
-        uniq, cnt = torch.unique(e, dim=0, return_counts=True)
-        bnd = uniq[cnt == 1]
-        comp = self._largest_component(bnd)
-        self.boundary_all = comp
-        pos = m.mean[vids[comp]].cpu()
-        # order by angle around the face centre in the frontal (x, y) plane, subsample evenly
-        c = m.mean[vids].cpu().mean(0)
-        ang = torch.atan2(pos[:, 1] - c[1], pos[:, 0] - c[0])
-        order = comp[torch.argsort(ang)]
-        k = min(n_boundary, order.numel())
-        sel = torch.linspace(0, order.numel() - 1, k + 1)[:-1].round().long()
-        self.boundary_rows = order[sel]
+        fm = FaceMesh.from_model(self.model, regions, caps=self.hole_fill, device=self.device)
+        self.mesh = fm
+        self.vertex_ids = fm.vertex_ids
+        self.faces = fm.faces
+        self.lm_rows = fm.landmark_rows
+        self.boundary_all = fm.outline.to(self.device)
+        k = min(n_boundary, fm.outline.numel())
+        sel = torch.linspace(0, fm.outline.numel() - 1, k + 1)[:-1].round().long()
+        self.boundary_rows = fm.outline[sel].to(self.device)
         self.control_rows = torch.cat([self.boundary_rows, self.lm_rows])
-        dev = self.device
-        self._mean = m.mean[vids].to(dev, torch.float32)
-        self._id_basis = m.id_basis[:, vids].to(dev, torch.float32)
-        self._exp_basis = m.exp_basis[:, vids].to(dev, torch.float32)
-        self.faces = self.faces.to(dev)
-
-    @staticmethod
-    def _largest_component(edges: torch.Tensor) -> torch.Tensor:
-        if edges.numel() == 0:
-            raise ValueError("the face mesh has no boundary")
-        parent: dict[int, int] = {}
-
-        def find(a):
-            while parent.setdefault(a, a) != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        for a, b in edges.tolist():
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[ra] = rb
-        groups: dict[int, list[int]] = {}
-        for v in parent:
-            groups.setdefault(find(v), []).append(v)
-        best = max(groups.values(), key=len)
-        return torch.tensor(sorted(best), dtype=torch.long)
 
     def face_vertices(self, fit: FaceFit) -> torch.Tensor:
         """(B, V_face, 3) model-frame vertices of the face mesh for ``fit``'s coefficients."""
-        from facegeo.morphable import linear_shape
-
-        return linear_shape(self._mean, self._id_basis, self._exp_basis,
-                            fit.id_coeffs.to(self.device, torch.float32),
-                            fit.exp_coeffs.to(self.device, torch.float32))
+        return self.mesh.vertices(fit.id_coeffs.to(self.device, torch.float32),
+                                  fit.exp_coeffs.to(self.device, torch.float32))
 
     def image_vertices(self, fit: FaceFit) -> torch.Tensor:
         """(B, V_face, 3) image-space face mesh of ``fit`` (see :func:`posed_vertices`)."""
@@ -740,31 +667,80 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         return posed_vertices(self.face_vertices(f), f.rotation.float(), f.scale.float(),
                               f.translation.float())
 
+    def head_ellipsoid(self, fit: FaceFit):
+        """The head proxy of a one-row fit (:meth:`facegeo.geometric.HeadEllipsoid.
+        from_vertices` on the whole fitted model head above the chin landmark); cached
+        for the last fit seen."""
+        from facegeo.geometric.headproxy import HeadEllipsoid
+        from facegeo.landmarks.conventions import GROUPS_68
+
+        f = fit.index(0)
+        key = (f.id_coeffs, f.exp_coeffs)
+        c = self._head_cache
+        if c is not None and all(torch.equal(a, b) for a, b in zip(c[0], key)):
+            return c[1]
+        m = self.model
+        v = m.vertices(f.id_coeffs.to(m.mean), f.exp_coeffs.to(m.mean)).float()
+        lm = m.landmarks68.long()
+        chin = v[:, lm[GROUPS_68["chin"][0]], 1]
+        jaw = list(GROUPS_68["jaw"])
+        jaw = v[:, lm[jaw[:4] + jaw[-4:]]]  # the sides of the face outline (not the chin)
+        head = HeadEllipsoid.from_vertices(v.cpu(), chin.cpu(), jaw.cpu(),
+                                           inflate=self.head_inflate)
+        head = HeadEllipsoid(head.center.to(self.device), head.radii.to(self.device))
+        self._head_cache = ((f.id_coeffs.clone(), f.exp_coeffs.clone()), head)
+        return head
+
     # -- rendering ----------------------------------------------------------------------
     def _mesh_flow(self, src_v: torch.Tensor, tgt_v: torch.Tensor, H: int, W: int):
-        """Backward source coordinates of the target mesh's pixels.
-
-        Same barycentric transfer as :func:`facegeo.raster.mesh_flow` (weak perspective),
-        but the (shared) source mesh is not rasterized again for every target frame.
+        """Backward source coordinates of the target mesh's pixels
+        (:func:`facegeo.geometric.render.face_flow`).
 
         Returns:
-            src_xy (B, H, W, 2), covered (B, H, W) bool.
+            src_xy (B, H, W, 2), covered (B, H, W) bool, depth (B, H, W).
         """
+        from facegeo.geometric.render import face_flow
+
+        return face_flow(self.faces, src_v, tgt_v, H, W)
+
+    def _face_flow(self, src_v, tgt_v, S):
+        r = self.raster_scale
+        if r == 1:
+            return self._mesh_flow(src_v, tgt_v, S, S)[:2]
+        hs = math.ceil(S / r)
+        k = hs / S  # pixel centres: x' = (x + 0.5) k - 0.5
+        sub = tgt_v.clone()
+        sub[..., :2] = (sub[..., :2] + 0.5) * k - 0.5
+        xy_s, cov_s, _ = self._mesh_flow(src_v, sub, hs, hs)
+        xy = F.interpolate(xy_s.permute(0, 3, 1, 2), size=(S, S), mode="bilinear",
+                           align_corners=False).permute(0, 2, 3, 1)
+        cov = F.interpolate(cov_s[:, None].float(), size=(S, S), mode="bilinear",
+                            align_corners=False)[:, 0] > 0.999
+        return xy, cov
+
+    def _mls_flow(self, src_v, tgt_v, S):
+        """The v1 outer motion: MLS from face-boundary and landmark controls (border
+        pinned). Control points hidden by the face itself in the source view do not show
+        what they claim to: they are dropped (the 51 inner-face landmarks are kept)."""
+        from facegeo.landmarks.conventions import GROUPS_68
+        from facegeo.mls import mls_grid
         from facegeo.raster import rasterize
 
         B = tgt_v.shape[0]
-        frag = rasterize(tgt_v, self.faces, H, W, cull_backfaces=True)
-        hw = H * W
-        b = torch.div(frag.pix, hw, rounding_mode="floor")
-        V = src_v.shape[1]
-        sv = src_v.expand(B, -1, -1) if src_v.shape[0] == 1 else src_v
-        corner = (self.faces[frag.pix_face] + (b * V)[:, None]).reshape(-1)
-        tri = sv.reshape(-1, 3).index_select(0, corner).view(-1, 3, 3)
-        xy = (frag.pix_bary.detach().unsqueeze(-1) * tri[..., :2]).sum(1)
-        grid = pixel_grid(H, W, device=tgt_v.device, dtype=xy.dtype)
-        src_xy = grid.unsqueeze(0).expand(B, -1, -1, -1).reshape(-1, 2).clone()
-        src_xy[frag.pix] = xy
-        return src_xy.view(B, H, W, 2), frag.mask, frag.depth
+        sfrag = rasterize(src_v, self.faces, S, S, cull_backfaces=True)
+        vis_s = _visible(src_v[:, self.control_rows], sfrag.depth, sfrag.mask, 0.03 * S)
+        keep = vis_s.expand(B, -1).clone()
+        n_jaw = len(GROUPS_68["jaw"])
+        keep[:, self.boundary_rows.numel() + n_jaw:] = True
+        p = tgt_v[:, self.control_rows, :2]
+        q = src_v[:, self.control_rows, :2].expand(B, -1, -1)
+        # break exact ties between control points with a fixed, deterministic jitter
+        jit = torch.arange(p.shape[1] * 2, device=p.device, dtype=p.dtype).view(1, -1, 2)
+        p = p + 1e-3 * torch.sin(jit * 12.9898)
+        return torch.cat([
+            mls_grid(p[b:b + 1, keep[b]].contiguous(), q[b:b + 1, keep[b]].contiguous(), S, S,
+                     self.mls_kind, grid_step=self.mls_step, pin_border=9, validate=False)
+            for b in range(B)])
 
     def render(self, source_image: torch.Tensor, source: FaceFit, targets: FaceFit, *,
                source_landmarks: torch.Tensor | None = None,
@@ -781,82 +757,40 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         Returns:
             :class:`RenderOutput` with (B, 3, S, S) frames.
         """
-        from facegeo.mls import mls_grid
+        from facegeo.geometric.render import (
+            compose,
+            head_flow,
+            mouth_fill,
+            silhouette_weight,
+            soften_stretched,
+        )
+        from facegeo.landmarks.conventions import GROUPS_68
 
         t0 = time.perf_counter()
         img = source_image.to(self.device)
         S = img.shape[-1]
-        B = len(targets)
         src_v = self.image_vertices(source)
         tgt_v = self.image_vertices(targets)
-        r = self.raster_scale
-        if r > 1:
-            hs = math.ceil(S / r)
-            k = hs / S  # pixel centres: x' = (x + 0.5) k - 0.5
-            sub = tgt_v.clone()
-            sub[..., :2] = (sub[..., :2] + 0.5) * k - 0.5
-            xy_s, cov_s, _ = self._mesh_flow(src_v, sub, hs, hs)
-            xy = F.interpolate(xy_s.permute(0, 3, 1, 2), size=(S, S), mode="bilinear",
-                               align_corners=False).permute(0, 2, 3, 1)
-            cov = F.interpolate(cov_s[:, None].float(), size=(S, S), mode="bilinear",
-                                align_corners=False)[:, 0] > 0.999
-        else:
-            xy, cov, _ = self._mesh_flow(src_v, tgt_v, S, S)
+        xy, cov = self._face_flow(src_v, tgt_v, S)
         t1 = time.perf_counter()
-        # MLS motion for everything outside the mesh: target positions -> source positions
-        # control points hidden by the face itself in the source view do not show what they
-        # claim to: drop them (the 51 inner-face landmarks are always kept). Controls hidden
-        # in the *target* view (far-side boundary after a turn) are kept: they compress the
-        # far cheek, which is what makes the turned head read as turned
-        from facegeo.raster import rasterize
-
-        sfrag = rasterize(src_v, self.faces, S, S, cull_backfaces=True)
-        vis_s = _visible(src_v[:, self.control_rows], sfrag.depth, sfrag.mask, 0.03 * S)
-        keep = vis_s.expand(B, -1).clone()
-        keep[:, -51:] = True
-        p = tgt_v[:, self.control_rows, :2]
-        q = src_v[:, self.control_rows, :2].expand(B, -1, -1)
-        # break exact ties between control points with a fixed, deterministic jitter
-        jit = torch.arange(p.shape[1] * 2, device=p.device, dtype=p.dtype).view(1, -1, 2)
-        p = p + 1e-3 * torch.sin(jit * 12.9898)
-        mls_xy = torch.cat([
-            mls_grid(p[b:b + 1, keep[b]].contiguous(), q[b:b + 1, keep[b]].contiguous(), S, S,
-                     self.mls_kind, grid_step=self.mls_step, pin_border=9, validate=False)
-            for b in range(B)])
-        # blend: 0 on the mesh silhouette, 1 from blend_px pixels inside. Erosion then box
-        # blur, both separable, on a coverage map reduced to <= 128 px (then upsampled)
-        covf = cov[:, None].float()
-        f = max(1, S // 128)
-        low = F.avg_pool2d(covf, f, ceil_mode=True) if f > 1 else covf
-        k = max(3, int(2 * round(self.blend_px / f) + 1))
-        inside = -F.max_pool2d(-low, (k, 1), stride=1, padding=(k // 2, 0))
-        inside = -F.max_pool2d(-inside, (1, k), stride=1, padding=(0, k // 2))
-        m = F.avg_pool2d(inside, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
-        m = F.avg_pool2d(m, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
-        if f > 1:
-            m = F.interpolate(m, size=(S, S), mode="bilinear", align_corners=False)
-        m = (m * covf)[:, 0]
-        src_xy = mls_xy + m[..., None] * (xy - mls_xy)
-        grid = pixel_to_normalized(src_xy, S, S)
-        out = F.grid_sample(img.expand(B, -1, -1, -1), grid, mode="bilinear",
-                            padding_mode="border", align_corners=False)
+        if self.head_proxy:
+            sf, tf = source.to(self.device), targets.to(self.device)
+            outer, _ = head_flow(self.head_ellipsoid(source),
+                                 (tf.rotation.float(), tf.scale.float(), tf.translation.float()),
+                                 (sf.rotation.float(), sf.scale.float(), sf.translation.float()),
+                                 S, S, step=self.proxy_step, fade=self.head_fade)
+        else:
+            outer = self._mls_flow(src_v, tgt_v, S)
+        m = silhouette_weight(cov, self.blend_px)
+        out, src_xy, grid = compose(img, xy, outer, m)
+        if self.head_proxy:
+            out = soften_stretched(out, img, src_xy, grid)
         if self.mouth_color is not None:
-            # inner mouth: target mouth-opening pixels that come from outside the source's
-            # mouth opening would show stretched lips; paint them as a dark mouth cavity
-            inner = slice(60, 68)
+            inner = list(GROUPS_68["inner_lips"])
             src_lm = (source_landmarks.to(tgt_v).reshape(1, 68, 2) if source_landmarks
                       is not None else src_v[:, self.lm_rows, :2])
-            m_t = _polygon_mask(tgt_v[:, self.lm_rows[inner], :2], S)
-            m_s = _polygon_mask(src_lm[:, inner], S)
-            s_in = F.grid_sample(m_s[:, None].expand(B, -1, -1, -1), grid, mode="bilinear",
-                                 padding_mode="zeros", align_corners=False)
-            w = (m_t[:, None] * (1 - s_in)).clamp(0, 1)
-            color = torch.as_tensor(self.mouth_color, dtype=out.dtype, device=out.device)
-            if img.shape[1] == 3 and float((img.amax(1) - img.amin(1)).max()) <= 1 / 255:
-                # a grayscale source (all channels equal) gets a gray cavity (Rec. 601 luma)
-                luma = color.new_tensor([0.299, 0.587, 0.114])
-                color = (color * luma).sum().expand(3)
-            out = out * (1 - w) + color.view(1, 3, 1, 1) * w
+            out = mouth_fill(out, grid, tgt_v[:, self.lm_rows[inner], :2], src_lm[:, inner],
+                             self.mouth_color, source_image=img)
         t2 = time.perf_counter()
         if timings is not None:
             timings["raster"] = timings.get("raster", 0.0) + (t1 - t0)

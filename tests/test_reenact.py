@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from facegeo import transforms as T
+from facegeo.geometric.render import head_flow
 from facegeo.landmarks import NoFaceError
 from facegeo.morphable import MorphableModel
 from facegeo.raster import mesh_flow
@@ -46,7 +47,7 @@ def test_posed_vertices_matches_weak_perspective(model):
     f = _fit(model, yaw=20, pitch=-10, roll=5)
     v = model.vertices(f.id_coeffs, f.exp_coeffs)
     iv = posed_vertices(v, f.rotation, f.scale, f.translation)
-    ref = T.weak_perspective_project(v, f.scale, f.rotation, f.translation)
+    ref = T.weak_perspective_project(v, f.rotation, f.translation, f.scale)
     torch.testing.assert_close(iv[..., :2], ref, rtol=0, atol=1e-4)
     # depth: the nose tip (most frontal vertex, +z) is nearer (smaller z) than the mean
     tip = int(model.mean[:, 2].argmax())
@@ -101,8 +102,8 @@ def test_driver_face_shape_does_not_leak(model, rr):
         v = model.vertices(ident.expand(T_, -1), exp)
         lm3 = model.landmarks(v)
         shapes.append(v)
-        lms.append(T.weak_perspective_project(lm3, torch.full((T_,), 2.0), rot,
-                                              torch.tensor([[32.0, 34.0]]).expand(T_, 2)))
+        lms.append(T.weak_perspective_project(lm3, rot, torch.tensor([[32.0, 34.0]]).expand(T_, 2),
+                                              torch.full((T_,), 2.0)))
     src = _fit(model, id_seed=7)
     tgts, drivers = [], []
     for lm in lms:
@@ -150,9 +151,19 @@ def test_render_identity_and_translation(model, rr):
     assert int(face.sum()) > 100
     torch.testing.assert_close(d[face], torch.tensor([-3.0, 0.0]).expand_as(d[face]),
                                atol=1e-3, rtol=0)
-    border = torch.zeros(64, 64, dtype=torch.bool)
-    border[0], border[-1], border[:, 0], border[:, -1] = True, True, True, True
-    assert float(d[border].abs().max()) < 0.6
+    # far from the head (beyond the head proxy's fade radius) nothing moves: a smaller head
+    small = _fit(model, id_seed=5, scale=1.0)
+    moved_s = FaceFit(small.rotation, small.scale, small.translation + torch.tensor([[3.0, 0.0]]),
+                      small.id_coeffs, small.exp_coeffs)
+    out_s = rr.render(img, small, moved_s)
+    _, rho = head_flow(rr.head_ellipsoid(small), (moved_s.rotation, moved_s.scale,
+                                                  moved_s.translation),
+                       (small.rotation, small.scale, small.translation), 64, 64, step=1,
+                       fade=rr.head_fade)
+    # margin and tolerance: the renderer evaluates the head flow on a 4-pixel grid
+    far = (rho[0] > rr.head_fade + 0.2) & ~(out_s.face_mask[0] > 0)
+    assert int(far.sum()) > 200
+    assert float((out_s.src_xy[0] - grid)[far].abs().max()) < 0.25  # of a 3-pixel move
     # continuity: neighbouring output pixels sample nearby source pixels (no tears)
     assert float((d[1:] - d[:-1]).norm(dim=-1).max()) < 1.5
     assert float((d[:, 1:] - d[:, :-1]).norm(dim=-1).max()) < 1.5

@@ -1,0 +1,212 @@
+"""The stages of the geometric renderer, each usable on its own (docs/reenact.md, figure
+``img/reenact_stages.png``).
+
+1. :func:`face_flow`: rasterize the target face mesh, transfer each covered pixel's
+   barycentrics to the (shared) source mesh: the backward flow of
+   :func:`facegeo.raster.mesh_flow` without rasterizing the source again per frame.
+2. :func:`head_flow`: the head proxy's backward map (:func:`facegeo.geometric.headproxy.
+   ellipsoid_flow`) on a coarse grid, upsampled: hair, ears, outline, the background next to
+   the head.
+3. :func:`silhouette_weight`: 0 on the face mesh silhouette, 1 a few pixels inside.
+4. :func:`compose`: ``src = head + m (face - head)`` and one ``grid_sample`` of the source.
+5. :func:`soften_stretched`: where the warp magnifies a thin strip of the source (what the
+   source saw edge-on: the side of the head a turn brings into view), the sharp sample
+   would be a streak; it is replaced by a sample of a low-pass copy of the source, a smooth
+   fill of the strip's colours.
+6. :func:`mouth_fill`: target mouth pixels whose source lies outside the source's mouth
+   opening are painted as a dark cavity (a warp cannot invent teeth).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from facegeo.coords import pixel_grid, pixel_to_normalized
+
+__all__ = ["face_flow", "head_flow", "silhouette_weight", "compose", "mouth_fill",
+           "polygon_mask", "min_stretch", "soften_stretched"]
+
+
+def face_flow(faces: torch.Tensor, src_v: torch.Tensor, tgt_v: torch.Tensor, H: int, W: int,
+              *, backend: str = "auto"):
+    """Backward source coordinates of the target mesh's pixels.
+
+    Args:
+        faces: (F, 3) triangles; src_v: (1 or B, V, 3) and tgt_v (B, V, 3) image-space
+            vertices (:func:`facegeo.geometric.facemesh.posed_vertices`).
+        H, W: output size.
+
+    Returns:
+        src_xy (B, H, W, 2) (identity off the mesh), covered (B, H, W) bool, depth (B, H, W).
+    """
+    from facegeo.raster import rasterize
+
+    B = tgt_v.shape[0]
+    frag = rasterize(tgt_v, faces, H, W, cull_backfaces=True, backend=backend)
+    hw = H * W
+    b = torch.div(frag.pix, hw, rounding_mode="floor")
+    V = src_v.shape[1]
+    sv = src_v.expand(B, -1, -1) if src_v.shape[0] == 1 else src_v
+    corner = (faces[frag.pix_face] + (b * V)[:, None]).reshape(-1)
+    tri = sv.reshape(-1, 3).index_select(0, corner).view(-1, 3, 3)
+    xy = (frag.pix_bary.detach().unsqueeze(-1) * tri[..., :2]).sum(1)
+    grid = pixel_grid(H, W, device=tgt_v.device, dtype=xy.dtype)
+    src_xy = grid.unsqueeze(0).expand(B, -1, -1, -1).reshape(-1, 2).clone()
+    src_xy[frag.pix] = xy
+    return src_xy.view(B, H, W, 2), frag.mask, frag.depth
+
+
+def head_flow(head, target: tuple, source: tuple, H: int, W: int, *, step: int = 4,
+              fade: float = 1.4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head proxy's backward flow on every ``step``-th pixel, upsampled (bilinear).
+
+    Args:
+        head: :class:`~facegeo.geometric.headproxy.HeadEllipsoid`.
+        target, source: ``(rotation, scale, translation)`` poses (B rows / 1 row).
+        H, W: output size; step: grid spacing in pixels; fade: see ``ellipsoid_flow``.
+
+    Returns:
+        src (B, H, W, 2) source pixel positions, rho (B, H, W) silhouette radius.
+    """
+    from facegeo.geometric.headproxy import ellipsoid_flow
+
+    B = target[0].shape[0]
+    h, w = -(-H // step), -(-W // step)
+    dev, dt = target[0].device, torch.float32
+    # coarse grid at pixel centres of the step x step blocks
+    g = (pixel_grid(h, w, device=dev, dtype=dt) + 0.5) * step - 0.5
+    src, rho = ellipsoid_flow(g.unsqueeze(0).expand(B, -1, -1, -1), head, target, source,
+                              fade=fade)
+    if step > 1:
+        disp = (src - g).permute(0, 3, 1, 2)
+        big = torch.cat([disp, rho[:, None]], 1)
+        big = F.interpolate(big, scale_factor=step, mode="bilinear", align_corners=False)
+        big = big[..., :H, :W]
+        src = pixel_grid(H, W, device=dev, dtype=dt) + big[:, :2].permute(0, 2, 3, 1)
+        rho = big[:, 2]
+    return src, rho
+
+
+def silhouette_weight(covered: torch.Tensor, blend_px: float) -> torch.Tensor:
+    """(B, H, W) bool coverage -> (B, H, W) float weight: 0 on the silhouette (and off the
+    mesh), 1 from ``blend_px`` pixels inside (separable erosion then box blur, on a map
+    reduced to <= 128 px and upsampled)."""
+    S = covered.shape[-1]
+    covf = covered[:, None].float()
+    f = max(1, S // 128)
+    low = F.avg_pool2d(covf, f, ceil_mode=True) if f > 1 else covf
+    k = max(3, int(2 * round(blend_px / f) + 1))
+    inside = -F.max_pool2d(-low, (k, 1), stride=1, padding=(k // 2, 0))
+    inside = -F.max_pool2d(-inside, (1, k), stride=1, padding=(0, k // 2))
+    m = F.avg_pool2d(inside, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+    m = F.avg_pool2d(m, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
+    if f > 1:
+        m = F.interpolate(m, size=covered.shape[-2:], mode="bilinear", align_corners=False)
+    return (m * covf)[:, 0]
+
+
+def compose(image: torch.Tensor, face_xy: torch.Tensor, outer_xy: torch.Tensor,
+            weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blend the two flows and warp.
+
+    Args:
+        image: (1 or B, 3, H, W) source; face_xy, outer_xy: (B, H, W, 2) source positions;
+            weight: (B, H, W) (1 = face flow).
+
+    Returns:
+        frames (B, 3, H, W), src_xy (B, H, W, 2), grid (B, H, W, 2) (``grid_sample``
+        coordinates of src_xy).
+    """
+    B, H, W = weight.shape
+    src_xy = outer_xy + weight[..., None] * (face_xy - outer_xy)
+    grid = pixel_to_normalized(src_xy, (H, W))
+    img = image.expand(B, -1, -1, -1) if image.shape[0] == 1 else image
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out, src_xy, grid
+
+
+def min_stretch(src_xy: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 2) backward map -> (B, H, W) smaller singular value of its Jacobian
+    (source pixels per target pixel along the most magnified direction; < 1 = magnified),
+    by central differences (one-sided at the border)."""
+    def d(t, dim):
+        g = torch.gradient(t, dim=dim)[0]
+        return g
+    jx = d(src_xy, 2)  # d src / d x: (B, H, W, 2)
+    jy = d(src_xy, 1)
+    a = (jx * jx).sum(-1) + (jy * jy).sum(-1)
+    det = (jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]).abs()
+    return ((a - (a * a - 4 * det * det).clamp_min(0).sqrt()) / 2).clamp_min(0).sqrt()
+
+
+def soften_stretched(frames: torch.Tensor, image: torch.Tensor, src_xy: torch.Tensor,
+                     grid: torch.Tensor, *, start: float = 0.5, full: float = 0.2,
+                     factor: int = 8) -> torch.Tensor:
+    """Replace streaks by a smooth fill where the warp magnifies the source strongly.
+
+    Args:
+        frames: (B, 3, H, W) warped frames; image: (1 or B, 3, H, W) the source;
+        src_xy: (B, H, W, 2) the backward map; grid: its ``grid_sample`` coordinates.
+        start, full: :func:`min_stretch` below ``start`` (2x magnification) begins the
+            blend to the low-pass sample, below ``full`` (5x) it is complete.
+        factor: the low-pass copy is the source box-averaged over ``factor`` pixels.
+
+    Returns:
+        (B, 3, H, W).
+    """
+    B = frames.shape[0]
+    sig = min_stretch(src_xy)
+    w = ((start - sig) / (start - full)).clamp(0, 1)
+    if not bool((w > 0).any()):
+        return frames
+    low = F.avg_pool2d(image, factor, ceil_mode=True)
+    low = F.interpolate(low, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    low = low.expand(B, -1, -1, -1) if low.shape[0] == 1 else low
+    soft = F.grid_sample(low, grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)
+    w = w[:, None]
+    return frames * (1 - w) + soft * w
+
+
+def polygon_mask(poly: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, N, 2) pixel polygons (star-shaped around their centroid) -> (B, S, S) float mask
+    (rasterized triangle fan, softened by a 3 x 3 box filter)."""
+    from facegeo.raster import rasterize
+
+    n = poly.shape[1]
+    c = poly.mean(1, keepdim=True)
+    v = torch.cat([c, poly], 1)
+    v = torch.cat([v, torch.zeros_like(v[..., :1])], -1)
+    i = torch.arange(1, n + 1, device=poly.device)
+    faces = torch.stack([torch.zeros_like(i), i, i % n + 1], 1)
+    m = rasterize(v, faces, size, size).mask[:, None].to(poly.dtype)
+    return F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+
+
+def mouth_fill(frames: torch.Tensor, grid: torch.Tensor, target_mouth: torch.Tensor,
+               source_mouth: torch.Tensor, color, *, source_image: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """Paint target mouth-opening pixels that sample outside the source's mouth opening.
+
+    Args:
+        frames: (B, 3, S, S) warped frames; grid: (B, S, S, 2) their ``grid_sample`` grid.
+        target_mouth: (B, 8, 2) target inner-lip polygon; source_mouth: (1, 8, 2) source's.
+        color: RGB of the cavity; a grayscale ``source_image`` (all channels equal) gets
+            its Rec. 601 luma.
+
+    Returns:
+        (B, 3, S, S).
+    """
+    B, _, S, _ = frames.shape
+    m_t = polygon_mask(target_mouth, S)
+    m_s = polygon_mask(source_mouth.to(target_mouth), S)
+    s_in = F.grid_sample(m_s[:, None].expand(B, -1, -1, -1), grid, mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
+    w = (m_t[:, None] * (1 - s_in)).clamp(0, 1)
+    col = torch.as_tensor(color, dtype=frames.dtype, device=frames.device)
+    if source_image is not None and float((source_image.amax(1)
+                                           - source_image.amin(1)).max()) <= 1 / 255:
+        luma = col.new_tensor([0.299, 0.587, 0.114])
+        col = (col * luma).sum().expand(3)
+    return frames * (1 - w) + col.view(1, 3, 1, 1) * w
