@@ -165,6 +165,16 @@ def test_landmark_images():
         img = landmark_image(pts, 64, enc)
         assert img.shape == (2, ch, 64, 64)
         assert img.min() >= -1 and img.max() <= 1
+    # rasterized in the points' box only: the same image as facegeo.raster on the full
+    # frame (points near and beyond the border too)
+    from facegeo.raster.landmarks import draw_landmark_lines, part_maps
+
+    for q in (pts, pts * 1.6 - 20):
+        torch.testing.assert_close(landmark_image(q, 64, "lines", thickness=2.0),
+                                   draw_landmark_lines(q, 64, 64, thickness=2.0) * 2 - 1,
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(landmark_image(q, 64, "parts"),
+                                   part_maps(q, 64, 64) * 2 - 1, atol=1e-5, rtol=0)
     img = landmark_image(pts, 64, "lines")
     # a line passes through every landmark: the pixel at a jaw point is lit, far away dark
     x, y = pts[0, 8].round().long().tolist()

@@ -64,17 +64,28 @@ def landmark_image(points: torch.Tensor, size: int, encoding: str = "lines", *,
     (:func:`~facegeo.raster.landmarks.heatmaps`, peak 1). NaN landmarks are left out."""
     from facegeo.raster.landmarks import draw_landmark_lines, heatmaps, part_maps
 
-    landmark_channels(encoding)
+    ch = landmark_channels(encoding)
     if points.dim() != 3 or points.shape[1:] != (68, 2):
         raise ValueError(f"landmarks must be (B, 68, 2), got {tuple(points.shape)}")
     p = points.float()
     with torch.autocast(p.device.type, enabled=False):
-        if encoding == "lines":
-            img = draw_landmark_lines(p, size, size, thickness=thickness, missing="skip")
-        elif encoding == "parts":
-            img = part_maps(p, size, size, thickness=thickness, missing="skip")
-        else:
-            img = heatmaps(p, size, size, sigma=sigma, missing="skip")
+        if encoding == "heatmaps":
+            return heatmaps(p, size, size, sigma=sigma, missing="skip") * 2 - 1
+        # lines cover nothing farther than thickness / 2 + 0.5 from a segment: rasterize
+        # only the box around the points (the same pixels, a fraction of the work)
+        fin = p[torch.isfinite(p).all(-1)]
+        img = p.new_zeros(p.shape[0], ch, size, size)
+        if fin.numel() == 0:
+            return img * 2 - 1
+        pad = thickness / 2 + 1.0
+        lo = (fin.amin(0) - pad).floor().clamp(0, size - 1).long().tolist()
+        hi = (fin.amax(0) + pad).ceil().clamp(0, size - 1).long().tolist()
+        if hi[0] >= lo[0] and hi[1] >= lo[1]:
+            h, w = hi[1] - lo[1] + 1, hi[0] - lo[0] + 1
+            q = p - p.new_tensor([float(lo[0]), float(lo[1])])
+            draw = draw_landmark_lines if encoding == "lines" else part_maps
+            img[:, :, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = draw(q, h, w, thickness=thickness,
+                                                                missing="skip")
     return img * 2 - 1
 
 
