@@ -130,12 +130,19 @@ def registered_assets() -> list[AssetSpec]:
 
 
 def cache_dir() -> Path:
-    """The user cache directory for downloaded assets (``$FACEGEO_CACHE`` overrides)."""
+    """The user cache directory for downloaded assets (``$FACEGEO_CACHE`` overrides).
+
+    ``platformdirs``' user cache directory; where that package is not installed (a bare
+    GPU machine with only the numeric stack), the XDG default ``$XDG_CACHE_HOME/facegeo``
+    or ``~/.cache/facegeo``."""
     env = os.environ.get("FACEGEO_CACHE")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
+    try:
+        import platformdirs
+    except ImportError:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "facegeo"
     return Path(platformdirs.user_cache_dir("facegeo"))
 
 

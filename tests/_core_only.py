@@ -1,6 +1,7 @@
 """pytest plugin: run tests as on a core-only install (``pip install facegeo``, no extras).
 
-Loaded by ``tests/test_core_install.py`` in a subprocess (``-p _core_only``). Every module
+Loaded by ``tests/test_core_install.py`` in a subprocess (``-p _core_only``; imported as a
+plain module by ``tests/test_gpu_check.py``). Every module
 that an extra provides (``facegeo._optional.EXTRAS``) is made unimportable. A test that
 then fails *because* such a module is missing (an ImportError naming one, a
 ``MissingExtraError``, a landmark ``BackendUnavailableError`` raised from one) is reported
@@ -11,13 +12,17 @@ code paths are checked to run without the extras.
 from __future__ import annotations
 
 import importlib.abc
+import os
 import sys
 
 import pytest
 
 from facegeo._optional import EXTRAS
 
-BLOCKED = frozenset(EXTRAS)
+#: the extras' modules, plus any named in $FACEGEO_TEST_BLOCK (comma list; e.g. the
+#: packages a bare GPU machine lacks: kornia, trimesh, platformdirs)
+BLOCKED = frozenset(EXTRAS) | {m for m in os.environ.get("FACEGEO_TEST_BLOCK", "").split(",")
+                               if m}
 
 
 class _Blocker(importlib.abc.MetaPathFinder):
