@@ -12,10 +12,12 @@
    lids fixed); error of the detection against ``pupil + shift`` (median / mean, % of the
    eye width, and px). Also the mirror-symmetry check (image and landmarks flipped).
 3. Temporal stability on the media videos: tracked, One-Euro smoothed dlib landmarks
-   (``LandmarkTracker``), pupils per frame on the full frames; SMS (S2D eq. 9, px) of the
-   pupils, of the eye-contour centroids (the 68 points' own jitter, for reference) and of
-   the gaze offset pupil - centroid, raw and after the same One-Euro filter; also as
-   % of the inter-ocular distance.
+   (``LandmarkTracker``), pupils per frame on the full frames; SMS (S2D eq. 9, px: the L1
+   norm over the 2 points x 2 coordinates, facegeo.metrics.sms) of the pupils, of the
+   eye-contour centroids (the 68 points' own jitter, for reference) and of the gaze
+   offset pupil - centroid, raw and after ``smooth_pupils`` (One-Euro on the gaze
+   offset); also as % of the inter-ocular distance. Real gaze moves (saccades) count as
+   jitter here too: the numbers bound the localiser's noise from above.
 4. Speed: faces/s of ``landmarks74`` at batch 1 and 32 (1 thread).
 
 Prints a JSON summary at the end (``--json PATH`` writes it).
@@ -110,8 +112,11 @@ def shifted(x: torch.Tensor, lm: torch.Tensor) -> dict:
 
 def stability(frames: int, videos: int) -> dict:
     from facegeo.landmarks import LandmarkTracker
-    from facegeo.landmarks.tracking import one_euro_smooth, sms
+    from facegeo.metrics import sms as _sms
     from facegeo.video import read_video
+
+    def sms(x):
+        return float(_sms(x))
 
     rows = {}
     for path in sorted(MEDIA.glob("*.mp4"))[:videos]:
@@ -125,8 +130,7 @@ def stability(frames: int, videos: int) -> dict:
         pup = torch.cat(pup)                                          # (T, 2, 2)
         cen, _, width = pp.eye_axes(lm)
         iod = conv.inter_ocular_distance(lm).mean().item()
-        scale = float(iod)
-        pup_s = one_euro_smooth(pup / scale, fps, 4.0, 5.0, 1.0, zero_phase=True) * scale
+        pup_s = pp.smooth_pupils(pup, lm, fps)
         gaze = pup - cen
         r = {"frames": len(arr), "iod_px": iod,
              "sms_pupils_px": sms(pup), "sms_eye_centroids_px": sms(cen),
@@ -134,6 +138,7 @@ def stability(frames: int, videos: int) -> dict:
              "sms_pupils_one_euro_px": sms(pup_s),
              "sms_gaze_offset_one_euro_px": sms(pup_s - cen)}
         r["sms_pupils_pct_iod"] = 100 * r["sms_pupils_px"] / iod
+        r["sms_gaze_offset_per_coord_px"] = r["sms_gaze_offset_px"] / 4
         rows[path.name] = r
         print(f"{path.name}: {len(arr)} frames, IOD {iod:.0f} px: SMS pupils "
               f"{r['sms_pupils_px']:.2f} px ({r['sms_pupils_pct_iod']:.2f} % IOD), eye "

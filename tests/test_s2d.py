@@ -298,7 +298,8 @@ def test_trainer_runs_tiny_config(tmp_path, real_clips):
 
 def test_overfits_real_frames(real_clips):
     """CPU overfit on a fixed batch of 4 real (source, driving) pairs at 64x64 (tiny
-    config, L1 + parsing prior): L1 must fall below 0.5x its start."""
+    config, L1 + parsing prior): L1 must fall below 0.6x its start (measured 0.104 ->
+    0.046 in 40 steps; the parsing prior 0.054 -> 0.029)."""
     (xa, la), (xb, lb) = real_clips
     batch = {"source": torch.stack([xa[0], xa[2], xb[0], xb[2]]),
              "driving": torch.stack([xa[11], xa[8], xb[11], xb[8]]),
@@ -311,7 +312,7 @@ def test_overfits_real_frames(real_clips):
                                                    batch["driving_landmarks"])
     opt = torch.optim.Adam(m.parameters(), lr=3e-3, betas=(0.5, 0.999))
     hist = []
-    for _ in range(60):
+    for _ in range(40):
         out = m(batch)
         l1 = (out["prediction"] - batch["driving"]).abs().mean()
         total = l1 + m.extra_losses(batch, out)["parsing"]
@@ -321,4 +322,28 @@ def test_overfits_real_frames(real_clips):
         hist.append(l1.item())
         assert math.isfinite(total.item())
     first, last = hist[0], float(np.mean(hist[-5:]))
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.6 * first, (first, last)
+
+
+def test_reenact_app_with_a_tiny_checkpoint(tmp_path, media_dir, capsys):
+    """apps/reenact.py --model s2d --checkpoint: a tiny checkpoint animates a real photo
+    with a real clip through the pipeline (tracked landmarks + pupils), both modes."""
+    from facegeo.video import read_video, video_info
+    from facegeo_apps import reenact as reenact_app
+
+    cfg = s2d.S2D.load_config("tiny")
+    torch.manual_seed(0)
+    net = build_model(cfg["model"]).eval()
+    ckpt.save_checkpoint(tmp_path / "ck", {"model": net},
+                         ckpt.make_model_card(cfg["model"], config=cfg))
+    args = ["--source", str(media_dir / "lp_s12.jpg"), "--driving",
+            str(media_dir / "lp_d12.mp4"), "--model", "s2d", "--checkpoint",
+            str(tmp_path / "ck"), "--size", "64", "--max-frames", "3", "--quiet"]
+    for mode in ("absolute", "relative"):
+        out = tmp_path / f"{mode}.mp4"
+        rc = reenact_app.main(args + ["--output", str(out), "--mode", mode])
+        assert rc == 0, capsys.readouterr().err
+        info = video_info(out)
+        assert info.frames == 3 and (info.width, info.height) == (64, 64)
+        frames, _ = read_video(out)
+        assert frames.std() > 1

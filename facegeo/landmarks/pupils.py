@@ -53,6 +53,7 @@ __all__ = [
     "locate_pupils",
     "iris_points",
     "landmarks74",
+    "smooth_pupils",
     "render_synthetic_eyes",
     "shift_iris",
 ]
@@ -435,6 +436,36 @@ def landmarks74(images, landmarks68, *, iris_ratio: float = 0.21, **kwargs) -> t
     out = torch.cat([lm, iris_points(lm, pupils, iris_ratio)], -2)
     assert out.shape[-2] == NUM_LANDMARKS_74
     return out
+
+
+def smooth_pupils(pupils: torch.Tensor, landmarks68: torch.Tensor, fps: float, *,
+                  min_cutoff: float = 4.0, beta: float = 5.0, d_cutoff: float = 1.0,
+                  zero_phase: bool = True) -> torch.Tensor:
+    """Temporal smoothing of a pupil track (video): the One-Euro filter
+    (:func:`facegeo.landmarks.tracking.one_euro_smooth`) on the *gaze offset*, the pupil
+    relative to the eye-contour centroid in eye widths, so head motion (already smoothed
+    in the landmarks) is not filtered twice and the cut-off is size independent.
+
+    Args:
+        pupils: (T, 2, 2) per-frame pupils (pixels), e.g. :func:`locate_pupils`.
+        landmarks68: (T, 68, 2) the (tracked) landmarks they were found with.
+        fps: frame rate; min_cutoff, beta, d_cutoff: One-Euro parameters (defaults: the
+            tracker's).
+        zero_phase: forward-backward (lag-free, offline) instead of causal.
+
+    Returns:
+        (T, 2, 2) smoothed pupils (pixels).
+    """
+    from facegeo.landmarks.tracking import one_euro_smooth
+
+    if pupils.dim() != 3 or pupils.shape[1:] != (2, 2) or landmarks68.shape[0] != len(pupils):
+        raise ValueError(f"pupils must be (T, 2, 2) with landmarks68 (T, 68, 2), got "
+                         f"{tuple(pupils.shape)} and {tuple(landmarks68.shape)}")
+    cen, _, width = eye_axes(landmarks68)
+    w = width[..., None].clamp_min(1e-3)
+    off = (pupils.to(cen) - cen) / w
+    sm = one_euro_smooth(off, fps, min_cutoff, beta, d_cutoff, zero_phase=zero_phase)
+    return cen + sm * w
 
 
 # ------------------------------------------------------ constructions with known truth
