@@ -15,7 +15,10 @@ Usage::
     # boxes.npy, optional fits.npz, conditioning.json (format version 1)
     python apps/train.py preprocess VIDEO_OR_FOLDER ... --out ROOT [--split auto]
                          [--size 256] [--detector dlib] [--max-frames N]
-                         [--fit-3dmm ict_facekit]
+                         [--fit-3dmm ict_facekit] [--manifest corpus/manifest.json]
+                         [--split manifest] [--shard I/N] [--no-resume]
+    # resumable (finished clips are skipped), one tqdm bar; N shard jobs split the clips
+    # by a hash of their names; ROOT/summary.json: identities, clips, frames, resolutions
 
 Bad input (a missing config, a bad ``--set``, an unavailable ``--device``...) prints one
 ``error: ...`` line and exits with status 2. See docs/training.md.
@@ -56,7 +59,17 @@ def build_preprocess_parser() -> argparse.ArgumentParser:
         "conditioning.json (docs/training.md, 'Preprocessed conditioning format').")
     p.add_argument("inputs", nargs="+", help="video files or folders of videos")
     p.add_argument("--out", required=True, help="dataset root to write")
-    p.add_argument("--split", default="auto", choices=["auto", "train", "test"])
+    p.add_argument("--split", default="auto", choices=["auto", "train", "test", "manifest"],
+                   help="auto: identity-disjoint (by --manifest identities when given); "
+                   "manifest: the manifest's own train/val split (val -> test)")
+    p.add_argument("--manifest", default=None,
+                   help="corpus manifest.json: identity labels (and the split for "
+                   "--split manifest)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="process only shard I of N (clips assigned by a hash of their name: "
+                   "N jobs cover every clip once, without coordination)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="redo clips whose folder is already complete")
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--detector", default="dlib")
@@ -96,15 +109,29 @@ def preprocess_main(argv: list[str]) -> int:
 
 
 def _preprocess(a: argparse.Namespace) -> int:
-    from facegeo_models.common.data import preprocess_folder
+    import time
 
+    from facegeo_models.common.data import parse_shard, preprocess_folder
+
+    t0 = time.perf_counter()
     metas = preprocess_folder(a.inputs, a.out, split=a.split, test_fraction=a.test_fraction,
-                              size=a.size, detector=a.detector, max_frames=a.max_frames,
-                              step=a.step, box_mode=a.box_mode, fit_3dmm=a.fit_3dmm)
+                              manifest=a.manifest, shard=parse_shard(a.shard),
+                              resume=not a.no_resume, size=a.size, detector=a.detector,
+                              max_frames=a.max_frames, step=a.step, box_mode=a.box_mode,
+                              fit_3dmm=a.fit_3dmm)
     for m in metas:
-        print(json.dumps({k: m[k] for k in ("source", "split", "frames", "lost_frames",
-                                            "conditioning_version")}))
-    return 0
+        print(json.dumps({k: m.get(k) for k in ("source", "split", "status", "frames",
+                                                "lost_frames", "error") if k in m}))
+    done = [m for m in metas if m["status"] == "done"]
+    failed = [m for m in metas if m["status"] == "failed"]
+    hours = (time.perf_counter() - t0) / 3600
+    summary = Path(a.out) / "summary.json"
+    print(f"{len(done)} clips preprocessed, {len(metas) - len(done) - len(failed)} already "
+          f"done, {len(failed)} failed"
+          + (f"; {len(done) / hours:.1f} clips/hour" if done and hours > 0 else "")
+          + f"\ndataset summary: {json.dumps(json.loads(summary.read_text()))}"
+          + f"\nwrote {Path(a.out)} (summary in {summary})")
+    return 1 if failed and not done and len(failed) == len(metas) else 0
 
 
 def bench_data_main(argv: list[str]) -> int:

@@ -66,6 +66,9 @@ __all__ = [
     "identity_of",
     "load_identity_map",
     "split_by_identity",
+    "parse_shard",
+    "shard_of",
+    "dataset_summary",
     "build_dataset",
     "CONDITIONING_FILE",
     "CONDITIONING_FORMAT",
@@ -864,11 +867,86 @@ def preprocess_video(video: str | os.PathLike, out_dir: str | os.PathLike, *, si
     return meta
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n); ``None`` -> (0, 1) (everything)."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must be 'i/n' with integers, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_of(name: str, num_shards: int) -> int:
+    """The shard (0 .. n-1) a clip belongs to: CRC-32 of its name modulo n. Deterministic
+    across processes and machines, independent of the order or number of inputs, so
+    ``--shard i/n`` jobs need no coordination and together cover every clip once."""
+    import zlib
+
+    return zlib.crc32(name.encode("utf-8")) % int(num_shards)
+
+
+def _done(folder: Path, size: int, fit_3dmm: str | None, step: int) -> bool:
+    """A clip folder finished with these settings (its conditioning.json, written last)."""
+    try:
+        rec = read_conditioning(folder)
+    except ValueError:
+        return False
+    return (rec.get("version", 0) >= 1 and rec.get("image_size") == size
+            and (rec.get("source") or {}).get("step") == step
+            and ("fits" in rec.get("items", {})) == bool(fit_3dmm)
+            and (folder / "meta.json").is_file())
+
+
+def _manifest_split(manifest: str | os.PathLike) -> dict[str, str]:
+    """``{video stem: "train" | "test"}`` from a corpus manifest's identity split
+    (``identities[<id>].split`` is ``train`` or ``val``; val -> test)."""
+    rec = json.loads(Path(manifest).expanduser().read_text())
+    ids = rec.get("identities") or {}
+    out = {}
+    for it in rec.get("items", []):
+        ident = it.get("identity")
+        sp = (ids.get(ident) or {}).get("split") if isinstance(ids, dict) else None
+        if sp is None:
+            raise ValueError(f"{manifest}: item {it.get('file')!r} has no identity split")
+        out[Path(str(it["file"])).stem] = "test" if sp in ("val", "test") else "train"
+    return out
+
+
 def preprocess_folder(inputs: list[str | os.PathLike], out_root: str | os.PathLike, *,
-                      split: str = "auto", test_fraction: float = 0.2, **kwargs) -> list[dict]:
-    """Preprocess many videos into ``out_root/{train,test}/<name>/``. ``split`` is
-    ``"train"``, ``"test"`` or ``"auto"`` (by identity, :func:`split_by_identity`).
-    ``inputs`` are video files or folders of videos. Returns the list of meta dicts."""
+                      split: str = "auto", test_fraction: float = 0.2,
+                      manifest: str | os.PathLike | None = None,
+                      shard: tuple[int, int] = (0, 1), resume: bool = True,
+                      progress: bool = True, **kwargs) -> list[dict]:
+    """Preprocess many videos into ``out_root/{train,test}/<name>/`` (see
+    :func:`preprocess_video` for one clip).
+
+    Args:
+        inputs: video files or folders of videos (other files, e.g. photos, are ignored).
+        out_root: dataset root.
+        split: ``"train"``, ``"test"``, ``"auto"`` (by identity,
+            :func:`split_by_identity`), or ``"manifest"`` (the identity-disjoint split of
+            ``manifest``: its ``val`` identities go to ``test``).
+        test_fraction: for ``"auto"``.
+        manifest: a corpus ``manifest.json`` (identity labels and split); with it the
+            ``auto`` split groups clips by the manifest's identities.
+        shard: ``(i, n)``: process only the clips with :func:`shard_of` == i, so n
+            processes (a job array, torchrun ranks) split the work without coordination.
+        resume: skip clips whose folder is complete with the same settings (their
+            ``conditioning.json`` is written last, so an interrupted clip is redone).
+        progress: a tqdm bar over the clips.
+        **kwargs: :func:`preprocess_video` options (size, detector, fit_3dmm, ...).
+    Returns:
+        one meta dict per clip of this shard, with ``split`` and ``status``: ``"done"``,
+        ``"skipped"`` (resumed) or ``"failed"`` (with ``error``; a clip without a face does
+        not stop the others). ``out_root/summary.json`` is rewritten from every finished
+        clip folder (:func:`dataset_summary`).
+    """
+    from tqdm.auto import tqdm
+
     files: list[Path] = []
     for inp in inputs:
         p = Path(inp)
@@ -881,19 +959,92 @@ def preprocess_folder(inputs: list[str | os.PathLike], out_root: str | os.PathLi
     if not files:
         raise FileNotFoundError("no videos to preprocess")
     names = [f.stem for f in files]
-    if split == "auto":
-        train, _ = split_by_identity(names, test_fraction)
+    if len(set(names)) != len(names):
+        raise ValueError("two input videos have the same name (stem): their folders would "
+                         "collide")
+    mapping = load_identity_map(manifest) if manifest is not None else None
+    if split == "manifest":
+        if manifest is None:
+            raise ValueError("split='manifest' needs manifest=")
+        by = _manifest_split(manifest)
+        missing = [n for n in names if n not in by]
+        if missing:
+            raise ValueError(f"{len(missing)} videos are not in the manifest, e.g. "
+                             f"{missing[0]!r}")
+        where = {n: by[n] for n in names}
+    elif split == "auto":
+        train, _ = split_by_identity(names, test_fraction, mapping)
         where = {n: "train" if n in set(train) else "test" for n in names}
     elif split in ("train", "test"):
         where = {n: split for n in names}
     else:
-        raise ValueError(f"split must be train, test or auto, got {split!r}")
+        raise ValueError(f"split must be train, test, auto or manifest, got {split!r}")
+    i, n = shard
+    mine = [f for f in files if shard_of(f.stem, n) == i]
+    size, step = int(kwargs.get("size", 256)), int(kwargs.get("step", 1))
     metas = []
-    for f in files:
-        meta = preprocess_video(f, Path(out_root) / where[f.stem] / f.stem, **kwargs)
+    for f in tqdm(mine, desc=f"preprocess shard {i}/{n}", unit="clip", disable=not progress):
+        out = Path(out_root) / where[f.stem] / f.stem
+        if resume and _done(out, size, kwargs.get("fit_3dmm"), step):
+            meta = json.loads((out / "meta.json").read_text())
+            meta.update(split=where[f.stem], status="skipped")
+            metas.append(meta)
+            continue
+        try:
+            meta = preprocess_video(f, out, **kwargs)
+            meta["status"] = "done"
+        except (ValueError, RuntimeError, OSError) as e:  # no face, unreadable video, ...
+            meta = {"source": str(f), "frames": 0, "lost_frames": 0,
+                    "conditioning_version": CONDITIONING_VERSION, "status": "failed",
+                    "error": f"{type(e).__name__}: {e}"}
         meta["split"] = where[f.stem]
         metas.append(meta)
+    summary = dataset_summary(out_root, identities=mapping)
+    text = json.dumps(summary, indent=1)
+    from facegeo.assets import atomic_write
+
+    atomic_write(Path(out_root) / "summary.json", lambda t: t.write_text(text))
     return metas
+
+
+def dataset_summary(root: str | os.PathLike, *, identities: dict[str, str] | None = None
+                    ) -> dict:
+    """Identities, clips, frames and resolutions of a preprocessed dataset root.
+
+    Counts every finished clip folder (with ``conditioning.json``) under
+    ``root/{train,test}``; identities by :func:`identity_of` with ``identities`` (e.g. a
+    manifest's :func:`load_identity_map`). Returns ``{"root", split: {"clips",
+    "identities", "frames", "image_size", "source_resolutions", "lost_frames",
+    "with_fits"}, "identity_overlap": [...]}`` (the overlap must be empty for an
+    identity-disjoint split).
+    """
+    root = Path(root)
+    out: dict[str, Any] = {"root": str(root)}
+    seen: dict[str, set[str]] = {}
+    for sp in ("train", "test"):
+        d = root / sp
+        clips = [c for c in sorted(d.iterdir()) if (c / CONDITIONING_FILE).is_file()] \
+            if d.is_dir() else []
+        frames = lost = fits = 0
+        sizes: set[int] = set()
+        res: dict[str, int] = {}
+        ids: set[str] = set()
+        for c in clips:
+            rec = read_conditioning(c)
+            frames += int(rec.get("frames", 0))
+            lost += int((rec.get("crop") or {}).get("lost_frames", 0))
+            fits += "fits" in rec.get("items", {})
+            sizes.add(int(rec.get("image_size", 0)))
+            src = rec.get("source") or {}
+            key = f"{src.get('width')}x{src.get('height')}"
+            res[key] = res.get(key, 0) + 1
+            ids.add(identity_of(c.name, identities))
+        seen[sp] = ids
+        out[sp] = {"clips": len(clips), "identities": len(ids), "frames": frames,
+                   "image_size": sorted(sizes), "source_resolutions": res,
+                   "lost_frames": lost, "with_fits": fits}
+    out["identity_overlap"] = sorted(seen["train"] & seen["test"])
+    return out
 
 
 def benchmark_loader(dataset: PairDataset, batch_size: int = 8, num_workers: int = 2,
