@@ -222,3 +222,22 @@ def test_smooth_pupils_keeps_head_motion_and_removes_gaze_jitter(synthetic):
     assert float(sms(sm - pup)) < 0.5 * float(sms(noisy - pup))
     with pytest.raises(ValueError, match=r"\(T, 2, 2\)"):
         pp.smooth_pupils(pup[:, :1], lms, 25.0)
+
+
+def test_gaze_offsets_invariance_and_gaze_following(synthetic):
+    """Gaze offsets do not change under a similarity motion of the head; gaze_following
+    is 1 / gain 1 for a copy, -1 for a mirrored gaze, about 0 for an unrelated one."""
+    _, lm, gt = synthetic
+    g = pp.gaze_offsets(gt, lm)
+    assert g.shape == (12, 2, 2)
+    th = torch.tensor(0.3)
+    rot = torch.tensor([[torch.cos(th), -torch.sin(th)], [torch.sin(th), torch.cos(th)]])
+    move = lambda p: 1.7 * p @ rot.T + torch.tensor([5.0, -3.0])  # noqa: E731
+    torch.testing.assert_close(pp.gaze_offsets(move(gt), move(lm)), g, atol=1e-5, rtol=0)
+    same = pp.gaze_following(g, g.clone())
+    assert same["corr"] == pytest.approx(1) and same["gain"] == pytest.approx(1)
+    assert pp.gaze_following(g, 2 * g[:1] - g)["corr"] == pytest.approx(-1)
+    other = torch.randn(12, 2, 2, generator=torch.Generator().manual_seed(5))
+    assert abs(pp.gaze_following(g, other)["corr"]) < 0.5
+    with pytest.raises(ValueError, match="T>=3"):
+        pp.gaze_following(g[:2], g[:2])

@@ -54,6 +54,8 @@ __all__ = [
     "iris_points",
     "landmarks74",
     "smooth_pupils",
+    "gaze_offsets",
+    "gaze_following",
     "render_synthetic_eyes",
     "shift_iris",
 ]
@@ -466,6 +468,57 @@ def smooth_pupils(pupils: torch.Tensor, landmarks68: torch.Tensor, fps: float, *
     off = (pupils.to(cen) - cen) / w
     sm = one_euro_smooth(off, fps, min_cutoff, beta, d_cutoff, zero_phase=zero_phase)
     return cen + sm * w
+
+
+def gaze_offsets(pupils: torch.Tensor, landmarks68: torch.Tensor) -> torch.Tensor:
+    """The gaze channel: each pupil relative to its eye, in the eye's own frame.
+
+    Args:
+        pupils: (..., 2, 2) pixels (right eye, left eye).
+        landmarks68: (..., 68, 2) pixels.
+
+    Returns:
+        (..., 2, 2): per eye (along the corner-to-corner axis, across it, image-down
+        positive) offset of the pupil from the contour centroid, in eye widths; invariant
+        to the head's translation, in-plane rotation and scale.
+    """
+    cen, axis, width = eye_axes(landmarks68)
+    d = pupils.to(cen) - cen
+    along = (d * axis).sum(-1)
+    normal = torch.stack([-axis[..., 1], axis[..., 0]], -1)
+    across = (d * normal).sum(-1)
+    return torch.stack([along, across], -1) / width[..., None].clamp_min(1e-3)
+
+
+def gaze_following(driving: torch.Tensor, output: torch.Tensor) -> dict[str, float]:
+    """How well an animated video follows the driver's gaze.
+
+    Args:
+        driving, output: (T, 2, 2) :func:`gaze_offsets` of the driving frames and of the
+            generated frames (T >= 3).
+
+    Returns:
+        ``corr``: Pearson correlation of the displacements from the first frame
+        (``g_t - g_0``, all eyes and both axes pooled; 1 = follows, 0 = ignores);
+        ``gain``: least-squares slope of output on driving displacement (1 = same
+        amplitude); ``corr_along``: the correlation of the horizontal (along-axis)
+        component alone, the main gaze direction.
+    """
+    if driving.shape != output.shape or driving.dim() != 3 or driving.shape[1:] != (2, 2) \
+            or driving.shape[0] < 3:
+        raise ValueError(f"driving and output must both be (T>=3, 2, 2), got "
+                         f"{tuple(driving.shape)} and {tuple(output.shape)}")
+
+    def corr(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        den = (a.norm() * b.norm()).clamp_min(1e-12)
+        return float((a * b).sum() / den)
+
+    dd = (driving[1:] - driving[:1]).double()
+    do = (output[1:] - output[:1]).double()
+    gain = float((dd * do).sum() / (dd * dd).sum().clamp_min(1e-12))
+    return {"corr": corr(dd.flatten(), do.flatten()), "gain": gain,
+            "corr_along": corr(dd[..., 0].flatten(), do[..., 0].flatten())}
 
 
 # ------------------------------------------------------ constructions with known truth
