@@ -9,6 +9,11 @@ frames, relative-mode results, absolute-mode results for the first pair) and
 docs/img/reenact_interpolate.png (scikit-image's astronaut blended towards yaw 25 deg,
 pitch -10 deg and a smiling open mouth: pose + expression, pose only, expression only, and
 the target mesh overlay).
+
+Renderer v2 (issue #24; ``--only v2`` writes just these): docs/img/reenact_pose_v1_v2.png
+(requested yaw -30/-15/+15/+30 and pitch -20/+20 on two portraits, v1 renderer rows above
+v2 rows), docs/img/reenact_eyes_v1_v2.png (eyes closed / jaw open in the target, v1 vs
+v2) and docs/img/reenact_stages.png (the stages of facegeo.geometric.render for one turn).
 """
 
 from __future__ import annotations
@@ -77,8 +82,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA", str(REPO_SHARED / "media")))
     p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--only", choices=["v2"], help="only the renderer-v2 figures")
     a = p.parse_args()
     media = Path(a.media)
+    v2_figures(media, a.tile)
+    if a.only == "v2":
+        return
     OUT.mkdir(exist_ok=True)
     rr = GeometricReenactor(size=256)
     gap = torch.ones(3, 6, 5 * a.tile)
@@ -128,6 +137,56 @@ def main() -> None:
     out = rr.render(src.image, sf, fits, source_landmarks=src.landmarks).frames
     rows.append(torch.cat(list(resize(_mesh_overlay(rr, fits, out), a.tile)), 2))
     save_png(OUT / "reenact_interpolate.png", torch.cat(rows, 1))
+
+
+def v2_figures(media: Path, tile: int) -> None:
+    """The before/after figures of the v2 renderer (module docstring)."""
+    from facegeo.geometric.render import compose, head_flow, silhouette_weight
+
+    v1 = GeometricReenactor(size=256, head_proxy=False, hole_fill=False)
+    v2 = GeometricReenactor(size=256)
+    grid = [(-30, 0), (-15, 0), (0, 0), (15, 0), (30, 0), (0, -20), (0, 20)]
+    rows = []
+    for name in ("lp_s1.jpg", "3ddfa_JianzhuGuo.jpg"):
+        for rr in (v1, v2):
+            src = rr.fit_source(load_image(media / name))
+            e = T.euler_to_matrix(torch.tensor([[float(y), float(p), 0.0] for y, p in grid]))
+            f = src.fit
+            tgt = FaceFit(e @ f.rotation, f.scale.expand(len(grid)),
+                          f.translation.expand(len(grid), -1), f.id_coeffs.expand(len(grid), -1),
+                          f.exp_coeffs.expand(len(grid), -1))
+            out = rr.render(src.image, f, tgt, source_landmarks=src.landmarks).frames
+            rows.append(torch.cat(list(resize(out, tile)), 2))
+    save_png(OUT / "reenact_pose_v1_v2.png", torch.cat(rows, 1))
+    rows = []
+    for name in ("lp_s11.jpg", "lp_s12.jpg"):
+        for rr in (v1, v2):
+            src = rr.fit_source(load_image(media / name))
+            f = src.fit
+            exps = [f.exp_coeffs]
+            for w in ({"eyeBlink_L": 0.6, "eyeBlink_R": 0.6},
+                      {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0}, {"jawOpen": 0.5}):
+                exps.append(expression_from_names(rr.model, w, f.exp_coeffs))
+            n = len(exps)
+            tgt = FaceFit(f.rotation.expand(n, -1, -1), f.scale.expand(n),
+                          f.translation.expand(n, -1), f.id_coeffs.expand(n, -1), torch.cat(exps))
+            out = rr.render(src.image, f, tgt, source_landmarks=src.landmarks).frames
+            rows.append(torch.cat(list(resize(out[:, :, 48:176, 48:208], tile)), 2))
+    save_png(OUT / "reenact_eyes_v1_v2.png", torch.cat(rows, 1))
+    # stages for one turn (yaw +25) of lp_s1
+    src = v2.fit_source(load_image(media / "lp_s1.jpg"))
+    f = src.fit
+    tf = FaceFit(T.euler_to_matrix(torch.tensor([[25.0, 0.0, 0.0]])) @ f.rotation, f.scale,
+                 f.translation, f.id_coeffs, f.exp_coeffs)
+    xy, cov = v2._face_flow(v2.image_vertices(f), v2.image_vertices(tf), 256)
+    outer, _ = head_flow(v2.head_ellipsoid(f), (tf.rotation, tf.scale, tf.translation),
+                         (f.rotation, f.scale, f.translation), 256, 256, step=v2.proxy_step)
+    m = silhouette_weight(cov, v2.blend_px)
+    face_only = compose(src.image, xy, xy, torch.ones_like(m))[0] * cov[:, None]
+    head_only = compose(src.image, outer, outer, torch.zeros_like(m))[0]
+    final = v2.render(src.image, f, tf, source_landmarks=src.landmarks).frames
+    tiles = [src.image, face_only, head_only, m[:, None].expand(-1, 3, -1, -1), final]
+    save_png(OUT / "reenact_stages.png", torch.cat([resize(t, tile)[0] for t in tiles], 2))
 
 
 if __name__ == "__main__":

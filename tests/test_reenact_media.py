@@ -1,0 +1,68 @@
+"""Integration tests of the geometric renderer on real portraits (issue #24): the head turns
+by the requested angle as measured by an independent estimator (3DDFA_V2's pose
+regressor, facegeo.headpose), and closing the eyes in the target closes them in the image
+(dlib's eye landmarks on the output)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from facegeo.image_io import load_image
+from facegeo.reenact import FaceFit, GeometricReenactor, expression_from_names
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_pose_fidelity import measure, relative_angles, turned  # noqa: E402
+from eval_reenact_eyes_mouth import detect_all, eye_opening  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rr(assets_dir):
+    return GeometricReenactor(size=256)
+
+
+@pytest.fixture(scope="module")
+def portrait(rr, media_dir):
+    return rr.fit_source(load_image(media_dir / "lp_s11.jpg"))
+
+
+def test_head_turns_by_the_requested_angle(rr, portrait, assets_dir):
+    from facegeo.headpose import HeadPoseEstimator
+
+    hp = HeadPoseEstimator()
+    src = portrait
+    grid = [(-20.0, 0.0), (20.0, 0.0), (0.0, 15.0)]
+    tgt = FaceFit.cat([turned(src.fit, y, p) for y, p in grid])
+    out = rr.render(src.image, src.fit, tgt, source_landmarks=src.landmarks).frames
+    r3, _ = measure(rr, hp, torch.cat([src.image, out]))
+    got = relative_angles(r3[1:], r3[0])
+    # measured (3DDFA, 256 px): yaw -18.7 / +21.5, pitch +15.6 (v1 renderer: ~70 %)
+    for (y, p), g in zip(grid, got):
+        k = 0 if y else 1
+        req = (y, p)[k]
+        assert abs(float(g[k]) - req) <= max(0.15 * abs(req), 2.0), (req, g.tolist())
+    # the v1 renderer (hair and outline held by the MLS field) under-turns: the check
+    # discriminates
+    v1 = GeometricReenactor(size=256, head_proxy=False, hole_fill=False)
+    out1 = v1.render(src.image, src.fit, tgt.index(1),
+                     source_landmarks=src.landmarks).frames
+    r1, _ = measure(v1, hp, torch.cat([src.image, out1]))
+    assert float(relative_angles(r1[1:], r1[0])[0, 0]) < 0.85 * 20
+
+
+def test_closed_eyes_in_the_target_close_in_the_image(rr, portrait):
+    src = portrait
+    shut = expression_from_names(rr.model, {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
+                                 src.fit.exp_coeffs.cpu())
+    tgt = FaceFit.cat([src.fit, FaceFit(src.fit.rotation, src.fit.scale, src.fit.translation,
+                                        src.fit.id_coeffs, shut.to(src.fit.exp_coeffs))])
+    out = rr.render(src.image, src.fit, tgt, source_landmarks=src.landmarks).frames
+    lm, ok = detect_all(out, rr.detector)
+    assert bool(ok.all())
+    ear = eye_opening(lm)
+    # measured on lp_s11 at 256: 0.445 open, 0.309 with ICT eyeBlink = 1 (the ICT lid loop
+    # does not close completely, so neither does the image: docs/reenact.md, Limits)
+    assert float(ear[1]) < 0.8 * float(ear[0]), ear.tolist()
