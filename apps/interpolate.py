@@ -5,8 +5,10 @@ Usage::
     python apps/interpolate.py --source face.jpg --target other.jpg --output blend.mp4
     python apps/interpolate.py --source face.jpg --yaw 25 --pitch -10 \\
         --expression jawOpen=0.6,mouthSmile_L=0.8 --output blend.mp4
-        [--frames 30] [--fps 30] [--only pose|expression] [--panel] [--size 256]
-        [--crop | --no-crop] [--device auto]
+        [--frames 30] [--fps 30] [--only pose,expression,eyes,brows,mouth,nose,identity]
+        [--panel] [--size 256] [--crop | --no-crop] [--device auto]
+    python apps/interpolate.py --source face.jpg --target-identity other.jpg \
+        --meshes frames/ [--mesh-format obj|ply] --glb morph.glb [--output morph.mp4]
     python apps/interpolate.py --demo [--output demo.mp4]
 
 The source is fitted once (3DMM: identity, expression, pose); the target pose/expression comes
@@ -14,8 +16,15 @@ from a fit of ``--target`` (its identity is ignored) or from ``--yaw/--pitch/--r
 head angles in degrees; angles not given keep the source's) and ``--expression`` (blendshape
 weights, ICT or ARKit names). Over N frames alpha goes 0 -> 1: rotation by slerp, expression
 and translation linearly, scale geometrically. ``--only pose`` keeps the source expression,
-``--only expression`` keeps the source pose. ``--panel`` adds the shaded target mesh next to
-each frame. See docs/reenact.md.
+``--only expression`` keeps the source pose; ``--only`` also takes blendshape groups (eyes,
+brows, mouth, nose) and ``identity``, comma-separated. ``--target-identity`` morphs the source's
+face shape into the fitted identity of another photo. ``--panel`` adds the shaded target mesh
+next to each frame.
+
+Mesh output (the interpolation as 3D meshes of the whole 3DMM head, coloured from the source
+photo where it shows the vertex, hidden vertices filled smoothly): ``--meshes DIR`` writes one
+OBJ or PLY per frame, ``--glb FILE`` one animated glTF binary (morph targets); ``--output`` is
+then optional. See docs/reenact.md.
 """
 
 from __future__ import annotations
@@ -44,13 +53,17 @@ from facegeo_apps._cli import (
     run_main,
 )
 
-__all__ = ["main", "build_parser", "parse_expression", "ANGLE_LIMITS"]
+__all__ = ["main", "build_parser", "parse_expression", "parse_only", "ANGLE_LIMITS",
+           "ONLY_CHOICES"]
 
 #: --yaw/--pitch/--roll must lie in [-limit, limit] degrees (beyond, the face turns away
 #: from the camera or the weak-perspective 3DMM fit has no meaning)
 ANGLE_LIMITS = {"yaw": 90.0, "pitch": 60.0, "roll": 90.0}
 
 DEMO_OUTPUT = "facegeo_interpolate_demo.mp4"
+
+#: what --only may name (comma-separated): facegeo.controls.REGIONS plus the identity
+ONLY_CHOICES = ("pose", "expression", "eyes", "brows", "mouth", "nose", "identity")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,12 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expression", default=None,
                    help="target blendshapes as name=weight pairs, e.g. jawOpen=0.6,"
                    "mouthSmile_L=0.8 (weights in [0, 1]; other blendshapes keep the source's)")
-    p.add_argument("--output", help=f"output video ({'/'.join(VIDEO_SUFFIXES)})")
+    p.add_argument("--target-identity", metavar="IMAGE",
+                   help="morph the source's face shape into the identity fitted to this photo "
+                   "(adds 'identity' to --only)")
+    p.add_argument("--output", help=f"output video ({'/'.join(VIDEO_SUFFIXES)}); optional "
+                   "with --meshes/--glb")
+    p.add_argument("--meshes", metavar="DIR",
+                   help="write one mesh per frame into DIR (must not exist or be empty): the "
+                   "whole 3DMM head, vertex-coloured from the source photo")
+    p.add_argument("--mesh-format", choices=("obj", "ply"), default="obj",
+                   help="file format of --meshes (default obj)")
+    p.add_argument("--glb", metavar="FILE",
+                   help="write the sequence as one animated glTF binary (.glb, morph targets)")
     p.add_argument("--frames", type=int, default=30,
                    help="number of frames N (alpha 0 -> 1), in [2, 18000]")
     p.add_argument("--fps", type=float, default=30.0, help="output frame rate, in [1, 240]")
-    p.add_argument("--only", choices=("pose", "expression"), default=None,
-                   help="blend only the pose or only the expression")
+    p.add_argument("--only", default=None, metavar="LIST",
+                   help="blend only these, comma-separated: pose, expression, the blendshape "
+                   "groups eyes, brows, mouth, nose, and identity (default: pose and expression)")
     p.add_argument("--panel", action="store_true",
                    help="side-by-side panel: result | result with the target mesh overlay")
     p.add_argument("--size", type=int, default=256, help="working resolution (default 256)")
@@ -127,6 +152,41 @@ def parse_expression(text: str | None) -> dict[str, float]:
     return out
 
 
+def parse_only(text: str | None) -> list[str] | None:
+    """``"pose,eyes"`` -> ``["pose", "eyes"]`` (each in :data:`ONLY_CHOICES`, once).
+
+    Raises:
+        CLIError: an empty entry, an unknown name, a name twice.
+    """
+    if text is None:
+        return None
+    out: list[str] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise CLIError(f"--only {text!r}: empty entry; give a comma list of "
+                           f"{', '.join(ONLY_CHOICES)}")
+        if item not in ONLY_CHOICES:
+            raise CLIError(f"--only: unknown {item!r}; choose from {', '.join(ONLY_CHOICES)}")
+        if item in out:
+            raise CLIError(f"--only: {item!r} is given twice")
+        out.append(item)
+    return out
+
+
+def _check_mesh_dir(path: str, inputs) -> Path:
+    """--meshes DIR: absent or an empty folder, in a writable folder, not an input."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise CLIError(f"--meshes {p} is a file; give a folder")
+    if p.is_dir() and any(p.iterdir()):
+        raise CLIError(f"--meshes folder {p} is not empty; give a new or empty folder")
+    # the folder's parent must be writable: check it as check_output checks a file there
+    check_output(p / "frame.obj" if p.is_dir() else p.parent / f"{p.name}.obj", (".obj",),
+                 inputs=inputs)
+    return p
+
+
 def _validate(a: argparse.Namespace) -> None:
     has_params = (any(v is not None for v in (a.yaw, a.pitch, a.roll))
                   or a.expression is not None)
@@ -138,13 +198,19 @@ def _validate(a: argparse.Namespace) -> None:
         raise CLIError("missing --source (or use --demo)")
     if a.target is not None and has_params:
         raise CLIError("give either --target or --yaw/--pitch/--roll/--expression, not both")
-    if a.target is None and not has_params:
-        raise CLIError("give a --target image or target parameters "
-                       "(--yaw/--pitch/--roll/--expression)")
+    only = parse_only(a.only)
+    if a.target is None and not has_params and a.target_identity is None:
+        raise CLIError("give a --target image, target parameters "
+                       "(--yaw/--pitch/--roll/--expression) or a --target-identity")
+    if only is not None and "identity" in only and a.target is None and \
+            a.target_identity is None:
+        raise CLIError("--only identity needs a --target or --target-identity image")
+    meshes = a.meshes is not None or a.glb is not None
     if a.output is None:
-        if not a.demo:
-            raise CLIError("missing --output")
-        a.output = DEMO_OUTPUT
+        if a.demo and not meshes:
+            a.output = DEMO_OUTPUT
+        elif not meshes:
+            raise CLIError("missing --output (or --meshes / --glb)")
     check_frames(a.frames)
     check_fps(a.fps)
     for name, limit in ANGLE_LIMITS.items():
@@ -154,13 +220,23 @@ def _validate(a: argparse.Namespace) -> None:
         raise CLIError(f"--face-index must be >= 0, got {a.face_index}")
     if a.size < 32 or a.size > 2048:
         raise CLIError(f"--size must be in [32, 2048], got {a.size}")
-    for name in ("source", "target"):
+    for name in ("source", "target", "target_identity"):
         v = getattr(a, name)
+        opt = "--" + name.replace("_", "-")
         if v is not None:
-            check_input(v, f"{name} image")
+            check_input(v, f"{opt[2:]} image")
             if not is_image_path(v):
-                raise CLIError(f"--{name} must be an image ({', '.join(IMAGE_SUFFIXES)})")
-    check_output(a.output, VIDEO_SUFFIXES, inputs=[a.source, a.target])
+                raise CLIError(f"{opt} must be an image ({', '.join(IMAGE_SUFFIXES)})")
+    inputs = [a.source, a.target, a.target_identity]
+    if a.output is not None:
+        check_output(a.output, VIDEO_SUFFIXES, inputs=inputs)
+    if a.glb is not None:
+        check_output(a.glb, (".glb",), inputs=inputs)
+    if a.meshes is not None:
+        _check_mesh_dir(a.meshes, inputs)
+    outs = [Path(x).expanduser().resolve() for x in (a.output, a.glb, a.meshes) if x]
+    if len(set(outs)) != len(outs):
+        raise CLIError("--output, --glb and --meshes must be different paths")
 
 
 def _mesh_overlay(rr, fits, frames):
@@ -176,18 +252,41 @@ def _mesh_overlay(rr, fits, frames):
     return frames * (1 - m) + shaded.clamp(0, 1).to(frames) * m
 
 
+def _write_meshes(a: argparse.Namespace, rr, src, fits) -> None:
+    """--meshes / --glb: the whole-model meshes of ``fits``, coloured from the source."""
+    from facegeo.controls import fit_meshes, photo_vertex_colors
+    from facegeo.mesh.export import write_glb, write_mesh_sequence
+    from facegeo.morphable import unit_scale
+
+    m = rr.model
+    colors, visible = photo_vertex_colors(m, src.fit, src.full[0], src.box, rr.size)
+    verts = fit_meshes(m, fits).cpu()
+    faces = m.triangles.cpu()
+    if a.meshes is not None:
+        paths = write_mesh_sequence(a.meshes, verts, faces, colors, fmt=a.mesh_format)
+        print(f"wrote {len(paths)} {a.mesh_format.upper()} meshes into "
+              f"{Path(a.meshes).expanduser().resolve()} ({m.n_vertices} vertices, "
+              f"{int(visible.sum())} coloured from the photo)")
+    if a.glb is not None:
+        out = write_glb(Path(a.glb).expanduser(), verts, faces, colors, fps=a.fps,
+                        unit_scale=unit_scale(m.units, "m"))
+        print(f"wrote {out.resolve()} ({len(fits)} frames, {m.n_vertices} vertices)")
+
+
 def _run(a: argparse.Namespace) -> int:
     import torch
 
     from facegeo import transforms as T
+    from facegeo.controls import interpolate_regions
     from facegeo.landmarks.crops import paste_back
-    from facegeo.reenact import FaceFit, GeometricReenactor, expression_from_names, interpolate_fits
+    from facegeo.reenact import FaceFit, GeometricReenactor, expression_from_names
     from facegeo.video import write_video
 
     _validate(a)
+    only = parse_only(a.only)
     weights = parse_expression(a.expression)
     device = pick_device(a.device, threads=a.threads)
-    out = Path(a.output).expanduser()
+    out = Path(a.output).expanduser() if a.output is not None else None
     src_img = demo_source() if a.source is None else load_source_image(a.source)
     rr = GeometricReenactor(load_model(), size=a.size, device=device)
     src = rr.fit_source(src_img, pick_source_face(src_img, a.face_index, rr.detector),
@@ -197,7 +296,7 @@ def _run(a: argparse.Namespace) -> int:
         tgt_img = load_source_image(a.target, "target")
         lm = pick_source_face(tgt_img, 0, rr.detector, what=f"target ({Path(a.target).name})",
                               option=None)
-        tgt = rr.fit_source(tgt_img, lm, crop=True).fit
+        tgt = rr.fit_source(tgt_img, lm, crop=True).fit  # its identity: only with --only identity
     else:
         ang = sf.angles.clone()
         for k, v in enumerate((a.yaw, a.pitch, a.roll)):
@@ -206,9 +305,25 @@ def _run(a: argparse.Namespace) -> int:
         rot = T.euler_to_matrix(ang)
         exp = expression_from_names(rr.model, weights, sf.exp_coeffs.cpu()).to(sf.exp_coeffs)
         tgt = FaceFit(rot, sf.scale, sf.translation, sf.id_coeffs, exp)
+    if a.target_identity is not None:
+        idimg = load_source_image(a.target_identity, "target-identity")
+        lm = pick_source_face(idimg, 0, rr.detector,
+                              what=f"target-identity ({Path(a.target_identity).name})",
+                              option=None)
+        tgt.id_coeffs = rr.fit_source(idimg, lm, crop=True).fit.id_coeffs.to(tgt.id_coeffs)
+        if only is None:
+            only = ["pose", "expression"] if (a.target is not None or a.yaw is not None or
+                                              a.pitch is not None or a.roll is not None or
+                                              a.expression is not None) else []
+        if "identity" not in only:
+            only = [*only, "identity"]
     alpha = torch.linspace(0.0, 1.0, a.frames)
-    fits = interpolate_fits(sf, tgt.to(sf.rotation.device), alpha.to(sf.rotation.device),
-                            only=a.only)
+    fits = interpolate_regions(sf, tgt.to(sf.rotation.device), alpha.to(sf.rotation.device),
+                               only=only, model=rr.model)
+    if a.meshes is not None or a.glb is not None:
+        _write_meshes(a, rr, src, fits)
+    if a.output is None:
+        return 0
 
     def frames(bar):
         for i in range(0, a.frames, 16):
