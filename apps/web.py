@@ -619,9 +619,10 @@ def build_app(app: WebApp):
                                    elem_id="reenact-config")
             r_run = gr.Button("reenact", variant="primary", elem_id="reenact-run")
             with gr.Row():
-                r_video = gr.Video(label="result", elem_id="reenact-video", interactive=False)
+                r_video = gr.Video(label="result", elem_id="reenact-video", interactive=False,
+                                   height=360)
                 r_image = gr.Image(label="result (driving image)", elem_id="reenact-image",
-                                   interactive=False, visible=False)
+                                   interactive=False, visible=False, height=360)
             r_file = gr.File(label="download", elem_id="reenact-file", interactive=False)
             r_info = gr.Markdown("", elem_id="reenact-info")
 
