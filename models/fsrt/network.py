@@ -83,7 +83,11 @@ class KeypointExpressionNet(nn.Module):
         landmark_sigma: std of those Gaussian heat-maps (normalized units; [FOMM]
             kp_variance 0.01 -> 0.1).
         detector: kwargs of the hourglass (block_expansion, max_features, num_blocks,
-            scale_factor, norm; temperature for the learned detector).
+            scale_factor, norm; temperature for the learned detector; ``fomm_head: true``
+            gives FOMM's exact conventions, for the authors' weights: 7x7 heads without
+            padding (heat-maps 58x58 at 64x64), keypoints as heat-map means over FOMM's
+            ``linspace(-1, 1)`` grid, anti-aliased down-sampling with zero padding sampled
+            at offset 0).
         expression_size: E (paper: 256).
         features_per_kp: n_f, channels of the 7x7 conv per keypoint ([code] 32).
         mlp_hidden: hidden widths of the 4-layer MLP X_M ([code] 640, 1280, 640).
@@ -101,7 +105,12 @@ class KeypointExpressionNet(nn.Module):
             raise ValueError(f"keypoint source must be one of {KEYPOINT_SOURCES}, got "
                              f"{source!r}")
         det = {"block_expansion": 32, "max_features": 1024, "num_blocks": 5,
-               "scale_factor": 0.25, "norm": "batch", "temperature": 0.1, **(detector or {})}
+               "scale_factor": 0.25, "norm": "batch", "temperature": 0.1, "fomm_head": False,
+               **(detector or {})}
+        self.fomm_head = bool(det["fomm_head"])
+        if self.fomm_head and source != "learned":
+            raise ValueError("detector.fomm_head is for the learned detector (the authors' "
+                             "FOMM weights), not for landmark keypoints")
         if source == "landmarks":
             if landmark_subset not in LANDMARK_SUBSETS:
                 raise ValueError(f"unknown landmark subset {landmark_subset!r}; expected "
@@ -120,6 +129,8 @@ class KeypointExpressionNet(nn.Module):
                 temperature=det["temperature"], scale_factor=det["scale_factor"],
                 norm=det["norm"])
             predictor, self.down = self.detector.predictor, self.detector.down
+            if self.fomm_head:
+                self.detector.kp.padding = (0, 0)
         else:
             self.detector = None
             self.features = Hourglass(det["block_expansion"], 3, det["num_blocks"],
@@ -129,7 +140,7 @@ class KeypointExpressionNet(nn.Module):
         # X_C: 7x7 conv, same padding ([code] pads 0 as FOMM's detector head; ours pads 3
         # as the common detector's head, so feature and heat-map grids coincide)
         self.expression_conv = nn.Conv2d(predictor.out_filters, num_kp * features_per_kp, 7,
-                                         padding=3)
+                                         padding=0 if self.fomm_head else 3)
         widths = [num_kp * features_per_kp, *[int(w) for w in mlp_hidden], expression_size]
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
@@ -138,9 +149,17 @@ class KeypointExpressionNet(nn.Module):
                 layers.append(nn.ReLU())
         self.expression_mlp = nn.Sequential(*layers)
 
+    def _downsample(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fomm_head or self.down.factor == 1:
+            return self.down(x)
+        # FOMM's AntiAliasInterpolation2d: zero padding, samples at offset 0 of each cell
+        p, f = self.down.pad, self.down.factor
+        y = F.conv2d(F.pad(x, (p, p, p, p)), self.down.weight.to(x.dtype), groups=x.shape[1])
+        return y[:, :, ::f, ::f]
+
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         trunk = self.detector.predictor if self.detector is not None else self.features
-        return trunk(self.down(x))
+        return trunk(self._downsample(x))
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Learned detector only: (B, 3, H, W) -> ``kp`` (B, K, 2), ``heatmap``
@@ -149,12 +168,19 @@ class KeypointExpressionNet(nn.Module):
             raise ValueError("this network takes its keypoints from landmarks")
         feat = self._features(images)
         kp, prob = soft_argmax(self.detector.kp(feat), self.detector.temperature)
+        if self.fomm_head:
+            h, w = prob.shape[-2:]
+            ys, xs = torch.linspace(-1, 1, h, device=prob.device), torch.linspace(
+                -1, 1, w, device=prob.device)
+            kp = torch.stack([torch.einsum("bkhw,w->bk", prob, xs.to(prob.dtype)),
+                              torch.einsum("bkhw,h->bk", prob, ys.to(prob.dtype))], -1)
         return {"kp": kp, "heatmap": prob, "features": feat}
 
     def pool_expression(self, features: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
         """eq. 8-10: (B, F, h, w) features, (B, K, h, w) heat-maps -> (B, E)."""
-        b, _, h, w = features.shape
-        f = self.expression_conv(features).view(b, self.num_kp, self.features_per_kp, h, w)
+        f = self.expression_conv(features)
+        b, _, h, w = f.shape
+        f = f.view(b, self.num_kp, self.features_per_kp, h, w)
         pooled = torch.einsum("bkchw,bkhw->bkc", f, heatmap.to(f.dtype))
         return self.expression_mlp(pooled.reshape(b, -1))
 
