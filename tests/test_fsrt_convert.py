@@ -156,3 +156,25 @@ def test_fomm_head_conventions():
     assert divmod(int(y[0, 0].argmax()), 16) == (5, 9)
     with pytest.raises(ValueError, match="fomm_head"):
         fsrt.KeypointExpressionNet(source="landmarks", detector={"fomm_head": True})
+
+
+def test_pretrained_detector_switch(tmp_path):
+    """keypoints.detector_weights loads a FOMM detector (the authors' kp_detector.pt, or a
+    FOMM checkpoint with a Jacobian head, which is dropped) into the learned detector."""
+    _, kp = official_layout(3)
+    torch.save(kp, tmp_path / "kp_detector.pt")
+    fomm = {"kp_detector": {**kp, "jacobian.weight": torch.zeros(40, 35, 7, 7),
+                            "jacobian.bias": torch.zeros(40)}, "epoch": 99}
+    torch.save(fomm, tmp_path / "vox-cpk.pth")
+    for f in ("kp_detector.pt", "vox-cpk.pth"):
+        net = fsrt.KeypointExpressionNet(detector={"fomm_head": True},
+                                         detector_weights=str(tmp_path / f))
+        torch.testing.assert_close(net.detector.kp.weight, kp["kp.weight"])
+        torch.testing.assert_close(
+            net.detector.predictor.decoder.up_blocks[1].norm.running_var,
+            kp["predictor.decoder.up_blocks.1.norm.running_var"])
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="kp.weight"):
+        fsrt.KeypointExpressionNet(detector_weights=str(tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match="learned detector"):
+        fsrt.KeypointExpressionNet(source="landmarks", detector_weights="x.pt")

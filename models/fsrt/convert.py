@@ -24,9 +24,27 @@ import re
 
 import torch
 
-__all__ = ["convert_official_state_dict", "load_official"]
+__all__ = ["convert_official_state_dict", "load_official", "read_detector_weights"]
 
 _DETECTOR_DROP = ("down.weight",)      # FOMM's persistent anti-aliasing kernel (ours: buffer)
+
+
+def read_detector_weights(path: str | os.PathLike) -> dict:
+    """A FOMM keypoint-detector state dict from ``path`` (an asset name or file, resolved
+    by :func:`facegeo.assets.resolve` without download; ``torch.load(weights_only=True)``):
+    the authors' ``kp_detector.pt``, or a FOMM checkpoint holding ``kp_detector``. FOMM's
+    Jacobian head (``jacobian.*``) and anti-aliasing buffer are dropped (FSRT uses
+    neither). Returns ``{name: tensor}`` for ``KeypointDetector.load_state_dict``."""
+    from facegeo import assets
+
+    p = assets.resolve(path, download=False)
+    sd = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "kp_detector" in sd:
+        sd = sd["kp_detector"]
+    if not isinstance(sd, dict) or "kp.weight" not in sd:
+        raise ValueError(f"{p}: not a FOMM keypoint-detector state dict (no 'kp.weight')")
+    return {k: v for k, v in sd.items()
+            if not k.startswith("jacobian.") and k not in _DETECTOR_DROP}
 
 
 def _need(sd: dict, key: str, where: str) -> torch.Tensor:

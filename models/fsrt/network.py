@@ -91,6 +91,10 @@ class KeypointExpressionNet(nn.Module):
         expression_size: E (paper: 256).
         features_per_kp: n_f, channels of the 7x7 conv per keypoint ([code] 32).
         mlp_hidden: hidden widths of the 4-layer MLP X_M ([code] 640, 1280, 640).
+        detector_weights: a pretrained FOMM detector (file or asset name; the authors'
+            ``kp_detector.pt`` or a FOMM checkpoint), loaded at construction: the switch
+            to the paper's pretrained detector where those weights exist (use it with
+            ``detector.fomm_head: true`` and without the detector stage).
 
     forward(images (B, 3, H, W), landmarks (B, 68, 2) pixels | None, detector_grad=True)
     -> dict: ``kp`` (B, K, 2), ``heatmap`` (B, K, h, w), ``expression`` (B, E).
@@ -99,7 +103,8 @@ class KeypointExpressionNet(nn.Module):
     def __init__(self, num_kp: int = 10, source: str = "learned", landmark_subset: str = "ten",
                  landmark_sigma: float = 0.1, detector: dict | None = None,
                  expression_size: int = 256, features_per_kp: int = 32,
-                 mlp_hidden: tuple[int, ...] | list[int] = (640, 1280, 640)):
+                 mlp_hidden: tuple[int, ...] | list[int] = (640, 1280, 640),
+                 detector_weights: str | None = None):
         super().__init__()
         if source not in KEYPOINT_SOURCES:
             raise ValueError(f"keypoint source must be one of {KEYPOINT_SOURCES}, got "
@@ -131,6 +136,12 @@ class KeypointExpressionNet(nn.Module):
             predictor, self.down = self.detector.predictor, self.detector.down
             if self.fomm_head:
                 self.detector.kp.padding = (0, 0)
+            if detector_weights:
+                from .convert import read_detector_weights
+
+                self.detector.load_state_dict(read_detector_weights(detector_weights))
+        elif detector_weights:
+            raise ValueError("detector_weights are for the learned detector")
         else:
             self.detector = None
             self.features = Hourglass(det["block_expansion"], 3, det["num_blocks"],
