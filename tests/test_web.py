@@ -248,3 +248,40 @@ def test_main_defaults_to_localhost_and_says_how_to_expose(monkeypatch, capsys):
     assert "--port must be in" in capsys.readouterr().err
     assert web.main(["--max-file-size", "lots"]) == 2
     assert "--max-file-size" in capsys.readouterr().err
+
+
+def test_reenact_with_a_neural_checkpoint_matches_the_cli(app, page, media_dir, tmp_path,
+                                                           capsys):
+    """A registered neural model (an untrained tiny pfp_mls checkpoint) through the page
+    gives the same image as ``facegeo-reenact`` with the same checkpoint and inputs; its
+    mode limits come back as the model's message."""
+    from facegeo.image_io import load_image
+    from facegeo_apps import reenact as reenact_app
+    from facegeo_models import pfp_mls
+    from facegeo_models.common import checkpoint as ckpt
+    from facegeo_models.common.config import load_config
+    from facegeo_models.common.registry import build_model
+
+    cfg = load_config(pfp_mls.config_path("tiny"))
+    torch.manual_seed(0)
+    net = build_model(cfg["model"]).eval()
+    ck = tmp_path / "ck"
+    ckpt.save_checkpoint(ck, {"model": net}, ckpt.make_model_card(cfg["model"], config=cfg))
+    _, fns = page
+    src, drv = str(media_dir / PORTRAIT), str(media_dir / "lp_d12.jpg")
+    noop = lambda *a, **k: None  # noqa: E731
+    out = fns["on_reenact"](src, drv, "absolute", False, "pfp_mls", str(ck), "", 0,
+                            progress=noop)
+    assert "model pfp_mls" in out[3]
+    cli = tmp_path / "cli.png"
+    rc = reenact_app.main(["--source", src, "--driving", drv, "--output", str(cli), "--model",
+                           "pfp_mls", "--checkpoint", str(ck), "--mode", "absolute",
+                           "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert torch.equal(load_image(out[2]), load_image(cli))
+    msg = _error(fns["on_reenact"], src, drv, "relative", False, "pfp_mls", str(ck), "", 0,
+                 progress=noop)
+    assert "relative" in msg
+    msg = _error(fns["on_reenact"], src, drv, "absolute", False, "pfp_mls",
+                 str(tmp_path / "missing"), "", 0, progress=noop)
+    assert "checkpoint not found" in msg

@@ -38,7 +38,8 @@ def _binaries() -> tuple[str, str]:
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
          if p), None)
     driver = os.environ.get("FACEGEO_CHROMEDRIVER") or shutil.which("chromedriver")
-    missing = [n for n, p in (("chromium", chromium), ("chromedriver", driver)) if not p]
+    missing = [n for n, p in (("chromium", chromium), ("chromedriver", driver))
+               if not p or not os.path.isfile(p)]
     if missing:
         pytest.fail(f"the browser tests need {' and '.join(missing)} on PATH (Debian/Ubuntu: "
                     "apt-get install chromium chromium-driver; or set FACEGEO_CHROMIUM / "
@@ -49,6 +50,7 @@ def _binaries() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The page on a free 127.0.0.1 port (2 MB upload cap); yields (app, url, fit calls)."""
+    _binaries()  # a missing browser fails before the server starts
     try:
         from facegeo_apps import web
     except ImportError as e:
