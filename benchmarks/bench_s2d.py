@@ -52,7 +52,7 @@ def bench(config: str, device: str, reps: int, amp: bool) -> dict:
     if amp and device.startswith("cuda"):
         dtypes += [("fp16", torch.float16), ("bf16", torch.bfloat16)]
     for name, dt in dtypes:
-        def net():
+        def net(dt=dt):
             with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dt,
                                                  enabled=dt is not None):
                 return m.animate(src, s74, d74)["prediction"]
