@@ -35,7 +35,8 @@ from facegeo.pipeline import Conditioning, Reenactor
 if TYPE_CHECKING:
     from .task import TrainingTask
 
-__all__ = ["ReenactmentModel", "check_images", "check_finite_weights", "resize_images"]
+__all__ = ["ReenactmentModel", "check_images", "check_finite_weights", "resize_images",
+           "batch_images"]
 
 
 def check_images(x, name: str, *, channels: int = 3) -> None:
@@ -46,6 +47,27 @@ def check_images(x, name: str, *, channels: int = 3) -> None:
         raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor in [0, 1], got {x.dtype}")
+
+
+def batch_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first source and the driving frame of a training batch, checked.
+
+    Args:
+        batch: ``{"source": (B, 3, S, S) or (B, n, 3, S, S), "driving": (B, 3, S, S), ...}``.
+    Returns:
+        (source (B, 3, S, S), driving (B, 3, S, S)).
+    Raises:
+        TypeError / ValueError: not float image tensors, or different shapes.
+    """
+    src, drv = batch["source"], batch["driving"]
+    if isinstance(src, torch.Tensor) and src.dim() == 5:
+        src = src[:, 0]
+    check_images(src, "source")
+    check_images(drv, "driving")
+    if src.shape != drv.shape:
+        raise ValueError(f"source {tuple(src.shape)} and driving {tuple(drv.shape)} "
+                         "must have the same shape")
+    return src, drv
 
 
 def check_finite_weights(model: nn.Module, where) -> nn.Module:

@@ -42,7 +42,7 @@ from ..common.blocks import (
     make_norm,
     soft_argmax,
 )
-from ..common.model import ReenactmentModel, check_images
+from ..common.model import ReenactmentModel, batch_images
 from ..common.registry import register_model
 
 __all__ = [
@@ -244,14 +244,7 @@ class PFPMLS(ReenactmentModel):
                 "heatmap_driving": prob[b:]}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        src, drv = batch["source"], batch["driving"]
-        if isinstance(src, torch.Tensor) and src.dim() == 5:
-            src = src[:, 0]
-        check_images(src, "source")
-        check_images(drv, "driving")
-        if src.shape != drv.shape:
-            raise ValueError(f"source {tuple(src.shape)} and driving {tuple(drv.shape)} "
-                             "must have the same shape")
+        src, drv = batch_images(batch)
         out = self.feature_points(src, drv)
         k_s, k_d = out["kp_source"], out["kp_driving"]
         offset = batch.get("driving_point_offset")
