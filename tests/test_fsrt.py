@@ -439,6 +439,27 @@ def test_trainer_runs_every_phase_kind(tmp_path, media_dir):
     assert isinstance(m, fsrt.FSRT)
 
 
+def test_trainer_two_sources(tmp_path, media_dir):
+    """data.n_src: 2 (the paper's 2-Src training): batches of (B, 2, 3, S, S) sources go
+    through the task and the set-latent holds both sources' tokens."""
+    from facegeo_models.common.data import TensorVideoDataset
+    from facegeo_models.common.trainer import Trainer
+
+    cfg = fsrt.FSRT.load_config("tiny")
+    cfg["train"].update(progress=False, tensorboard=False)
+    cfg["data"]["n_src"] = 2
+    cfg["phases"] = cfg["phases"][1:2]
+    cfg["phases"][0]["steps"] = 1
+    frames = _real_clip_frames(media_dir, 32, 6)
+    ds = TensorVideoDataset([frames[:3], frames[3:]], image_size=32, n_src=2)
+    assert ds[0]["source"].shape == (2, 3, 32, 32)
+    torch.manual_seed(0)
+    t = Trainer(cfg, out_dir=tmp_path, train_dataset=ds, device="cpu", resume=None)
+    rec = t.fit()
+    assert len(rec) == 1 and np.isfinite(rec[0]["loss/mse"])
+    assert fsrt.FSRT.load_config("paper_2src")["data"]["n_src"] == 2
+
+
 def test_overfits_real_frames(media_dir):
     """CPU overfit of the tiny config on 4 real (source, driving) pairs at 32x32 with
     the phase-I objective (MSE on sampled pixels + the regularisers), 60 steps: the MSE

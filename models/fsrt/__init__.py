@@ -9,7 +9,8 @@ Registered as ``"fsrt"``; the interface is the common
     frames = model.reenact(state, driving)          # (B, 3, H, W) in [0, 1]
 
 Bundled configs (``configs/``): ``paper`` (256x256, the paper's widths), ``paper_small``
-(the small decoder), ``paper_landmarks`` (keypoints from the facegeo landmarks),
+(the small decoder), ``paper_2src`` (two sources per sample), ``paper_landmarks``
+(keypoints from the facegeo landmarks),
 ``paper_official`` (FOMM's detector conventions, for the authors' weights:
 :func:`load_official`), ``cpu``
 (the same architecture, narrow, 64x64, for a CPU run), ``cpu_landmarks``, ``tiny`` (tests).
