@@ -12,7 +12,7 @@
    arrays (identity basis as a PCA model with unit eigenvalues, the 53 blendshapes), landmarks
    mapped to the same 68 vertices, ``fit_shape_and_pose(..., num_iterations=5)`` per face; same
    metrics and time per face, in the same run (the first ``--eos-faces`` faces).
-3. Real photos: dlib 68-point landmarks (``facegeo.landmarks.detect(..., backend="dlib")``) on
+3. Real photos: dlib 68-point landmarks (``facegeo.landmarks.detect(..., detector="dlib")``) on
    every face of ../shared/media/*.jpg, fit with the sliding jawline; reports the
    median reprojection error in % of the outer-eye-corner distance and saves an overlay image
    (``docs/img/fitting_overlay.png``).
@@ -51,7 +51,7 @@ def synth(model, n, seed, noise):
     s = 15 + 5 * torch.rand(n, generator=g)
     t = 256 + 20 * torch.randn(n, 2, generator=g)
     verts = model.vertices(a, e)
-    x = T.weak_perspective_project(model.landmarks(verts), s, R, t)
+    x = T.weak_perspective_project(model.landmarks(verts), R, t, s)
     x = x + noise * torch.randn(x.shape, generator=g)
     return x, R, verts
 
@@ -116,7 +116,7 @@ def real_images(model, fitter, media: Path, out_png: Path | None):
     pts, crops = [], []
     for f in sorted(media.glob("*.jpg")):
         img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
-        for k, face in enumerate(L.detect(img, backend="dlib")):
+        for k, face in enumerate(L.detect(img, detector="dlib")):
             pts.append(face.landmarks.float())
             crops.append((f.name, k, img))
     x = torch.stack(pts)

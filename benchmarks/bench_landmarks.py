@@ -34,12 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegeo import metrics
 from facegeo.landmarks import get_detector, inter_ocular_distance
-from facegeo.landmarks.tracking import LandmarkTracker, TrackResult, one_euro_smooth, sms
+from facegeo.landmarks.tracking import LandmarkTracker, TrackResult, one_euro_smooth
 from facegeo.video import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("FACEGEO_MEDIA", REPO.parent / "shared" / "media"))
+
+
+def sms(track: torch.Tensor) -> float:
+    """S2D SMS of one (T, 68, 2) track as a number (facegeo.metrics.sms)."""
+    return float(metrics.sms(track))
 
 
 def per_frame(frames: np.ndarray, det) -> torch.Tensor:

@@ -32,7 +32,7 @@ def detect_68(rgb: np.ndarray) -> np.ndarray:
     predictor). NoFaceError when there is none."""
     from facegeo.landmarks import detect_face, get_detector
 
-    face = detect_face(rgb, backend=get_detector("dlib_hog", upsample=1))
+    face = detect_face(rgb, detector=get_detector("dlib_hog", upsample=1))
     return face.landmarks.double().numpy()
 
 

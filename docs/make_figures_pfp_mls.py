@@ -95,8 +95,8 @@ def overfit() -> None:
     s = 2
     rows = []
     for i in range(4):
-        ks = normalized_to_pixel(out["kp_source"][i], 64 * s, 64 * s).numpy()
-        kd = normalized_to_pixel(out["kp_driving"][i], 64 * s, 64 * s).numpy()
+        ks = normalized_to_pixel(out["kp_source"][i], (64 * s, 64 * s)).numpy()
+        kd = normalized_to_pixel(out["kp_driving"][i], (64 * s, 64 * s)).numpy()
         cols = [draw_points(to_uint8(batch["source"][i], s), ks),
                 draw_points(to_uint8(batch["driving"][i], s), kd),
                 to_uint8(out["deformed"][i], s), to_uint8(out["prediction"][i], s),
@@ -138,8 +138,8 @@ def media_run(args) -> None:
             out = trained.reenact(src, drv, return_all=True)
             out0 = init.reenact(src, drv)
         for i in range(drv.shape[0]):
-            ks = normalized_to_pixel(out["kp_source"][i], size, size).numpy()
-            kd = normalized_to_pixel(out["kp_driving"][i], size, size).numpy()
+            ks = normalized_to_pixel(out["kp_source"][i], (size, size)).numpy()
+            kd = normalized_to_pixel(out["kp_driving"][i], (size, size)).numpy()
             occ = F.interpolate(out["occlusion"][i:i + 1], size=(size, size),
                                 mode="bilinear")[0]
             cols = [draw_points(to_uint8(src[0], 1), ks), draw_points(to_uint8(drv[i], 1), kd),

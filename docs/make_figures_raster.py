@@ -30,7 +30,7 @@ from facegeo.raster import (
     mesh_flow,
     rasterize,
     shade_lambert,
-    warp,
+    warp_flow,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def detect_68(rgb: np.ndarray) -> np.ndarray:
     predictor). NoFaceError when there is none."""
     from facegeo.landmarks import detect_face, get_detector
 
-    face = detect_face(rgb, backend=get_detector("dlib_hog", upsample=1))
+    face = detect_face(rgb, detector=get_detector("dlib_hog", upsample=1))
     return face.landmarks.double().numpy()
 
 
@@ -167,7 +167,7 @@ def main() -> None:
     col = flow_to_color(res.flow * res.valid[..., None])
     col = torch.where(res.occluded[:, None], torch.full_like(col, 0.45), col)
     col = torch.where(res.valid[:, None], col, torch.ones_like(col))
-    warped = warp(photo, res.flow)
+    warped = warp_flow(photo, res.flow)
     # paste the warped face into the photo where the driving mesh is visible in the source
     vis = res.visible[:, None].float()
     vis = torch.nn.functional.avg_pool2d(vis, 5, 1, 2) * vis  # soften the seam a little

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from facegeo import transforms as T
+from facegeo._deprecation import warn_deprecated
 
 __all__ = ["FitResult", "LandmarkFitter", "fit_landmarks", "fit_video", "validate_landmarks"]
 
@@ -97,7 +98,7 @@ class FitResult:
         """Project (B, N, 3) model-frame points with the fitted cameras -> (B, N, 2) pixels."""
         p = points.to(self.rotation.dtype)
         if self.camera == "weak_perspective":
-            return T.weak_perspective_project(p, self.scale, self.rotation, self.translation)
+            return T.weak_perspective_project(p, self.rotation, self.translation, self.scale)
         return T.pinhole_project(p, self.rotation, self.translation, self.focal,
                                  self.principal_point)
 
@@ -412,11 +413,13 @@ class LandmarkFitter:
             visibility: (B, 68) bool/0-1, invisible points are ignored (may be NaN).
             weights: (B, 68) or (68,) non-negative per-landmark weights.
             camera: ``"weak_perspective"`` or ``"pinhole"``.
-            focal: pinhole focal length in pixels (float or (B,)); default ``max(W, H)`` from
-                ``image_size``; ``estimate_focal=True`` refines it (weakly observable!).
+            focal: pinhole focal length in pixels (float or (B,)); default ``max(H, W)`` from
+                ``image_hw``; ``estimate_focal=True`` refines it (weakly observable!).
             principal_point: (c_u, c_v) or (B, 2); default the image centre
                 ``((W - 1) / 2, (H - 1) / 2)``.
-            image_size: (W, H), needed for the pinhole defaults.
+            image_hw: the image size ``(H, W)``, needed for the pinhole defaults. (The old
+                keyword ``image_size=(W, H)``, width first, is deprecated: it still works, with
+                a warning, and is removed in 0.3.)
             lambda_id, lambda_exp: prior weights (see the module docstring).
             fit_identity, fit_expression: keep the coefficients at zero when False.
             contour: ``"slide"`` (jawline points 0-7, 9-16 move to the silhouette along model
@@ -438,6 +441,7 @@ class LandmarkFitter:
         Returns:
             :class:`FitResult`.
         """
+        _image_size_to_hw(kwargs, "LandmarkFitter.fit")
         B = landmarks.shape[0] if isinstance(landmarks, torch.Tensor) and landmarks.dim() == 3 \
             else 1
         if shared_identity or chunk_size <= 0 or B <= chunk_size:
@@ -470,7 +474,7 @@ class LandmarkFitter:
         camera: str = "weak_perspective",
         focal: float | torch.Tensor | None = None,
         principal_point=None,
-        image_size: tuple[int, int] | None = None,
+        image_hw: tuple[int, int] | None = None,
         estimate_focal: bool = False,
         lambda_id: float = 2e-4,
         lambda_exp: float = 1e-4,
@@ -544,12 +548,12 @@ class LandmarkFitter:
             n_pose = 6
         else:
             if principal_point is None or focal is None:
-                if image_size is None:
-                    raise ValueError("pinhole fitting needs image_size (W, H) or both focal and "
+                if image_hw is None:
+                    raise ValueError("pinhole fitting needs image_hw=(H, W) or both focal and "
                                      "principal_point")
-                W, H = image_size
+                H, W = image_hw
             if focal is None:
-                focal = float(max(W, H))
+                focal = float(max(H, W))
             if principal_point is None:
                 principal_point = ((W - 1) / 2.0, (H - 1) / 2.0)
             f = torch.as_tensor(focal, dtype=dt, device=dev).expand(B).clone()
@@ -867,6 +871,22 @@ def _select_pose(acc: torch.Tensor, new: dict, old: dict) -> dict:
 _FITTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _image_size_to_hw(kwargs: dict, fn: str) -> None:
+    """Replace the deprecated ``image_size=(W, H)`` in ``kwargs`` by ``image_hw=(H, W)``
+    (warning attributed to the caller of ``fn``)."""
+    if "image_size" not in kwargs:
+        return
+    if kwargs.get("image_hw") is not None:
+        raise TypeError(f"{fn}: pass image_hw=(H, W) only (image_size=(W, H) is its deprecated, "
+                        "width-first predecessor)")
+    old = kwargs.pop("image_size")
+    warn_deprecated(f"{fn}(image_size=(W, H))", f"{fn}(image_hw=(H, W)), height first",
+                    stacklevel=4)
+    if old is not None:
+        w, h = old
+        kwargs["image_hw"] = (h, w)
+
+
 def _fitter_for(model, n_id, n_exp, device, dtype) -> LandmarkFitter:
     key = (n_id, n_exp, str(device), dtype)
     try:
@@ -884,8 +904,9 @@ def fit_landmarks(model, landmarks: torch.Tensor, *, n_id: int | None = None,
     """Fit ``model`` to B independent faces' 68 landmarks (B, 68, 2) -> :class:`FitResult`.
 
     ``kwargs`` are those of :meth:`LandmarkFitter.fit` (visibility, weights, camera, focal,
-    principal_point, image_size, lambda_id, lambda_exp, contour, iterations...). The fitter
+    principal_point, image_hw, lambda_id, lambda_exp, contour, iterations...). The fitter
     (landmark bases on ``device``) is cached per model."""
+    _image_size_to_hw(kwargs, "fit_landmarks")
     dev = device if device is not None else landmarks.device
     fitter = _fitter_for(model, n_id, n_exp, dev, dtype)
     return fitter.fit(landmarks, **kwargs)
@@ -900,6 +921,7 @@ def fit_video(model, landmarks: torch.Tensor, *, n_id: int | None = None,
     frames (rotation matrices (Frobenius), translation / log-scale normalised by the face size,
     expression coefficients). Other ``kwargs`` as in :meth:`LandmarkFitter.fit`. The returned
     ``id_coeffs`` has T identical rows."""
+    _image_size_to_hw(kwargs, "fit_video")
     dev = device if device is not None else landmarks.device
     fitter = _fitter_for(model, n_id, n_exp, dev, dtype)
     kwargs.setdefault("iterations", 15)

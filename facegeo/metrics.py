@@ -194,13 +194,24 @@ def akd(
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine similarity of embeddings. (B, D) x2 -> (B,).
+    """Cosine similarity of embeddings along the last dimension: (..., D) x (..., D) -> (...).
 
-    CSIM/ISIM use it on face-recognition embeddings of the source and generated faces;
-    ESIM (analogue) on expression vectors; PSIM on rotation-angle vectors."""
-    if a.shape != b.shape or a.dim() != 2:
-        raise ValueError(f"expected two (B, D) tensors, got {tuple(a.shape)}, {tuple(b.shape)}")
-    return F.cosine_similarity(a, b, dim=1, eps=1e-12)
+    The one cosine of facegeo: CSIM/ISIM use it on face-recognition embeddings (MobileFaceNet
+    or dlib descriptors) of the source and generated faces; ESIM (analogue) on expression
+    vectors; PSIM on rotation-angle vectors. Leading dimensions broadcast; a zero vector
+    gives 0. Values in [-1, 1]."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError("cosine_similarity expects two tensors, got "
+                        f"{type(a).__name__}, {type(b).__name__}")
+    if a.dim() == 0 or b.dim() == 0 or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"expected two (..., D) tensors with the same D, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}")
+    try:
+        torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    except RuntimeError as e:
+        raise ValueError(f"leading dimensions do not broadcast: {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}") from e
+    return F.cosine_similarity(a, b, dim=-1, eps=1e-12)
 
 
 def _angles(pred: torch.Tensor, target: torch.Tensor) -> None:

@@ -635,7 +635,7 @@ def warp_image(image: torch.Tensor, p: torch.Tensor, q: torch.Tensor, kind: str 
     src = mls_grid(q.to(image.dtype), p.to(image.dtype), h, w, kind, alpha,
                    grid_step=grid_step, pin_border=pin_border, affine_eps=affine_eps,
                    validate=validate, backend=backend)
-    out = F.grid_sample(image, pixel_to_normalized(src, w, h), mode=mode,
+    out = F.grid_sample(image, pixel_to_normalized(src, (h, w)), mode=mode,
                         padding_mode=padding_mode, align_corners=False)
     return (out, src) if return_grid else out
 

@@ -46,6 +46,8 @@ import math
 
 import torch
 
+from facegeo._deprecation import warn_deprecated
+
 __all__ = [
     "MODEL_TO_CAMERA",
     "axis_angle_to_matrix",
@@ -346,19 +348,57 @@ def model_to_camera(
 
 
 def weak_perspective_project(
-    points: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor, translation2d: torch.Tensor
+    points: torch.Tensor,
+    rotation: torch.Tensor | None = None,
+    translation: torch.Tensor | None = None,
+    scale: torch.Tensor | float | None = None,
+    *,
+    translation2d: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scaled orthographic projection ``s * (F R X)[:2] + t2d``.
 
-    points (B, N, 3) model coordinates; scale (B,) pixels per model unit; rotation (B, 3, 3);
-    translation2d (B, 2) pixel position of the model origin. Returns (B, N, 2) pixels (x right,
-    y down)."""
+    The arguments come in the order of :func:`pinhole_project`: points, the extrinsics
+    (rotation, translation), then the intrinsics (here the scale).
+
+    Args:
+        points: (B, N, 3) model coordinates.
+        rotation: (B, 3, 3).
+        translation: (B, 2) pixel position of the model origin.
+        scale: (B,) (or a float) pixels per model unit.
+        translation2d: old name of ``translation`` (deprecated, removed in 0.3).
+
+    Returns:
+        (B, N, 2) pixels (x right, y down).
+
+    The pre-0.2 order ``(points, scale, rotation, translation2d)`` is recognised by the
+    shapes (the rotation is the argument that is (..., 3, 3)) and still works, with a
+    ``DeprecationWarning``.
+    """
+    if translation2d is not None:
+        if translation is not None:
+            raise TypeError("weak_perspective_project: pass translation only once "
+                            "(translation2d is its deprecated name)")
+        warn_deprecated("weak_perspective_project(..., translation2d=)",
+                        "weak_perspective_project(points, rotation, translation, scale)")
+        translation = translation2d
+    if (isinstance(translation, torch.Tensor) and translation.dim() >= 2
+            and tuple(translation.shape[-2:]) == (3, 3)
+            and not (isinstance(rotation, torch.Tensor) and rotation.dim() >= 2)):
+        # old positional order (points, scale, rotation, translation2d)
+        warn_deprecated("weak_perspective_project(points, scale, rotation, translation2d)",
+                        "weak_perspective_project(points, rotation, translation, scale)")
+        rotation, translation, scale = translation, scale, rotation
+    for name, val in (("rotation", rotation), ("translation", translation), ("scale", scale)):
+        if val is None:
+            raise TypeError(f"weak_perspective_project: missing argument {name!r}")
     _check_last(points, (3,), "points")
     _check_last(rotation, (3, 3), "rotation")
-    _check_last(translation2d, (2,), "translation2d")
+    _check_last(translation, (2,), "translation")
+    if not isinstance(scale, torch.Tensor):
+        scale = torch.as_tensor(scale, dtype=points.dtype, device=points.device)
     flip = MODEL_TO_CAMERA[:2].to(points.dtype).to(points.device)
     proj = flip @ rotation  # (B, 2, 3)
-    return scale[..., None, None] * (points @ proj.transpose(-1, -2)) + translation2d[..., None, :]
+    return scale[..., None, None] * (points @ proj.transpose(-1, -2)) + translation[..., None, :]
 
 
 def pinhole_project(

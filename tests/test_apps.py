@@ -14,7 +14,8 @@ import torch
 from facegeo.fitting import fit_landmarks
 from facegeo.image_io import load_image, save_image
 from facegeo.landmarks import detect_face
-from facegeo.landmarks.identity import SAME_PERSON_DISTANCE, FaceEmbedder, cosine_similarity
+from facegeo.landmarks.identity import SAME_PERSON_DISTANCE, FaceEmbedder
+from facegeo.metrics import cosine_similarity
 from facegeo.morphable import MorphableModel
 from facegeo.video import read_video, video_info, write_video
 from facegeo_apps import interpolate as interp_app

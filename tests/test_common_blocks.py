@@ -91,7 +91,7 @@ def test_soft_argmax_of_delta_is_its_location():
             logits[b, k, y, x] = 0
     kp, prob = B.soft_argmax(logits, temperature=1.0)
     assert prob.shape == (2, 2, h, w)
-    torch.testing.assert_close(normalized_to_pixel(kp, w, h), locs.float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(normalized_to_pixel(kp, (h, w)), locs.float(), atol=1e-4, rtol=0)
     # DSNT on the same (normalized) delta maps gives the same answer
     torch.testing.assert_close(B.dsnt(prob), kp)
     with pytest.raises(ValueError, match="normalized"):
@@ -101,7 +101,7 @@ def test_soft_argmax_of_delta_is_its_location():
 def test_soft_argmax_symmetric_blob_subpixel():
     # expectation of a Gaussian centred at a sub-pixel point (away from borders) is that point
     h = w = 64
-    target = pixel_to_normalized(torch.tensor([[[30.3, 20.7]]]), w, h)
+    target = pixel_to_normalized(torch.tensor([[[30.3, 20.7]]]), (h, w))
     g = B.keypoints_to_gaussian(target, h, w, sigma=0.05)
     kp = B.dsnt(g / g.sum(dim=(2, 3), keepdim=True))
     torch.testing.assert_close(kp, target, atol=1e-4, rtol=0)
@@ -136,17 +136,33 @@ def test_keypoint_detector():
 def test_warp_identity_and_integer_shift():
     x = torch.rand(2, 3, 8, 10)
     g = B.identity_grid(2, 8, 10)
-    torch.testing.assert_close(B.warp(x, g), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(B.warp_grid(x, g), x, atol=1e-6, rtol=0)
     # sample one pixel to the right: out[..., j] = x[..., j + 1]
     shift = g.clone()
     shift[..., 0] += 2.0 / 10
-    y = B.warp(x, shift)
+    y = B.warp_grid(x, shift)
     torch.testing.assert_close(y[..., :-1], x[..., 1:], atol=1e-6, rtol=0)
     assert torch.all(y[..., -1] == 0)
     # grid at another resolution is resized
-    assert B.warp(x, B.identity_grid(2, 4, 5)).shape == x.shape
+    assert B.warp_grid(x, B.identity_grid(2, 4, 5)).shape == x.shape
     with pytest.raises(ValueError):
-        B.warp(x, g[:1])
+        B.warp_grid(x, g[:1])
+
+
+def test_the_two_warps_agree_through_flow_to_grid_and_old_name_warns():
+    """warp_grid (normalized grid) and facegeo.raster.warp_flow (pixel flow) are one
+    operation in two parametrisations: flow_to_grid converts (non-square image)."""
+    from facegeo.raster import flow_to_grid, warp_flow
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 6, 11, generator=g, dtype=torch.float64)
+    flow = 2 * torch.randn(2, 6, 11, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(B.warp_grid(x, flow_to_grid(flow, 6, 11)), warp_flow(x, flow))
+    with pytest.warns(DeprecationWarning, match="warp_grid"):
+        old = B.warp(x, B.identity_grid(2, 6, 11, dtype=torch.float64), "border")
+    torch.testing.assert_close(old, B.warp_grid(x, B.identity_grid(2, 6, 11,
+                                                                   dtype=torch.float64),
+                                                "border"), atol=0, rtol=0)
 
 
 def test_occlusion_aware_generator():
@@ -186,7 +202,7 @@ def test_dense_motion_network_k_motions():
     assert out["occlusion"].shape == (b, 1, h, w)
     assert out["sparse_deformed"].shape == (b, k + 1, 3, h, w)
     torch.testing.assert_close(out["mask"].sum(1), torch.ones(b, h, w))
-    torch.testing.assert_close(out["sparse_deformed"][:, 2], B.warp(src, motions[:, 1]))
+    torch.testing.assert_close(out["sparse_deformed"][:, 2], B.warp_grid(src, motions[:, 1]))
     _grad_ok(net, out["deformation"] + out["occlusion"].sum())
     with torch.no_grad():
         net.mask.weight.zero_()

@@ -214,7 +214,7 @@ def test_preprocess_real_video(tmp_path, media_dir):
     assert (lm > 0).all() and (lm < 127).all()
     ds = D.VideoFolderDataset(tmp_path, "train", require_landmarks=True)
     item = ds[(0, 0)]
-    det = detect_landmarks(item["driving"], backend="dlib")
+    det = detect_landmarks(item["driving"], detector="dlib")
     err = (det.reshape(68, 2) - item["driving_landmarks"]).norm(dim=-1).mean()
     assert err < 4.0, float(err)  # pixels in a 128 crop
 
@@ -464,9 +464,9 @@ def test_preprocess_conditioning_round_trip(tmp_path, media_dir, assets_dir):
 
     def project(item):
         verts = mm.vertices(item["id_coeffs"][None], item["driving_exp_coeffs"][None])
-        return weak_perspective_project(mm.landmarks(verts), item["driving_scale"][None],
-                                        item["driving_rotation"][None],
-                                        item["driving_translation"][None])[0]
+        return weak_perspective_project(mm.landmarks(verts), item["driving_rotation"][None],
+                                        item["driving_translation"][None],
+                                        item["driving_scale"][None])[0]
 
     it = ds[(0, 4)]
     fi = it["frame_index"].tolist()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facegeo_models.common.blocks import warp
+from facegeo_models.common.blocks import warp_grid as warp
 from facegeo_models.common.flow_decoder import LatentFlowDecoder, UpResBlock2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")

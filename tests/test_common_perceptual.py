@@ -142,7 +142,7 @@ def test_mobilefacenet_verifies_identities(face_loss, media_dir):
 
     imgs = frames("lp_d10.mp4", 100, 2) + frames("lp_s18.mp4", 100, 2) + \
         frames("lp_d3.mp4", 1, 1)
-    crops = torch.stack([arcface_align(im[None], detect_landmarks(im, backend="dlib")[None],
+    crops = torch.stack([arcface_align(im[None], detect_landmarks(im, detector="dlib")[None],
                                        112)[0] for im in imgs])
     with torch.no_grad():
         e = F.normalize(face_loss.net((crops - face_loss.mean) / face_loss.std), dim=1)

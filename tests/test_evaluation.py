@@ -188,7 +188,7 @@ def test_analyzer_pose_flips_with_the_image(analyzer, media_dir):
     from facegeo.landmarks.crops import crop_images, face_boxes
 
     img = load_image(media_dir / "lp_d12.jpg")  # head turned: yaw about -21, pitch -17
-    lm = detect_landmarks(img, backend="dlib")
+    lm = detect_landmarks(img, detector="dlib")
     crop = crop_images(img[None], face_boxes(lm[None]), 256)
     a = analyzer(torch.cat([crop, crop.flip(-1)]))
     assert a.found.all() and a.expression.shape == (2, 53)

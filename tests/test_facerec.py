@@ -74,7 +74,7 @@ def test_embeddings_unit_norm_and_scale_invariant(embedder, media_dir):
     from facegeo.landmarks.backends import detect_landmarks
 
     img = load_image(media_dir / "lp_s12.jpg")
-    lm = detect_landmarks(img, backend="dlib")
+    lm = detect_landmarks(img, detector="dlib")
     e1 = embedder(img[None], lm[None])
     big = F.interpolate(img[None], scale_factor=2, mode="bilinear", align_corners=False)
     e2 = embedder(big, (lm[None] + 0.5) * 2 - 0.5)
@@ -96,7 +96,7 @@ def test_same_person_scores_higher_than_different_people(embedder, media_dir):
     imgs = [load_image(media_dir / "lp_s11.jpg"), video_frame("lp_d11.mp4", 60),
             load_image(media_dir / "3ddfa_JianzhuGuo.jpg"), video_frame("lp_d9.mp4", 0),
             load_image(media_dir / "lp_s1.jpg"), load_image(media_dir / "lp_s12.jpg")]
-    e = torch.cat([embedder(im[None], detect_landmarks(im, backend="dlib")[None])
+    e = torch.cat([embedder(im[None], detect_landmarks(im, detector="dlib")[None])
                    for im in imgs])
     sim = e @ e.T
     same = [(0, 1), (2, 3)]
@@ -105,7 +105,7 @@ def test_same_person_scores_higher_than_different_people(embedder, media_dir):
     diff = [float(sim[i, j]) for i in range(6) for j in range(i + 1, 6) if (i, j) not in same]
     assert max(diff) < 0.33
     # the dlib descriptor agrees on the ranking
-    d = torch.cat([facerec.dlib_embeddings(im[None], detect_landmarks(im, backend="dlib")[None])
+    d = torch.cat([facerec.dlib_embeddings(im[None], detect_landmarks(im, detector="dlib")[None])
                    for im in imgs])
     ds = d @ d.T
     assert min(ds[i, j] for i, j in same) > max(ds[i, j] for i in range(6)

@@ -35,7 +35,7 @@ def synth(model, n, seed, noise=0.0, yaw=35.0, camera="weak_perspective", id_sca
     s = 15 + 5 * torch.rand(n, generator=g)
     t = 256 + 20 * torch.randn(n, 2, generator=g)
     if camera == "weak_perspective":
-        x = T.weak_perspective_project(lm, s, R, t)
+        x = T.weak_perspective_project(lm, R, t, s)
         cam = dict(s=s, t=t)
     else:
         f = torch.full((n,), 1200.0)
@@ -56,7 +56,7 @@ def test_pose_only_exact(model, fitter):
     R = T.euler_to_matrix(ang)
     s = 10 + 10 * torch.rand(n, generator=g)
     t = 100 + 300 * torch.rand(n, 2, generator=g)
-    x = T.weak_perspective_project(model.landmarks().expand(n, 68, 3), s, R, t)
+    x = T.weak_perspective_project(model.landmarks().expand(n, 68, 3), R, t, s)
     r = fitter.fit(x, fit_identity=False, fit_expression=False, contour="fixed")
     assert r.rmse.max() < 1e-2
     assert T.rotation_angle(r.rotation, R).max() < 0.02
@@ -105,10 +105,34 @@ def test_pinhole(model, fitter):
     assert ((r.translation[:, 2] - gt["t"][:, 2]).abs() / gt["t"][:, 2]).median() < 0.05
     lm = model.landmarks(r.vertices(model))
     torch.testing.assert_close(r.project(lm), r.landmarks2d, atol=1e-2, rtol=0)
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ValueError, match="image_hw"):
         fitter.fit(x, camera="pinhole")
-    r2 = fitter.fit(x, camera="pinhole", image_size=(512, 512), estimate_focal=True)
+    r2 = fitter.fit(x, camera="pinhole", image_hw=(512, 512), estimate_focal=True)
     assert torch.isfinite(r2.focal).all() and r2.rmse.median() < 1.5
+
+
+def test_pinhole_image_hw_is_height_width_and_old_image_size_warns(model, fitter):
+    """image_hw=(H, W) on a non-square 480 x 640 frame gives the defaults focal = max(H, W),
+    principal point ((W - 1) / 2, (H - 1) / 2); the old width-first image_size=(W, H) warns
+    and gives the same fit (never a transposed principal point)."""
+    x, _ = synth(model, 3, seed=5, camera="pinhole")
+    kw = dict(camera="pinhole", contour="fixed", iterations=3)
+    explicit = fitter.fit(x, focal=640.0, principal_point=(319.5, 239.5), **kw)
+    new = fitter.fit(x, image_hw=(480, 640), **kw)
+    torch.testing.assert_close(new.principal_point, explicit.principal_point, atol=0, rtol=0)
+    torch.testing.assert_close(new.landmarks2d, explicit.landmarks2d, atol=0, rtol=0)
+    assert new.principal_point[0].tolist() == [319.5, 239.5]
+    with pytest.warns(DeprecationWarning, match=r"image_hw=\(H, W\)"):
+        old = fitter.fit(x, image_size=(640, 480), **kw)
+    with pytest.warns(DeprecationWarning, match="fit_landmarks"):
+        old_fn = fitting.fit_landmarks(model, x, image_size=(640, 480), **kw)
+    for o in (old, old_fn):
+        torch.testing.assert_close(o.principal_point, new.principal_point, atol=0, rtol=0)
+        torch.testing.assert_close(o.landmarks2d, new.landmarks2d, atol=0, rtol=0)
+    transposed = fitter.fit(x, image_hw=(640, 480), **kw)
+    assert transposed.principal_point[0].tolist() == [239.5, 319.5]
+    with pytest.raises(TypeError, match="image_hw"):
+        fitter.fit(x, image_hw=(480, 640), image_size=(640, 480), **kw)
 
 
 def test_visibility_and_weights(model, fitter):
@@ -200,7 +224,7 @@ def test_video_shares_identity(model, fitter):
     a = gt["a"][:1].expand(n, -1)
     lm = model.landmarks(model.vertices(a, gt["e"]))
     g = torch.Generator().manual_seed(1)
-    xs = T.weak_perspective_project(lm, gt["s"], gt["R"], gt["t"])
+    xs = T.weak_perspective_project(lm, gt["R"], gt["t"], gt["s"])
     xs = xs + 1.0 * torch.randn(xs.shape, generator=g)
     rv = fitting.fit_video(model, xs)
     assert (rv.id_coeffs == rv.id_coeffs[:1]).all()
@@ -254,7 +278,7 @@ def test_at_least_eos_accuracy(model, fitter):
 def test_real_photo(model, media_dir):
     from facegeo.landmarks import detect_landmarks
 
-    x = detect_landmarks(media_dir / "lp_s1.jpg", backend="dlib_hog")[None].float()
+    x = detect_landmarks(media_dir / "lp_s1.jpg", detector="dlib_hog")[None].float()
     r = fitting.fit_landmarks(model, x)
     iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
     err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None]
@@ -265,8 +289,8 @@ def test_real_photo(model, media_dir):
 def test_differentiable_wrt_landmarks(model, fitter):
     """The unrolled fit is differentiable; moving every point by d moves t2d by d."""
     ang = torch.tensor([[20.0, -10.0, 5.0]])
-    x = T.weak_perspective_project(model.landmarks(), torch.tensor([18.0]),
-                                   T.euler_to_matrix(ang), torch.tensor([[250.0, 260.0]]))
+    x = T.weak_perspective_project(model.landmarks(), T.euler_to_matrix(ang),
+                                   torch.tensor([[250.0, 260.0]]), torch.tensor([18.0]))
     x = x.detach().requires_grad_()
     r = fitter.fit(x, fit_identity=False, fit_expression=False, contour="fixed", iterations=8)
     r.translation[0, 0].backward()
@@ -290,8 +314,8 @@ def test_pca_expression_model(model):
     a = torch.randn(6, 30, generator=g)
     e = 2.0 * torch.randn(6, 12, generator=g)
     R = T.euler_to_matrix(torch.tensor([[15.0, -5.0, 3.0]]).expand(6, 3))
-    x = T.weak_perspective_project(model.landmarks(pca.vertices(a, e)), torch.full((6,), 18.0),
-                                   R, torch.full((6, 2), 256.0))
+    x = T.weak_perspective_project(model.landmarks(pca.vertices(a, e)), R,
+                                   torch.full((6, 2), 256.0), torch.full((6,), 18.0))
     r = fitting.fit_landmarks(pca, x, contour="fixed", lambda_id=1e-5, lambda_exp=1e-5,
                               iterations=10)
     assert r.rmse.max() < 0.3

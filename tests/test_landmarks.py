@@ -224,15 +224,22 @@ def test_arcface_align_maps_points_onto_template():
 
 
 # ------------------------------------------------------------------ filters / metric
-def test_sms_analytic():
+def test_sms_old_spelling_warns_and_returns_the_metrics_value_as_float():
+    """tracking.sms is the deprecated float spelling of facegeo.metrics.sms (the one SMS,
+    a tensor; analytic cases in test_metrics)."""
+    from facegeo import metrics
+
     t = torch.arange(10, dtype=torch.float32)
-    linear = t[:, None, None] * torch.tensor([1.0, -2.0]) + torch.zeros(10, 68, 2)
-    assert tracking.sms(linear) == pytest.approx(0.0, abs=1e-5)
     e = 0.7
     jitter = (e * (-1.0) ** t)[:, None, None].expand(10, 68, 2)
-    assert tracking.sms(jitter) == pytest.approx(2 * e * 68 * 2, rel=1e-5)
-    assert tracking.sms(jitter, per_coordinate=True) == pytest.approx(2 * e, rel=1e-5)
-    with pytest.raises(ValueError):
+    for per_coordinate in (False, True):
+        new = metrics.sms(jitter, per_coordinate=per_coordinate)
+        assert isinstance(new, torch.Tensor) and new.shape == ()
+        with pytest.warns(DeprecationWarning, match="facegeo.metrics.sms"):
+            old = tracking.sms(jitter, per_coordinate=per_coordinate)
+        assert type(old) is float and old == float(new)
+    assert float(metrics.sms(jitter)) == pytest.approx(2 * e * 68 * 2, rel=1e-5)
+    with pytest.raises(ValueError), pytest.warns(DeprecationWarning):
         tracking.sms(torch.zeros(2, 68, 2))
 
 
@@ -321,3 +328,63 @@ def test_get_detector_errors_and_auto():
         backends.get_detector("mediapipe")
     except backends.BackendUnavailableError as e:
         assert "pip install" in str(e)
+
+
+# ------------------------------------------------------------------ API spellings
+class _StubDetector(backends.LandmarkDetector):
+    """Two faces at fixed places (no dlib): checks the keyword plumbing only."""
+
+    name = "stub"
+
+    def _detect(self, img):
+        h, w = img.shape[:2]
+        out = []
+        for k, side in enumerate((10.0, 20.0)):
+            lm = torch.full((68, 2), float(k)) + torch.tensor([w / 2, h / 2])
+            box = torch.tensor([0.0, 0.0, side, side])
+            out.append(backends.Face(box=box, landmarks=lm, score=1.0, backend=self.name))
+        return out
+
+
+def test_detector_keyword_and_deprecated_backend_keyword():
+    img = torch.zeros(3, 24, 40)  # non-square
+    det = _StubDetector()
+    new = backends.detect_landmarks(img, 1, detector=det)
+    assert torch.equal(new, torch.full((68, 2), 0.0) + torch.tensor([20.0, 12.0]))
+    assert torch.equal(backends.detect_landmarks(img, 1, det), new)  # positional: unchanged
+    for fn, args in ((backends.detect_landmarks, (img, 1)), (backends.detect_face, (img, 1)),
+                     (backends.detect, (img,))):
+        with pytest.warns(DeprecationWarning, match=rf"{fn.__name__}\(detector=\)"):
+            old = fn(*args, backend=det)
+        ref = fn(*args, detector=det)
+        if isinstance(ref, torch.Tensor):
+            assert torch.equal(old, ref)
+        else:
+            assert repr(old) == repr(ref)
+    with pytest.warns(DeprecationWarning):
+        old_b = backends.detect_batch(img[None].expand(2, -1, -1, -1), backend=det)
+    assert torch.equal(old_b, backends.detect_batch(img[None].expand(2, -1, -1, -1),
+                                                    detector=det))
+    with pytest.raises(TypeError, match="once"):
+        backends.detect(img, detector=det, backend=det)
+
+
+def test_available_backends_is_a_list_and_old_dict_use_warns(monkeypatch):
+    status = {"dlib": None, "dlib_hog": None, "dlib_cnn": "no cnn", "fan": "no weights",
+              "mediapipe": None}
+    monkeypatch.setattr(backends, "backend_status", lambda: dict(status))
+    names = backends.available_backends()
+    assert isinstance(names, list) and names == ["dlib", "dlib_hog", "mediapipe"]
+    assert names[0] == "dlib" and names[-1] == "mediapipe" and "fan" not in names
+    with pytest.warns(DeprecationWarning, match="backend_status"):
+        assert names["fan"] == "no weights"
+    with pytest.warns(DeprecationWarning):
+        assert dict(names.items()) == status
+    with pytest.warns(DeprecationWarning):
+        assert names.get("dlib_cnn") == "no cnn"
+    # the real one: the same type as facegeo.raster.available_backends
+    from facegeo import raster
+
+    real = backends.available_backends()
+    assert type(raster.available_backends()) is list and isinstance(real, list)
+    assert all(isinstance(n, str) and n in backends.BACKENDS for n in real)

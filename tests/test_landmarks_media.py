@@ -21,8 +21,9 @@ from facegeo.landmarks import (
     inter_ocular_distance,
 )
 from facegeo.landmarks import crops as fcrops
-from facegeo.landmarks.identity import FaceEmbedder, cosine_similarity
-from facegeo.landmarks.tracking import LandmarkTracker, detect_every_frame, sms
+from facegeo.landmarks.identity import FaceEmbedder
+from facegeo.landmarks.tracking import LandmarkTracker, detect_every_frame
+from facegeo.metrics import cosine_similarity, sms
 from facegeo.video import read_video
 
 pytestmark = pytest.mark.integration
@@ -97,11 +98,11 @@ def test_no_face_and_tiny_images(media_dir):
     hog = get_detector("dlib_hog")  # (the default would also try the slow CNN detector)
     assert hog.detect(blank) == []
     with pytest.raises(NoFaceError, match="no face"):
-        detect_face(blank, backend=hog)
+        detect_face(blank, detector=hog)
     fr, _ = read_video(media_dir / "lp_d3.mp4", max_frames=1)
     face = torch.from_numpy(fr[0]).permute(2, 0, 1).float() / 255
     with pytest.raises(NoFaceError, match="batch element 1"):
-        detect_batch(torch.stack([face, blank]), backend=hog)
+        detect_batch(torch.stack([face, blank]), detector=hog)
     with pytest.raises(ValueError, match="too small"):
         detect(torch.zeros(3, 10, 40))
 

@@ -309,3 +309,26 @@ def test_lpips_matches_brute_force_formula():
         assert (d > 0).all()
     with pytest.raises(ValueError):
         net(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+
+
+def test_cosine_similarity_broadcasts_and_is_the_only_one():
+    """(..., D) x (..., D) -> (...), against the explicit formula; the landmarks.identity
+    spelling is a deprecated alias giving the same values."""
+    from facegeo.landmarks import identity
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 3, 128, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 128, generator=g, dtype=torch.float64)
+    got = M.cosine_similarity(a, b)
+    ref = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+    assert got.shape == (4, 3)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(M.cosine_similarity(a[0], b), ref[0])  # (B, D): rows
+    assert float(M.cosine_similarity(torch.zeros(5), torch.ones(5))) == 0.0
+    with pytest.warns(DeprecationWarning, match="facegeo.metrics.cosine_similarity"):
+        old = identity.cosine_similarity(a, b)
+    torch.testing.assert_close(old, got, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="same D"):
+        M.cosine_similarity(a, torch.zeros(3, 64))
+    with pytest.raises(ValueError, match="broadcast"):
+        M.cosine_similarity(a, torch.zeros(5, 128))

@@ -560,7 +560,7 @@ def test_real_photo_smile_with_dlib_landmarks(media_dir):
     bgr = cv2.imread(str(media_dir / "lp_s1.jpg"))
     rgb = cv2.cvtColor(cv2.resize(bgr, (384, 384), interpolation=cv2.INTER_AREA),
                        cv2.COLOR_BGR2RGB)
-    p = detect_landmarks(rgb, backend="dlib_hog")[None].float()
+    p = detect_landmarks(rgb, detector="dlib_hog")[None].float()
     q = p.clone()
     width = float((p[0, 54] - p[0, 48]).norm())
     q[0, 48] += torch.tensor([-0.08, -0.15]) * width
@@ -572,7 +572,7 @@ def test_real_photo_smile_with_dlib_landmarks(media_dir):
     from facegeo.coords import pixel_to_normalized
 
     def sample(im, pts):
-        grid = pixel_to_normalized(pts, 384, 384)[:, None]
+        grid = pixel_to_normalized(pts, (384, 384))[:, None]
         return torch.nn.functional.grid_sample(im, grid, align_corners=False)[:, :, 0]
 
     # (bilinear reading of the map between pixel centres: the map has a kink at each q_i)

@@ -66,7 +66,7 @@ def _synthetic_clip(model, t: int, size: int = 128, seed: int = 0):
     v = model.vertices(ident.expand(t, -1), exp)[:, model.landmarks68.long()]
     scale = torch.full((t,), size / 0.22 * 0.6 / (v[0, :, 0].max() - v[0, :, 0].min()) * 0.22)
     trans = torch.tensor([size / 2, size / 2]).expand(t, 2)
-    lm = T.weak_perspective_project(v, scale, T.euler_to_matrix(ang), trans)
+    lm = T.weak_perspective_project(v, T.euler_to_matrix(ang), trans, scale)
     return lm, ang
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import facegeo.assets
-from facegeo.raster import flow_to_color, interpolate, mesh_flow, rasterize, warp
+from facegeo.raster import flow_to_color, interpolate, mesh_flow, rasterize, warp_flow
 
 
 def _grid_mesh(n: int = 6, lo: float = 3.3, hi: float = 20.6, z: float = 5.0):
@@ -100,12 +100,12 @@ def test_warp_integer_shift_and_convention():
     flow = torch.zeros(2, 10, 12, 2, dtype=torch.float64)
     flow[..., 0] = 2.0  # sample 2 pixels to the right
     flow[..., 1] = -1.0  # and one up
-    out = warp(img, flow)
+    out = warp_flow(img, flow)
     torch.testing.assert_close(out[:, :, 1:, :-2], img[:, :, :-1, 2:])
     assert (out[:, :, 0] == 0).all() and (out[:, :, :, -2:] == 0).all()
     # half-pixel shift = average of neighbours (bilinear)
     flow[..., 0], flow[..., 1] = 0.5, 0.0
-    out = warp(img, flow)
+    out = warp_flow(img, flow)
     torch.testing.assert_close(out[..., :-1], 0.5 * (img[..., :-1] + img[..., 1:]))
 
 
@@ -135,12 +135,12 @@ def test_render_warp_consistency_on_ict():
     img_s = interpolate(tex, rs, f).permute(0, 3, 1, 2)
     img_d = interpolate(tex, rd, f).permute(0, 3, 1, 2)
     res = mesh_flow(src, drv, f, S, S, cull_backfaces=True)
-    warped = warp(img_s, res.flow)
+    warped = warp_flow(img_s, res.flow)
     vis = res.visible[0]
     # keep away from the source silhouette, where bilinear sampling mixes in background
     mask_s = rs.mask.double()[None]
     inner = torch.nn.functional.avg_pool2d(mask_s, 3, 1, 1)[0, 0] > 0.999
-    src_inner = warp(inner.double()[None, None], res.flow)[0, 0] > 0.999
+    src_inner = warp_flow(inner.double()[None, None], res.flow)[0, 0] > 0.999
     sel = vis & src_inner
     assert sel.sum() > 0.5 * rd.mask.sum()
     err = (warped[0] - img_d[0]).abs().amax(0)[sel]
@@ -170,4 +170,23 @@ def test_flow_validation():
     with pytest.raises(ValueError, match="same shape"):
         mesh_flow(v[None], v[None, :-1], f[:2], 8, 8)
     with pytest.raises(ValueError, match="flow"):
-        warp(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, 3))
+        warp_flow(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, 3))
+
+
+def test_warp_flow_on_a_non_square_source_and_old_name():
+    """A (4, 9) source warped onto a (3, 5) flow: out = image[i + fy, j + fx] (direct
+    indexing as the reference); the deprecated facegeo.raster.warp agrees and warns."""
+    import pytest
+
+    from facegeo import raster
+
+    g = torch.Generator().manual_seed(1)
+    img = torch.rand(1, 2, 4, 9, generator=g, dtype=torch.float64)
+    flow = torch.zeros(1, 3, 5, 2, dtype=torch.float64)
+    flow[..., 0], flow[..., 1] = 3.0, 1.0
+    out = warp_flow(img, flow)
+    assert out.shape == (1, 2, 3, 5)
+    torch.testing.assert_close(out[0], img[0, :, 1:4, 3:8])
+    with pytest.warns(DeprecationWarning, match="warp_flow"):
+        old = raster.warp(img, flow, padding_mode="border")
+    torch.testing.assert_close(old, warp_flow(img, flow, padding_mode="border"), atol=0, rtol=0)

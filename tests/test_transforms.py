@@ -99,7 +99,7 @@ def test_euler_signs_in_image():
     s, t = torch.tensor([1.0]), torch.zeros(1, 2)
 
     def proj(p, ypr):
-        return T.weak_perspective_project(p, s, T.euler_to_matrix(torch.tensor([ypr])), t)[0, 0]
+        return T.weak_perspective_project(p, T.euler_to_matrix(torch.tensor([ypr])), t, s)[0, 0]
 
     assert proj(nose, [30.0, 0.0, 0.0])[0] > 1.0
     assert proj(nose, [0.0, 30.0, 0.0])[1] > 1.0
@@ -152,7 +152,7 @@ def test_orthonormalize_and_angle():
 def test_projections_analytic():
     pts = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-1.0, 0.5, -2.0]]])
     rot = torch.eye(3)[None]
-    wp = T.weak_perspective_project(pts, torch.tensor([2.0]), rot, torch.tensor([[100.0, 50.0]]))
+    wp = T.weak_perspective_project(pts, rot, torch.tensor([[100.0, 50.0]]), torch.tensor([2.0]))
     np.testing.assert_allclose(wp[0].numpy(), [[102, 46], [100, 50], [98, 49]])
     # pinhole: model origin 50 units in front, OpenCV camera; +y up in the model is -v
     uv, depth = T.pinhole_project(pts, rot, torch.tensor([[0.0, 0.0, 50.0]]), 500.0, (256.0, 256.0),
@@ -162,7 +162,7 @@ def test_projections_analytic():
                                                [256 - 500 / 52, 256 - 250 / 52]], rtol=1e-12)
     # pinhole -> weak perspective when far away (scale f/d)
     far = T.pinhole_project(pts, rot, torch.tensor([[0.0, 0.0, 1e7]]), 1e7, (0.0, 0.0))
-    wp1 = T.weak_perspective_project(pts, torch.tensor([1.0]), rot, torch.zeros(1, 2))
+    wp1 = T.weak_perspective_project(pts, rot, torch.zeros(1, 2), torch.tensor([1.0]))
     np.testing.assert_allclose(far.numpy(), wp1.numpy(), atol=1e-5)
 
 
@@ -187,3 +187,28 @@ def test_bad_input():
         T.euler_to_matrix(np.zeros(3))
     with pytest.raises(TypeError):
         T.euler_to_matrix(torch.zeros(3, dtype=torch.int64))
+
+
+def test_weak_perspective_argument_order_matches_pinhole_and_old_order_warns():
+    """(points, rotation, translation, intrinsics) for both projections; the pre-0.2 order
+    (points, scale, rotation, translation2d) is recognised by shape, warns, and agrees."""
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(3, 5, 3, generator=g, dtype=torch.float64)
+    rot = T.euler_to_matrix(torch.randn(3, 3, generator=g, dtype=torch.float64) * 20)
+    t2, s = torch.randn(3, 2, generator=g, dtype=torch.float64), torch.rand(3, dtype=torch.float64)
+    new = T.weak_perspective_project(pts, rot, t2, s)
+    # independent formula: u = s (R X)_x + t_u, v = -s (R X)_y + t_v
+    y = torch.einsum("bij,bnj->bni", rot, pts)
+    ref = torch.stack([y[..., 0], -y[..., 1]], -1) * s[:, None, None] + t2[:, None]
+    torch.testing.assert_close(new, ref)
+    with pytest.warns(DeprecationWarning, match="rotation, translation, scale"):
+        old = T.weak_perspective_project(pts, s, rot, t2)
+    with pytest.warns(DeprecationWarning, match="translation2d"):
+        old_kw = T.weak_perspective_project(pts, scale=s, rotation=rot, translation2d=t2)
+    torch.testing.assert_close(old, new, atol=0, rtol=0)
+    torch.testing.assert_close(old_kw, new, atol=0, rtol=0)
+    assert torch.equal(T.weak_perspective_project(pts, rot, t2, scale=2.0),
+                       T.weak_perspective_project(pts, rot, t2, torch.full((3,), 2.0,
+                                                                          dtype=torch.float64)))
+    with pytest.raises(TypeError, match="scale"):
+        T.weak_perspective_project(pts, rot, t2)

@@ -14,6 +14,12 @@ Every backend is a :class:`LandmarkDetector` whose ``detect(image)`` returns a l
                with :data:`~facegeo.landmarks.conventions.MEDIAPIPE_TO_68`.
 ========== ================================================================================
 
+The functions that detect take the backend as ``detector=`` (a name above, ``"auto"``/None
+or a :class:`LandmarkDetector`), the keyword used across facegeo (``backend=`` is the
+deprecated spelling, and names the compute backend of the raster and MLS functions).
+:func:`available_backends` lists the names that work here; :func:`backend_status` says why
+the others do not.
+
 ``get_detector()`` / ``get_detector("auto")`` returns the best available backend in the
 order ``fan`` > ``dlib`` (``mediapipe`` is never picked automatically: its 68-point jaw is
 an approximation). A backend that cannot run raises :class:`BackendUnavailableError`
@@ -34,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegeo._deprecation import warn_deprecated
 from facegeo._optional import MissingExtraError, require
 from facegeo.image_io import as_uint8_rgb
 
@@ -48,6 +55,7 @@ __all__ = [
     "BACKENDS",
     "AUTO_ORDER",
     "available_backends",
+    "backend_status",
     "get_detector",
     "detect",
     "detect_face",
@@ -498,7 +506,7 @@ BACKENDS = {
 AUTO_ORDER = ("fan", "dlib")
 
 
-def available_backends() -> dict[str, str | None]:
+def backend_status() -> dict[str, str | None]:
     """Try every backend: ``{name: None if it works, else the reason it does not}``."""
     out: dict[str, str | None] = {}
     for name in BACKENDS:
@@ -508,6 +516,60 @@ def available_backends() -> dict[str, str | None]:
         except BackendUnavailableError as e:
             out[name] = str(e).splitlines()[0]
     return out
+
+
+class _BackendNames(list):
+    """The list :func:`available_backends` returns. Until 0.3 it also answers the old
+    ``{name: reason}`` dict look-ups (``[name]``, ``.items()``, ``.get()``...) with a
+    deprecation warning, from :func:`backend_status`."""
+
+    def __init__(self, status: dict[str, str | None]):
+        super().__init__(n for n, why in status.items() if why is None)
+        self._status = status
+
+    def _old(self, what: str) -> dict[str, str | None]:
+        warn_deprecated(f"available_backends(){what} (the old dict return type)",
+                        "backend_status() for {name: reason}; available_backends() is the "
+                        "list of names that work", stacklevel=4)
+        return self._status
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self._old("[name]")[key]
+        return super().__getitem__(key)
+
+    def items(self):
+        return self._old(".items()").items()
+
+    def keys(self):
+        return self._old(".keys()").keys()
+
+    def values(self):
+        return self._old(".values()").values()
+
+    def get(self, key, default=None):
+        return self._old(".get()").get(key, default)
+
+
+def available_backends() -> list[str]:
+    """Names of the landmark backends that work here, in :data:`BACKENDS` order, e.g.
+    ``["dlib", "dlib_hog", "dlib_cnn", "fan"]``: the return type of every
+    ``available_backends`` of facegeo (:func:`facegeo.raster.available_backends` too).
+    :func:`backend_status` gives the reason for each one that does not work.
+
+    (Before 0.2 this returned ``{name: None or reason}``; dict-style use still works with a
+    deprecation warning until 0.3.)"""
+    return _BackendNames(backend_status())
+
+
+def _detector_kw(detector, backend, fn: str):
+    if backend is not None:
+        if detector is not None:
+            raise TypeError(f"{fn}: pass the landmark backend once, as detector= "
+                            "(backend= is its deprecated name)")
+        warn_deprecated(f"{fn}(backend=)", f"{fn}(detector=)", stacklevel=4)
+        return backend
+    return detector
 
 
 @functools.lru_cache(maxsize=16)
@@ -542,18 +604,25 @@ def get_detector(name: str | LandmarkDetector | None = None, **kwargs) -> Landma
     return BACKENDS[name](**kwargs) if kwargs else _cached(name)
 
 
-def detect(image, backend: str | LandmarkDetector | None = None) -> list[Face]:
-    """All faces in an image, largest first (see :meth:`LandmarkDetector.detect`)."""
-    return get_detector(backend).detect(image)
+def detect(image, detector: str | LandmarkDetector | None = None, *,
+           backend: str | LandmarkDetector | None = None) -> list[Face]:
+    """All faces in an image, largest first (see :meth:`LandmarkDetector.detect`).
+
+    ``detector``: a backend name (:func:`available_backends`), ``"auto"``/None or a
+    :class:`LandmarkDetector`; ``backend=`` is its deprecated name (removed in 0.3)."""
+    detector = _detector_kw(detector, backend, "detect")
+    return get_detector(detector).detect(image)
 
 
-def detect_face(image, index: int = 0, backend: str | LandmarkDetector | None = None) -> Face:
-    """One face: the ``index``-th largest (0 = largest).
+def detect_face(image, index: int = 0, detector: str | LandmarkDetector | None = None, *,
+                backend: str | LandmarkDetector | None = None) -> Face:
+    """One face: the ``index``-th largest (0 = largest). ``detector`` as in :func:`detect`.
 
     Raises:
         NoFaceError: no face found, or fewer than ``index + 1`` faces.
     """
-    faces = detect(image, backend)
+    detector = _detector_kw(detector, backend, "detect_face")
+    faces = detect(image, detector)
     what = f" in {image}" if isinstance(image, (str, Path)) else ""
     if not faces:
         raise NoFaceError(f"no face found{what}")
@@ -564,18 +633,23 @@ def detect_face(image, index: int = 0, backend: str | LandmarkDetector | None = 
 
 
 def detect_landmarks(image, index: int = 0,
+                     detector: str | LandmarkDetector | None = None, *,
                      backend: str | LandmarkDetector | None = None) -> torch.Tensor:
-    """(68, 2) landmarks of the ``index``-th largest face (NoFaceError if absent)."""
-    return detect_face(image, index, backend).landmarks
+    """(68, 2) landmarks of the ``index``-th largest face (NoFaceError if absent);
+    ``detector`` as in :func:`detect`."""
+    detector = _detector_kw(detector, backend, "detect_landmarks")
+    return detect_face(image, index, detector).landmarks
 
 
 def detect_batch(images: torch.Tensor, index: int = 0,
+                 detector: str | LandmarkDetector | None = None, *,
                  backend: str | LandmarkDetector | None = None) -> torch.Tensor:
     """Landmarks for a batch of images (one face each).
 
     Args:
         images: (B, 3, H, W) float in [0, 1].
         index: which face per image (0 = largest).
+        detector: as in :func:`detect` (``backend=``: deprecated name).
 
     Returns:
         (B, 68, 2) on the device of ``images``.
@@ -583,9 +657,10 @@ def detect_batch(images: torch.Tensor, index: int = 0,
     Raises:
         NoFaceError: naming the first batch element without a face.
     """
+    detector = _detector_kw(detector, backend, "detect_batch")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-    det = get_detector(backend)
+    det = get_detector(detector)
     out = []
     for i, im in enumerate(images):
         try:

@@ -180,7 +180,7 @@ def warp_affine(
             src = torch.where(sel, blurred, images)
     grid = pixel_grid(ho, wo, device=images.device, dtype=images.dtype)          # (Ho, Wo, 2)
     xy = grid.view(1, -1, 2) @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
-    norm = pixel_to_normalized(xy, w, h).view(b, ho, wo, 2)
+    norm = pixel_to_normalized(xy, (h, w)).view(b, ho, wo, 2)
     return F.grid_sample(src, norm, mode="bilinear", padding_mode=padding_mode,
                          align_corners=False)
 
@@ -260,7 +260,7 @@ def paste_back(
     m = crop_matrix(boxes.to(frames), s)                           # frame -> crop
     grid = pixel_grid(h, w, device=frames.device, dtype=frames.dtype).view(1, -1, 2)
     u = grid @ m[:, :, :2].transpose(1, 2) + m[:, None, :, 2]       # (B, HW, 2) crop coords
-    norm = pixel_to_normalized(u, s, s).view(b, h, w, 2)
+    norm = pixel_to_normalized(u, (s, s)).view(b, h, w, 2)
     warped = F.grid_sample(crops.to(frames), norm, mode="bilinear", padding_mode="border",
                            align_corners=False)
     alpha = (_window(u[..., 0], s, feather) * _window(u[..., 1], s, feather)).view(b, 1, h, w)

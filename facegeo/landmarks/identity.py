@@ -4,13 +4,15 @@ metric loss; 99.38 % on LFW) for identity-preservation metrics.
 The descriptor is computed on a 150x150 chip aligned from the 68 landmarks (dlib's
 ``get_face_chip_details``, padding 0.25). Descriptors have unit-ish length; dlib's own
 rule is "same person" when the Euclidean distance is below 0.6. For metrics facegeo uses
-the cosine similarity :func:`cosine_similarity` (1 = same direction).
+the cosine similarity :func:`facegeo.metrics.cosine_similarity` (1 = same direction).
 """
 
 from __future__ import annotations
 
 import torch
 
+from facegeo import metrics as _metrics
+from facegeo._deprecation import warn_deprecated
 from facegeo.image_io import as_uint8_rgb
 from facegeo.landmarks.backends import Face, _dlib_model, detect_face
 
@@ -40,15 +42,27 @@ class FaceEmbedder:
     Args:
         num_jitters: number of randomly jittered chips averaged per face (0 = one chip;
             larger is slightly more accurate and that many times slower).
-        backend: landmark backend used when no landmarks are given.
+        detector: landmark backend (a name of
+            :func:`facegeo.landmarks.available_backends` or a ``LandmarkDetector``) used
+            when no landmarks are given. ``backend=`` is its deprecated name (removed in 0.3).
     """
 
-    def __init__(self, num_jitters: int = 0, backend: str | None = "dlib") -> None:
+    def __init__(self, num_jitters: int = 0, detector: str | None = "dlib", *,
+                 backend: str | None = None) -> None:
         if num_jitters < 0:
             raise ValueError(f"num_jitters must be >= 0, got {num_jitters}")
+        if backend is not None:
+            warn_deprecated("FaceEmbedder(backend=)", "FaceEmbedder(detector=)", stacklevel=3)
+            detector = backend
         self.num_jitters = num_jitters
-        self.backend = backend
+        self.detector = detector
         self._net = _dlib_model("rec")
+
+    @property
+    def backend(self):
+        """Deprecated name of :attr:`detector` (removed in 0.3)."""
+        warn_deprecated("FaceEmbedder.backend", "FaceEmbedder.detector", stacklevel=3)
+        return self.detector
 
     def embed(self, image, landmarks: torch.Tensor | Face | None = None,
               index: int = 0) -> torch.Tensor:
@@ -64,7 +78,7 @@ class FaceEmbedder:
         """
         img = as_uint8_rgb(image)
         if landmarks is None:
-            landmarks = detect_face(img, index, self.backend)
+            landmarks = detect_face(img, index, self.detector)
         if isinstance(landmarks, Face):
             landmarks = landmarks.landmarks
         shape = _full_object_detection(landmarks)
@@ -103,14 +117,8 @@ def face_descriptor(image, landmarks: torch.Tensor | Face | None = None,
 
 
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of descriptors, broadcast over leading dims.
-
-    Args:
-        a: (..., D), b: (..., D).
-
-    Returns:
-        (...) values in [-1, 1].
-    """
-    if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"descriptor sizes differ: {a.shape[-1]} vs {b.shape[-1]}")
-    return torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8)
+    """Deprecated (removed in 0.3): use :func:`facegeo.metrics.cosine_similarity`, the one
+    cosine of facegeo ((..., D) x (..., D) -> (...), leading dimensions broadcast)."""
+    warn_deprecated("facegeo.landmarks.identity.cosine_similarity",
+                    "facegeo.metrics.cosine_similarity")
+    return _metrics.cosine_similarity(a, b)

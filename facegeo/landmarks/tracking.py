@@ -32,7 +32,8 @@ SMS (eq. 9 of the S2D paper, ../shared/papers/s2d--sparse-to-dense-motion-transf
 
 with D_t the concatenated landmark vector of frame t and |.| the L1 norm (sum over all
 68 x 2 coordinates, pixels), averaged over the T - 2 frames that have two neighbours.
-:func:`sms` returns it; ``per_coordinate=True`` divides by the number of coordinates.
+:func:`facegeo.metrics.sms` computes it; ``per_coordinate=True`` divides by the number of
+coordinates.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 
 from facegeo import metrics as _metrics
+from facegeo._deprecation import warn_deprecated
 from facegeo.image_io import as_uint8_rgb
 from facegeo.landmarks.backends import (
     Face,
@@ -142,8 +144,11 @@ def one_euro_smooth(seq: torch.Tensor, fps: float, min_cutoff: float = 1.0, beta
 
 
 def sms(seq: torch.Tensor, per_coordinate: bool = False) -> float:
-    """Temporal smoothness (S2D eq. 9) of one (T, N, 2) landmark sequence as a float (px);
-    lower is smoother. See :func:`facegeo.metrics.sms`, which computes it."""
+    """Deprecated (removed in 0.3): use :func:`facegeo.metrics.sms`, the one SMS, which
+    returns a tensor (() for a (T, N, 2) sequence, (B,) for a batch). This old spelling
+    still returns a float for one (T, N, 2) sequence."""
+    warn_deprecated("facegeo.landmarks.tracking.sms (a float)",
+                    "facegeo.metrics.sms (a tensor; float(...) for a number)")
     if seq.ndim != 3:
         raise ValueError(f"seq must be (T>=3, N, 2), got {tuple(seq.shape)}")
     return float(_metrics.sms(seq, per_coordinate=per_coordinate))

@@ -13,7 +13,14 @@ from facegeo.raster.core import (
     shade_lambert,
     vertex_normals,
 )
-from facegeo.raster.flow import MeshFlow, flow_to_color, flow_to_grid, mesh_flow, warp
+from facegeo.raster.flow import (
+    MeshFlow,
+    flow_to_color,
+    flow_to_grid,
+    mesh_flow,
+    warp,
+    warp_flow,
+)
 from facegeo.raster.landmarks import (
     PART_COLORS_68,
     PARTS_68,
@@ -35,6 +42,7 @@ __all__ = [
     "flow_to_color",
     "flow_to_grid",
     "mesh_flow",
+    "warp_flow",
     "warp",
     "available_backends",
     "face_normals",

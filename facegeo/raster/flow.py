@@ -9,7 +9,7 @@ driving geometry:
     src_xy[b, i, j] = location in the source image (pixels) of the surface seen at
                       driving pixel (x, y) = (j, i)
     flow[b, i, j]   = src_xy[b, i, j] - (j, i)         (a displacement, in pixels)
-    warped[b, :, i, j] = source[b, :, src_y, src_x]    (bilinear, :func:`warp`)
+    warped[b, :, i, j] = source[b, :, src_y, src_x]    (bilinear, :func:`warp_flow`)
 
 Both meshes are given in image space like :func:`facegeo.raster.rasterize` (x right, y
 down, pixel centres at integers, z = depth along +z, nearest wins). With
@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
+from facegeo._deprecation import warn_deprecated
 from facegeo.coords import pixel_grid, pixel_to_normalized
 from facegeo.raster.core import Fragments, _check_mesh, rasterize
 
-__all__ = ["MeshFlow", "mesh_flow", "warp", "flow_to_grid", "flow_to_color"]
+__all__ = ["MeshFlow", "mesh_flow", "warp_flow", "warp", "flow_to_grid", "flow_to_color"]
 
 
 @dataclass
@@ -181,17 +182,22 @@ def flow_to_grid(flow: torch.Tensor, src_height: int, src_width: int) -> torch.T
         raise ValueError(f"flow must have shape (B, H, W, 2), got {tuple(flow.shape)}")
     H, W = flow.shape[1:3]
     grid = pixel_grid(H, W, device=flow.device, dtype=flow.dtype)
-    return pixel_to_normalized(grid + flow, src_width, src_height)
+    return pixel_to_normalized(grid + flow, (src_height, src_width))
 
 
-def warp(
+def warp_flow(
     image: torch.Tensor,
     flow: torch.Tensor,
     *,
     mode: str = "bilinear",
     padding_mode: str = "zeros",
 ) -> torch.Tensor:
-    """Backward-warp ``image`` with a pixel displacement field.
+    """Backward-warp ``image`` with a pixel displacement field (a *flow*).
+
+    facegeo has two warps: this one takes a flow, displacements in pixels; the models'
+    ``facegeo_models.common.blocks.warp_grid`` takes a ``grid_sample`` grid (absolute
+    positions in normalized coordinates). :func:`flow_to_grid` converts the first into the
+    second.
 
     ``out[b, :, i, j] = image[b, :, i + flow[b, i, j, 1], j + flow[b, i, j, 0]]``, sampled
     with ``torch.nn.functional.grid_sample(align_corners=False)`` (pixel centres at
@@ -214,6 +220,13 @@ def warp(
         )
     grid = flow_to_grid(flow.to(image.dtype), image.shape[2], image.shape[3])
     return nnf.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Deprecated name of :func:`warp_flow` (removed in 0.3)."""
+    warn_deprecated("facegeo.raster.warp", "facegeo.raster.warp_flow (pixel displacements; "
+                    "a normalized grid goes to facegeo_models.common.blocks.warp_grid)")
+    return warp_flow(image, flow, **kwargs)
 
 
 def flow_to_color(flow: torch.Tensor, max_norm: float | None = None) -> torch.Tensor:

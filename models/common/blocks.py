@@ -14,7 +14,7 @@ Contents:
   :func:`dsnt`, :func:`dsnt_regularizer`, :func:`keypoints_to_gaussian`
 * :class:`KeypointDetector` (hourglass -> heat-maps -> soft-argmax keypoints, optional
   per-keypoint 2x2 Jacobians)
-* :func:`warp`, :func:`identity_grid`, :class:`OcclusionAwareGenerator`
+* :func:`warp_grid`, :func:`identity_grid`, :class:`OcclusionAwareGenerator`
 * :class:`DenseMotionNetwork` (FOMM's dense-motion hourglass: K sparse motions plus the
   background -> softmax mask -> dense warp + occlusion)
 """
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegeo._deprecation import warn_deprecated
 from facegeo.coords import normalized_grid
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "keypoints_to_gaussian",
     "KeypointDetector",
     "identity_grid",
+    "warp_grid",
     "warp",
     "OcclusionAwareGenerator",
     "DenseMotionNetwork",
@@ -406,10 +408,11 @@ def identity_grid(batch: int, height: int, width: int, *, device=None,
         batch, height, width, 2)
 
 
-def warp(x: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """Backward warp: out[b, :, i, j] = x[b, :, grid[b, i, j]] (bilinear, normalized coords,
-    align_corners=False). If the grid's resolution differs from the output wanted, it is
-    resized to x's resolution first.
+def warp_grid(x: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
+    """Backward warp with a sampling grid: out[b, :, i, j] = x[b, :, grid[b, i, j]]
+    (bilinear, *normalized* absolute coordinates, align_corners=False). If the grid's
+    resolution differs from the output wanted, it is resized to x's resolution first.
+    (A pixel displacement field goes to :func:`facegeo.raster.warp_flow` instead.)
 
     x: (B, C, H, W); grid: (B, h, w, 2). Returns (B, C, H, W)."""
     _check_4d(x)
@@ -421,6 +424,13 @@ def warp(x: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -> to
                              align_corners=False).permute(0, 2, 3, 1)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=padding_mode,
                          align_corners=False)
+
+
+def warp(x: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
+    """Deprecated name of :func:`warp_grid` (removed in facegeo 0.3)."""
+    warn_deprecated("facegeo_models.common.blocks.warp", "warp_grid (a normalized grid; a "
+                    "pixel flow goes to facegeo.raster.warp_flow)")
+    return warp_grid(x, grid, padding_mode)
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -470,8 +480,8 @@ class OcclusionAwareGenerator(nn.Module):
             out = block(out)
         result: dict[str, torch.Tensor] = {}
         if deformation is not None:
-            out = warp(out, deformation)
-            result["deformed"] = warp(source, deformation)
+            out = warp_grid(out, deformation)
+            result["deformed"] = warp_grid(source, deformation)
         if occlusion is not None:
             if occlusion.dim() != 4 or occlusion.shape[1] != 1:
                 raise ValueError(f"occlusion must have shape (B, 1, h, w), got "
@@ -532,7 +542,7 @@ class DenseMotionNetwork(nn.Module):
             raise ValueError(f"motions must have shape {(b, self.num_motions, h, w, 2)}, got "
                              f"{tuple(motions.shape)}")
         ident = identity_grid(b, h, w, device=motions.device, dtype=motions.dtype)
-        warped = [warp(source, motions[:, k]) for k in range(self.num_motions)]
+        warped = [warp_grid(source, motions[:, k]) for k in range(self.num_motions)]
         parts = [features, source, *warped]
         if self.displacement:
             parts += [(motions[:, k] - ident).permute(0, 3, 1, 2)
