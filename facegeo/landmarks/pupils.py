@@ -284,7 +284,7 @@ def eye_centre_objective(gray: torch.Tensor, centres: torch.Tensor,
 def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float = 0.2,
                   aspect: float = 0.6, grow: float = 0.15, gradient_threshold: float = 0.3,
                   darkness: float = 1.0, blur_sigma: float = 1.0, refine_steps: int = 8,
-                  return_details: bool = False):
+                  inset: float = 0.0, return_details: bool = False):
     """Pupil centres of both eyes from the image(s) and their 68 landmarks.
 
     Args:
@@ -301,6 +301,8 @@ def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float =
         gradient_threshold, darkness, blur_sigma: see :func:`eye_centre_objective`.
         refine_steps: sub-pixel refinement grid, ``1 / refine_steps`` patch pixels (0: off,
             integer patch pixels).
+        inset: candidates lie inside the eye contour scaled by ``1 - inset`` about its
+            centroid (keeps the estimate off the lids).
         return_details: also return a dict with ``valid`` (B, 2) bool (False: the eye
             is closed / degenerate and the contour centroid is returned), ``score``
             (B, 2) objective at the result, ``patches`` (B, 2, h, w) gray patches,
@@ -328,7 +330,7 @@ def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float =
     poly = _apply(m, rings)                                            # (2B, 6, 2)
     cen = poly.mean(1, keepdim=True)
     grid = pixel_grid(ph, pw, device=gray.device).reshape(1, -1, 2).expand(2 * b, -1, -1)
-    inside = points_in_polygon(grid, poly)                                       # (2B, P)
+    inside = points_in_polygon(grid, cen + (1 - inset) * (poly - cen))     # (2B, P)
     grown = points_in_polygon(grid, cen + (1 + grow) * (poly - cen))
     # normalise the gray levels inside the grown contour (robust to exposure)
     flat = patches.flatten(1)
