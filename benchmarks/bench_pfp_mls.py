@@ -13,9 +13,6 @@ timed at 256x256 while the model runs at its own resolution (printed).
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +26,8 @@ from facegeo_models.common.blocks import (
     identity_grid,
     keypoints_to_gaussian,
 )
+
+from _timing import apply_threads, model_bench_parser, param_millions, time_fns
 
 
 class FommShaped(nn.Module):
@@ -61,34 +60,9 @@ class FommShaped(nn.Module):
         return self.gen(src, grid, torch.sigmoid(self.occ(feat)))["prediction"]
 
 
-def _time(fns: dict, repeats: int, device: str) -> dict[str, float]:
-    """Best wall time of each function; the functions are interleaved in every repeat so
-    that load changes on a shared machine hit all of them alike."""
-    best = {k: float("inf") for k in fns}
-    with torch.no_grad():
-        for fn in fns.values():
-            fn()  # warm-up
-        for _ in range(repeats):
-            for k, fn in fns.items():
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                best[k] = min(best[k], time.perf_counter() - t)
-    return best
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    ap.add_argument("--config", default="paper", help="pfp_mls config name or YAML path")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = model_bench_parser(__doc__, "pfp_mls").parse_args()
+    apply_threads(args)
     dev = args.device
     torch.manual_seed(0)
     ours = pfp_mls.from_config(args.config).to(dev).eval()
@@ -97,16 +71,14 @@ def main() -> None:
     src = torch.rand(1, 3, size, size, device=dev)
     drv = torch.rand(1, 3, size, size, device=dev)
     r_src, r_drv = torch.rand(1, 3, 256, 256, device=dev), torch.rand(1, 3, 256, 256, device=dev)
-    n_ours = sum(p.numel() for p in ours.parameters())
-    n_ref = sum(p.numel() for p in ref.parameters())
     print(f"device {dev}, threads {torch.get_num_threads()}, pfp_mls {size}x{size} "
           f"(reference 256x256), batch 1, best of {args.repeats}")
-    print(f"parameters: pfp_mls {args.config} config {n_ours / 1e6:.2f} M "
-          f"(" + ", ".join(f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M"
+    print(f"parameters: pfp_mls {args.config} config {param_millions(ours):.2f} M "
+          f"(" + ", ".join(f"{k} {param_millions(m):.2f} M"
                            for k, m in ours.named_children()) + f"); "
-          f"FOMM-shaped reference {n_ref / 1e6:.2f} M")
+          f"FOMM-shaped reference {param_millions(ref):.2f} M")
     hm = round(size * ours.motion_scale)
-    t = _time({"ref": lambda: ref(r_src, r_drv), "ours": lambda: ours.reenact(src, drv),
+    t = time_fns({"ref": lambda: ref(r_src, r_drv), "ours": lambda: ours.reenact(src, drv),
                "pts": lambda: ours.feature_points(src, drv),
                "gen": lambda: ours.generator(src, torch.zeros(1, hm, hm, 2, device=dev),
                                              torch.ones(1, 1, hm, hm, device=dev))},
