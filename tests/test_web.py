@@ -285,3 +285,14 @@ def test_reenact_with_a_neural_checkpoint_matches_the_cli(app, page, media_dir, 
     msg = _error(fns["on_reenact"], src, drv, "absolute", False, "pfp_mls",
                  str(tmp_path / "missing"), "", 0, progress=noop)
     assert "checkpoint not found" in msg
+
+
+def test_script_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "apps" / "web.py"
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "facegeo-web" in r.stdout and "--max-file-size" in r.stdout
