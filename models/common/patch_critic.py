@@ -8,12 +8,12 @@
   the paper's "same structure as the down-convolution module of the U-Nets".
 * Losses averaged over batch and patches:
 
-  ====================================  ==============================================
-  :func:`lsgan_pm1_critic_loss`         ``(D(x) - 1)^2 + (D(G) + 1)^2``      (FD-GAN eq. 10)
-  :func:`lsgan_pm1_generator_loss`      ``D(G)^2``                            (eq. 12)
-  :func:`patch_classifier_critic_loss`  ``-log P(k|C(x)) - log(1 - P(k|C(G)))`` (eq. 11)
-  :func:`patch_classifier_generator_loss`  ``-log P(k|C(G))``                 (eq. 12)
-  ====================================  ==============================================
+  =======================================  ===============================================
+  :func:`lsgan_pm1_critic_loss`            ``(D(x) - 1)^2 + (D(G) + 1)^2`` (FD-GAN eq. 10)
+  :func:`lsgan_pm1_generator_loss`         ``D(G)^2`` (eq. 12)
+  :func:`patch_classifier_critic_loss`     ``-log P(k|C(x)) - log(1 - P(k|C(G)))`` (eq. 11)
+  :func:`patch_classifier_generator_loss`  ``-log P(k|C(G))`` (eq. 12)
+  =======================================  ===============================================
 
   The least-squares GAN with targets -1 / +1 for the critic and 0 for the generator is the
   a = -1, b = 1, c = 0 case of Mao et al. (2017); it differs from the 0 / 1 / 1 LSGAN of
