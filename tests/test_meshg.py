@@ -260,6 +260,37 @@ def test_forward_shapes_gradients_and_baseline_variant():
                     flow_decoder={"channels": [8, 8, 8]})
 
 
+def test_analytic_flow_option_is_the_mesh_flow_plus_a_correction():
+    """analytic_flow (the issue's ablation, beyond the paper): an untrained net's flow is
+    the analytic mesh flow. Same fits -> the identity; the driving head moved by d pixels
+    -> every covered pixel samples the source d pixels back (normalized 2 d / S); the
+    coverage mask reaches the occlusion net, and gradients reach the motion net."""
+    cfg = meshg.MeshG.load_config("tiny")
+    cfg["model"]["params"]["analytic_flow"] = True
+    torch.manual_seed(0)
+    m = meshg.from_config(cfg).eval()
+    src = _fit(m, 1, 3)
+    moved = replace(src, translation=src.translation + torch.tensor([[6.0, -4.0]]))
+    with torch.no_grad():
+        same = m.motion(m.motion_input(src, src, S))
+        mv = m.motion(m.motion_input(src, moved, S))
+    ident = identity_grid(1, 16, 16)
+    cov = same["coverage"][:, 0] > 0
+    assert 20 < int(cov.sum()) < 256
+    torch.testing.assert_close(same["flow"], ident, atol=1e-4, rtol=0)
+    c = mv["coverage"][0, 0] > 0
+    want = ident[0] - torch.tensor([2 * 6.0 / S, 2 * -4.0 / S])
+    torch.testing.assert_close(mv["flow"][0][c], want[c], atol=1e-4, rtol=0)
+    torch.testing.assert_close(mv["flow"][0][~c], ident[0][~c])
+    assert m.occlusion_net.hourglass.encoder.down_blocks[0].conv.in_channels == 1 + 6 + 2
+    m.train()
+    with torch.no_grad():
+        m.flow_decoder.final.weight.normal_(0, 0.01)
+    out = m(_batch(m, 2, 4))
+    out["prediction"].mean().backward()
+    assert m.motion_encoder.blocks[0].conv.weight.grad.abs().sum() > 0
+
+
 # -------------------------------------------------------------------------- losses
 def test_coefficient_targets_and_loss_brute_force(tiny):
     batch = _batch(tiny, 3, 9)
@@ -432,14 +463,15 @@ def test_trainer_runs_tiny_config(tmp_path, fitted_clips):
 
 def test_overfits_real_frames(fitted_clips):
     """CPU overfit on a fixed batch of 4 real pairs (2 people) at 64x64 with their fits:
-    the L1 reconstruction loss falls below 0.5 of its start in 60 Adam steps."""
+    the L1 reconstruction loss falls below 0.35 of its start in 40 Adam steps (measured:
+    0.183 -> 0.039, i.e. 0.21; docs/models/meshg.md)."""
     batch = _real_batch(fitted_clips)
     assert batch["source"].shape == (4, 3, S, S) and batch["id_coeffs"].shape[0] == 4
     torch.manual_seed(0)
     m = meshg.from_config("tiny")
     opt = torch.optim.Adam(m.parameters(), lr=2e-3, betas=(0.5, 0.999))
     hist = []
-    for _ in range(60):
+    for _ in range(40):
         out = m(batch)
         loss = (out["prediction"] - batch["driving"]).abs().mean()
         opt.zero_grad()
@@ -448,7 +480,7 @@ def test_overfits_real_frames(fitted_clips):
         hist.append(loss.item())
         assert math.isfinite(hist[-1])
     first, last = hist[0], float(np.mean(hist[-5:]))
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.35 * first, (first, last)
 
 
 def test_reenact_app_runs_a_tiny_checkpoint_on_real_media(tmp_path, media_dir, capsys):

@@ -55,12 +55,14 @@ class MeshTopology:
         laplacians: scaled Chebyshev Laplacians of levels ``input_level ...`` (sparse).
         downs: down-sampling selection matrices D of those levels (sparse (V_{l+1}, V_l)).
         num_vertices: vertex count of every level from ``input_level`` on.
+        faces: (F, 3) int64 triangles of the input level (rows of ``vertex_ids``).
     """
 
     vertex_ids: torch.Tensor
     laplacians: list[torch.Tensor]
     downs: list[torch.Tensor]
     num_vertices: list[int]
+    faces: torch.Tensor | None = None
 
 
 def _region_vertices(mm, regions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +115,8 @@ def mesh_topology(mm, regions=None, factors=(4, 4, 4, 4), input_level: int = 0
     nv = hier.num_vertices
     laps = [chebyshev_laplacian(hier.faces[lv], nv[lv]) for lv in range(input_level,
                                                                         len(nv))]
-    topo = MeshTopology(ids, laps, hier.down[input_level:], nv[input_level:])
+    topo = MeshTopology(ids, laps, hier.down[input_level:], nv[input_level:],
+                        hier.faces[input_level].long())
     _TOPOLOGIES[key] = (mm, topo)
     return topo
 
@@ -288,6 +291,12 @@ class MeshG(ReenactmentModel):
             the flow is used as it is, no occlusion map).
         generator: kwargs of :class:`~facegeo_models.common.blocks.OcclusionAwareGenerator`.
         norm: normalization of the convolutional parts.
+        analytic_flow: beyond the paper (the issue's ablation): start the flow from the
+            analytic mesh flow of the two meshes (:func:`facegeo.raster.mesh_flow` at the
+            flow resolution, back faces culled, identity where the driving mesh does not
+            cover a pixel) and let the motion net predict a correction on top; its
+            coverage mask is an extra input channel of the occlusion net. Off in the
+            paper's configs.
 
     forward(batch): ``batch["source"]`` (B, 3, S, S) (or (B, n, 3, S, S): the first),
     ``batch["driving"]`` (B, 3, S, S) in [0, 1] and the fit arrays of the dataset
@@ -305,12 +314,12 @@ class MeshG(ReenactmentModel):
                  regions: list[str] | None = None, mesh: dict | None = None,
                  motion_encoder: dict | None = None, flow_decoder: dict | None = None,
                  occlusion: dict | None = None, generator: dict | None = None,
-                 norm: str = "batch"):
+                 norm: str = "batch", analytic_flow: bool = False):
         super().__init__()
         self._init_kwargs = copy.deepcopy(dict(
             image_size=image_size, morphable=morphable, regions=regions, mesh=mesh,
             motion_encoder=motion_encoder, flow_decoder=flow_decoder, occlusion=occlusion,
-            generator=generator, norm=norm))
+            generator=generator, norm=norm, analytic_flow=analytic_flow))
         self.image_size = int(image_size)
         self.morphable_name = morphable
         mm = _morphable(morphable)
@@ -337,7 +346,9 @@ class MeshG(ReenactmentModel):
         self.flow_down = AntiAliasInterpolation2d(3, h / self.image_size)
         occ = dict(occlusion or {})
         self.use_occlusion = bool(occ.pop("enabled", True))
-        self.occlusion_net = (DenseMotionNetwork(0, num_motions=1, norm=norm, **occ)
+        self.analytic_flow = bool(analytic_flow)
+        self.occlusion_net = (DenseMotionNetwork(int(self.analytic_flow), num_motions=1,
+                                                 norm=norm, **occ)
                               if self.use_occlusion else None)
         self.generator = OcclusionAwareGenerator(3, norm=norm, **(generator or {}))
         self._conditioner = None
@@ -375,9 +386,36 @@ class MeshG(ReenactmentModel):
 
     def motion(self, stacked: torch.Tensor) -> dict[str, torch.Tensor]:
         """Motion net: V* (B, V, 6) -> ``latent`` (B, D_z) and ``flow`` (B, h, h, 2), the
-        backward sampling grid T* (normalized)."""
+        backward sampling grid T* (normalized); with ``analytic_flow`` T* is the analytic
+        mesh flow plus the learned displacement, and ``analytic`` (B, h, h, 2) /
+        ``coverage`` (B, 1, h, h) are returned too."""
         z = self.motion_encoder(stacked)
-        return {"latent": z, "flow": self.flow_decoder.grid(z)}
+        if not self.analytic_flow:
+            return {"latent": z, "flow": self.flow_decoder.grid(z)}
+        ana, cov = self.analytic_mesh_flow(stacked)
+        disp = self.flow_decoder(z).permute(0, 2, 3, 1)
+        return {"latent": z, "flow": ana.to(disp.dtype) + disp, "analytic": ana,
+                "coverage": cov}
+
+    @torch.no_grad()
+    def analytic_mesh_flow(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training-free backward flow of the two meshes at the flow resolution h:
+        V* (B, V, 6) -> (grid (B, h, h, 2) normalized source position of each pixel of the
+        driving mesh, identity elsewhere; coverage (B, 1, h, h) float, 1 where the driving
+        mesh covers the pixel and the transferred point lies in the source image)."""
+        from facegeo.raster import mesh_flow
+
+        h = self.flow_size
+        v = stacked.detach().float()
+
+        def pixels(x):   # normalized image space -> flow-resolution pixels
+            return torch.cat([((x[..., :2] + 1) * h - 1) / 2, x[..., 2:] * (h / 2)], -1)
+
+        faces = self.topology.faces.to(v.device)
+        res = mesh_flow(pixels(v[..., :3]), pixels(v[..., 3:]), faces, h, h,
+                        cull_backfaces=True)
+        grid = pixel_to_normalized(res.src_xy, (h, h))
+        return grid, res.valid[:, None].float()
 
     def generate(self, source: torch.Tensor, source_fit: FaceFit, target_fit: FaceFit,
                  size: int | None = None) -> dict[str, torch.Tensor]:
@@ -390,7 +428,9 @@ class MeshG(ReenactmentModel):
         if self.occlusion_net is not None:
             small = self.flow_down(source)
             b, _, h, w = small.shape
-            dm = self.occlusion_net(small, flow, small.new_zeros(b, 0, h, w))
+            feat = (out["coverage"].to(small.dtype) if self.analytic_flow
+                    else small.new_zeros(b, 0, h, w))
+            dm = self.occlusion_net(small, flow, feat)
             out.update(deformation=dm["deformation"], mask=dm["mask"],
                        occlusion=dm["occlusion"])
         else:
