@@ -1,7 +1,7 @@
 """fsrt inference speed (paper configs, 256x256, batch 1, one source) and parameter counts.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_fsrt.py [--device cpu|cuda] [--repeats 2]
-        [--threads N] [--configs paper,paper_small] [--slice 1024]
+        [--threads N] [--config paper,paper_small] [--slice 1024]
 
 Per config: the set-latent (``encode_source``, once per source set) and one frame
 (driving keypoints + expression, all 256^2 pixel queries decoded in chunks of
@@ -17,30 +17,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 
 from facegeo_models import fsrt
 from facegeo_models.common.blocks import coordinate_grid
 
-
-def _time(fns: dict, repeats: int, device: str) -> dict[str, float]:
-    """Best wall time of each function, interleaved per repeat (shared machines)."""
-    best = {k: float("inf") for k in fns}
-    with torch.no_grad():
-        for fn in fns.values():
-            fn()  # warm-up
-        for _ in range(repeats):
-            for k, fn in fns.items():
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                best[k] = min(best[k], time.perf_counter() - t)
-    return best
+from _timing import apply_threads, model_bench_parser, param_millions, time_fns
 
 
 def naive_decoder(dec, latent, coords, kp, expression):
@@ -70,9 +53,8 @@ def bench_config(name: str, args: argparse.Namespace, dev: str) -> None:
     s = m.image_size
     src = torch.rand(1, 3, s, s, device=dev)
     drv = torch.rand(1, 3, s, s, device=dev)
-    parts = {k: sum(p.numel() for p in getattr(m, k).parameters()) / 1e6
-             for k in ("kpnet", "encoder", "decoder")}
-    n = sum(p.numel() for p in m.parameters()) / 1e6
+    parts = {k: param_millions(getattr(m, k)) for k in ("kpnet", "encoder", "decoder")}
+    n = param_millions(m)
     print(f"\n[{name}] {s}x{s}, parameters {n:.2f} M (" + ", ".join(
         f"{k} {v:.2f} M" for k, v in parts.items()) + ")")
     state = m.encode_source(src)
@@ -80,12 +62,12 @@ def bench_config(name: str, args: argparse.Namespace, dev: str) -> None:
         d = m.describe(drv)
     coords = coordinate_grid(s, s, device=dev).reshape(1, -1, 2)[:, :args.slice]
     lat = state["latent"]
-    t = _time({"encode": lambda: m.encode_source(src),
-               "frame": lambda: m.reenact(state, drv),
-               "slice_ours": lambda: m.decoder(lat, coords, d["kp"], d["expression"]),
-               "slice_ref": lambda: naive_decoder(m.decoder, lat, coords, d["kp"],
-                                                  d["expression"])},
-              args.repeats, dev)
+    t = time_fns({"encode": lambda: m.encode_source(src),
+                  "frame": lambda: m.reenact(state, drv),
+                  "slice_ours": lambda: m.decoder(lat, coords, d["kp"], d["expression"]),
+                  "slice_ref": lambda: naive_decoder(m.decoder, lat, coords, d["kp"],
+                                                     d["expression"])},
+                 args.repeats, dev)
     with torch.no_grad():
         diff = (m.decoder(lat, coords, d["kp"], d["expression"])
                 - naive_decoder(m.decoder, lat, coords, d["kp"], d["expression"])
@@ -101,19 +83,15 @@ def bench_config(name: str, args: argparse.Namespace, dev: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    ap.add_argument("--configs", default="paper,paper_small")
+    ap = model_bench_parser(__doc__, "fsrt", "paper,paper_small")
+    ap.set_defaults(repeats=2)
     ap.add_argument("--slice", type=int, default=1024, help="pixels of the reference run")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     dev = args.device
     print(f"device {dev}, threads {torch.get_num_threads()}, batch 1, one source, best of "
           f"{args.repeats}")
-    for name in args.configs.split(","):
+    for name in args.config.split(","):
         bench_config(name, args, dev)
 
 if __name__ == "__main__":
