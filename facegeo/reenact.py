@@ -742,6 +742,23 @@ class GeometricReenactor(FaceConditioner, Reenactor):
                      self.mls_kind, grid_step=self.mls_step, pin_border=9, validate=False)
             for b in range(B)])
 
+    @staticmethod
+    def _lid_skin(img: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+        """(1, 2, 3) upper-lid skin colour of each source eye: the mean of the source at
+        40 % of the way from the upper-lid landmarks to the brow above them."""
+        from facegeo.coords import pixel_to_normalized
+        from facegeo.landmarks.conventions import GROUPS_68
+
+        re, le = GROUPS_68["right_eye"], GROUPS_68["left_eye"]
+        rb, lb = GROUPS_68["right_brow"], GROUPS_68["left_brow"]
+        pairs = [((re[1], rb[2]), (re[2], rb[3])), ((le[1], lb[1]), (le[2], lb[2]))]
+        cols = []
+        for eye in pairs:
+            pts = torch.stack([lm[0, a] + 0.4 * (lm[0, b] - lm[0, a]) for a, b in eye])
+            g = pixel_to_normalized(pts, tuple(img.shape[-2:])).view(1, 1, -1, 2)
+            cols.append(F.grid_sample(img[:1], g.to(img), align_corners=False)[0, :, 0].mean(-1))
+        return torch.stack(cols)[None]
+
     def render(self, source_image: torch.Tensor, source: FaceFit, targets: FaceFit, *,
                source_landmarks: torch.Tensor | None = None,
                timings: dict | None = None) -> RenderOutput:
@@ -759,6 +776,7 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         """
         from facegeo.geometric.render import (
             compose,
+            eyelid_fill,
             head_flow,
             mouth_fill,
             silhouette_weight,
@@ -785,10 +803,16 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         out, src_xy, grid = compose(img, xy, outer, m)
         if self.head_proxy:
             out = soften_stretched(out, img, src_xy, grid)
+        src_lm = (source_landmarks.to(tgt_v).reshape(1, 68, 2) if source_landmarks
+                  is not None else src_v[:, self.lm_rows, :2])
+        if self.hole_fill:
+            eyes = [list(GROUPS_68["right_eye"]), list(GROUPS_68["left_eye"])]
+            tgt_lm = tgt_v[:, self.lm_rows, :2]
+            out = eyelid_fill(out, grid, torch.stack([tgt_lm[:, i] for i in eyes], 1),
+                              torch.stack([src_lm[:, i] for i in eyes], 1),
+                              self._lid_skin(img, src_lm))
         if self.mouth_color is not None:
             inner = list(GROUPS_68["inner_lips"])
-            src_lm = (source_landmarks.to(tgt_v).reshape(1, 68, 2) if source_landmarks
-                      is not None else src_v[:, self.lm_rows, :2])
             out = mouth_fill(out, grid, tgt_v[:, self.lm_rows[inner], :2], src_lm[:, inner],
                              self.mouth_color, source_image=img)
         t2 = time.perf_counter()

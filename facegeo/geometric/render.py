@@ -13,7 +13,10 @@
    source saw edge-on: the side of the head a turn brings into view), the sharp sample
    would be a streak; it is replaced by a sample of a low-pass copy of the source, a smooth
    fill of the strip's colours.
-6. :func:`mouth_fill`: target mouth pixels whose source lies outside the source's mouth
+6. :func:`eyelid_fill`: target pixels outside the target's eye opening that still sample
+   the source's eye opening (or its lash line) show the source eyeball where the target
+   lid is closed; they are painted with the source's own lid skin colour.
+7. :func:`mouth_fill`: target mouth pixels whose source lies outside the source's mouth
    opening are painted as a dark cavity (a warp cannot invent teeth).
 """
 
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 from facegeo.coords import pixel_grid, pixel_to_normalized
 
 __all__ = ["face_flow", "head_flow", "silhouette_weight", "compose", "mouth_fill",
-           "polygon_mask", "min_stretch", "soften_stretched"]
+           "polygon_mask", "min_stretch", "soften_stretched", "eyelid_fill"]
 
 
 def face_flow(faces: torch.Tensor, src_v: torch.Tensor, tgt_v: torch.Tensor, H: int, W: int,
@@ -210,3 +213,62 @@ def mouth_fill(frames: torch.Tensor, grid: torch.Tensor, target_mouth: torch.Ten
         luma = col.new_tensor([0.299, 0.587, 0.114])
         col = (col * luma).sum().expand(3)
     return frames * (1 - w) + col.view(1, 3, 1, 1) * w
+
+
+def _scaled(poly: torch.Tensor, sy: float) -> torch.Tensor:
+    """(B, N, 2) polygons stretched vertically by ``sy`` about their centroid."""
+    c = poly.mean(1, keepdim=True)
+    return c + (poly - c) * poly.new_tensor([1.0 + 0.5 * (sy - 1), sy])
+
+
+def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Tensor,
+                source_eyes: torch.Tensor, skin: torch.Tensor, *,
+                margin: float = 1.6) -> torch.Tensor:
+    """Paint closed target eyelids where the warp still shows the source's open eye.
+
+    Args:
+        frames: (B, 3, S, S) warped frames; grid: (B, S, S, 2) their ``grid_sample`` grid.
+        target_eyes: (B, E, 6, 2) target eye contours (68-point order 36-41 / 42-47);
+        source_eyes: (1, E, 6, 2) the source's.
+        skin: (1, E, 3) lid skin colour per eye (e.g. the source just above the upper lid).
+        margin: both openings are taken ``margin`` times taller (lashes, lid margin), so an
+            unchanged eye is left alone.
+
+    Returns:
+        (B, 3, S, S): ``out (1 - w) + skin w`` with ``w`` = (source opening, sampled through
+        the warp) x (1 - target opening), per eye (0 where the target eye is as open).
+    """
+    B, _, S, _ = frames.shape
+    out = frames
+    for e in range(target_eyes.shape[1]):
+        m_t = polygon_mask(_scaled(target_eyes[:, e], margin), S)
+        m_s = polygon_mask(_scaled(source_eyes[:, e].to(target_eyes), margin), S)
+        s_in = F.grid_sample(m_s[:, None].expand(B, -1, -1, -1), grid, mode="bilinear",
+                             padding_mode="zeros", align_corners=False)
+        w = (s_in * (1 - m_t[:, None])).clamp(0, 1)
+        w = F.avg_pool2d(w, 3, stride=1, padding=1, count_include_pad=False)
+        col = skin[:, e].to(out).view(1, 3, 1, 1)
+        out = out * (1 - w) + col * w
+        # the lash line of a closing lid: a dark line along the target's upper lid, as
+        # strong as the lid is closed relative to the source (what a closed eye shows)
+        te, se = target_eyes[:, e], source_eyes[:, e].to(target_eyes)
+        h_t = ((te[:, 1] - te[:, 5]).norm(dim=-1) + (te[:, 2] - te[:, 4]).norm(dim=-1)) / 2
+        h_s = ((se[:, 1] - se[:, 5]).norm(dim=-1) + (se[:, 2] - se[:, 4]).norm(dim=-1)) / 2
+        closed = (1 - h_t / h_s.clamp_min(1e-6)).clamp(0, 1)  # (B,)
+        if bool((closed > 0.05).any()):
+            width = (te[:, 0] - te[:, 3]).norm(dim=-1) / 30 + 0.5  # (B,) pixels
+            lid = (te[:, :4] + torch.stack([te[:, 0], te[:, 5], te[:, 4], te[:, 3]], 1)) / 2
+            d = _polyline_distance(pixel_grid(S, S, device=out.device, dtype=out.dtype), lid)
+            line = (1 - d / width.view(B, 1, 1)).clamp(0, 1) * closed.view(B, 1, 1)
+            out = out * (1 - line[:, None]) + (0.35 * col) * line[:, None]
+    return out
+
+
+def _polyline_distance(grid: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """(H, W, 2) pixel grid, (B, N, 2) polylines -> (B, H, W) distance to the polyline."""
+    p = grid.reshape(1, -1, 1, 2)
+    a, b = pts[:, None, :-1], pts[:, None, 1:]
+    ab = b - a
+    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0, 1)
+    d = (p - (a + t[..., None] * ab)).norm(dim=-1).amin(-1)
+    return d.view(pts.shape[0], *grid.shape[:2])
