@@ -369,3 +369,17 @@ def test_reenact_app_on_a_real_clip(tmp_path, media_dir, capsys, front_end):
     assert info.frames == 3 and (info.width, info.height) == (64, 64)
     frames, _ = read_video(out)
     assert frames.std() > 1          # not a blank video
+    if front_end == "3dmm":          # the pipeline's recombination honours relative motion
+        rc = reenact_app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving",
+                               str(media_dir / "lp_d12.mp4"), "--output", str(out),
+                               "--model", "ldnet_fdgan", "--checkpoint", str(tmp_path / "ck"),
+                               "--size", "64", "--max-frames", "3", "--mode", "relative",
+                               "--quiet"])
+        assert rc == 0, capsys.readouterr().err
+    else:                            # LD-Net copies the driver's pose: absolute only
+        rc = reenact_app.main(["--source", str(media_dir / "lp_s12.jpg"), "--driving",
+                               str(media_dir / "lp_d12.mp4"), "--output", str(out),
+                               "--model", "ldnet_fdgan", "--checkpoint", str(tmp_path / "ck"),
+                               "--size", "64", "--max-frames", "3", "--mode", "relative",
+                               "--quiet"])
+        assert rc == 2 and "relative" in capsys.readouterr().err
