@@ -69,6 +69,19 @@ def pixel_encoding(coords: torch.Tensor, octaves: int, start_octave: int) -> tor
     return fourier_encoding(coords, octaves, start_octave)
 
 
+def relu_mlp(widths) -> nn.Sequential:
+    """Linear layers ``widths[0] -> widths[1] -> ...`` with ReLU between them and a linear
+    output (the expression MLP X_M and the render MLP; Linear layers at the even indices
+    0, 2, 4, ... as the authors' ``nn.Sequential``). (..., widths[0]) -> (..., widths[-1])."""
+    widths = [int(w) for w in widths]
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
 # ------------------------------------------------------------------ keypoints, expression
 class KeypointExpressionNet(nn.Module):
     """Keypoints and the latent expression vector of face images (sec. 3.1).
@@ -152,13 +165,8 @@ class KeypointExpressionNet(nn.Module):
         # as the common detector's head, so feature and heat-map grids coincide)
         self.expression_conv = nn.Conv2d(predictor.out_filters, num_kp * features_per_kp, 7,
                                          padding=0 if self.fomm_head else 3)
-        widths = [num_kp * features_per_kp, *[int(w) for w in mlp_hidden], expression_size]
-        layers: list[nn.Module] = []
-        for i in range(len(widths) - 1):
-            layers.append(nn.Linear(widths[i], widths[i + 1]))
-            if i < len(widths) - 2:
-                layers.append(nn.ReLU())
-        self.expression_mlp = nn.Sequential(*layers)
+        self.expression_mlp = relu_mlp([num_kp * features_per_kp, *mlp_hidden,
+                                        expression_size])
 
     def _downsample(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fomm_head or self.down.factor == 1:
@@ -343,13 +351,7 @@ class PixelDecoder(nn.Module):
             TransformerBlock(q, heads, mlp_dim, self_attention=False, memory_dim=latent_dim,
                              inner_dim=heads * head_dim, qkv_bias=False)
             for _ in range(depth))
-        widths = [q, *[int(w) for w in render_hidden], 3]
-        layers: list[nn.Module] = []
-        for i in range(len(widths) - 1):
-            layers.append(nn.Linear(widths[i], widths[i + 1]))
-            if i < len(widths) - 2:
-                layers.append(nn.ReLU())
-        self.render_mlp = nn.Sequential(*layers)
+        self.render_mlp = relu_mlp([q, *render_hidden, 3])
         self.max_pixels_per_chunk = int(max_pixels_per_chunk)
 
     def queries(self, coords: torch.Tensor, kp: torch.Tensor,
