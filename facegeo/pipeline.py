@@ -883,14 +883,14 @@ class VideoSourceJob:
 
     Attributes:
         job: the driving :class:`Job` (its ``sources`` hold the first source frame).
-        source: :class:`FrameSource` of the source video (decoded again by :meth:`frames`).
+        source_frames: :class:`FrameSource` of the source video (decoded again by :meth:`frames`).
         source_track: :class:`facegeo.reenact.DrivingTrack` of the source video.
         source_boxes: (T_s, 3) crop boxes in source-frame pixels (one box for the clip).
         source_fit: T_s-row fits of the source video (crop pixels).
     """
 
     job: Job
-    source: FrameSource
+    source_frames: FrameSource
     source_track: Any
     source_boxes: torch.Tensor
     source_fit: Any
@@ -950,7 +950,7 @@ class VideoSourceJob:
         ref = job._conditioning(ref_img, torch.tensor([first]), mode, src0, None, None, dall)
         slm = self.source_track.landmarks
         drv_iter = iter(job.driving) if needs_image else None
-        for t, sframe in enumerate(self.source):
+        for t, sframe in enumerate(self.source_frames):
             if t >= n:
                 break
             full = _batch([sframe]).to(p.device)
