@@ -578,7 +578,8 @@ class GeometricReenactor(FaceConditioner, Reenactor):
             controls, border pinned), kept for comparison.
         hole_fill: cap the mesh's eye and mouth holes, so eyelids and lips are carried by
             the mesh flow (default); ``False`` = v1 (holes filled by the outer motion).
-        proxy_step: the head flow is evaluated every ``proxy_step`` pixels and upsampled.
+        proxy_step: the head flow is evaluated every ``proxy_step`` pixels and upsampled
+            (default ``max(4, size // 64)``).
         head_fade: silhouette radius (1 = the ellipsoid's outline) at which the head motion
             has faded to none.
         head_inflate: ellipsoid radii over the fitted head's (room for the hair).
@@ -599,13 +600,15 @@ class GeometricReenactor(FaceConditioner, Reenactor):
 
     def __init__(self, model=None, *, size: int = 256, device=None,
                  regions: tuple[str, ...] | None = ("face_narrow",),
-                 head_proxy: bool = True, hole_fill: bool = True, proxy_step: int = 4,
+                 head_proxy: bool = True, hole_fill: bool = True, proxy_step: int | None = None,
                  head_fade: float = 1.4, head_inflate: float = 1.08,
                  n_boundary: int = 48, mls_kind: str = "rigid", mls_step: int = 8,
                  raster_scale: int = 1, blend_px: float | None = None,
                  mouth_color: tuple[float, float, float] | None = (0.16, 0.06, 0.06),
                  relative_expression: bool = False, **fit_options):
         super().__init__(model, size=size, device=device, **fit_options)
+        if proxy_step is None:  # the head flow is smooth: a 64 x 64 grid (at least every 4 px)
+            proxy_step = max(4, size // 64)
         if raster_scale < 1 or mls_step < 1 or proxy_step < 1:
             raise ValueError("raster_scale, mls_step and proxy_step must be >= 1")
         if not head_fade > 1:

@@ -158,39 +158,73 @@ def soften_stretched(frames: torch.Tensor, image: torch.Tensor, src_xy: torch.Te
     Returns:
         (B, 3, H, W).
     """
-    B = frames.shape[0]
-    sig = min_stretch(src_xy)
+    B, _, H, W = frames.shape
+    # the stretch on every second pixel (the Jacobian of a 2x subsampled map is 2x)
+    sig = min_stretch(src_xy[:, ::2, ::2]) / 2
     w = ((start - sig) / (start - full)).clamp(0, 1)
     if not bool((w > 0).any()):
         return frames
-    low = F.avg_pool2d(image, factor, ceil_mode=True)
-    low = F.interpolate(low, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    w = F.interpolate(w[:, None], size=(H, W), mode="bilinear", align_corners=False)
+    low = F.avg_pool2d(image, factor, ceil_mode=True)  # sampled bilinearly: a smooth copy
     low = low.expand(B, -1, -1, -1) if low.shape[0] == 1 else low
     soft = F.grid_sample(low, grid, mode="bilinear", padding_mode="border",
                          align_corners=False)
-    w = w[:, None]
     return frames * (1 - w) + soft * w
 
 
-def polygon_mask(poly: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, N, 2) pixel polygons (star-shaped around their centroid) -> (B, S, S) float mask
-    (rasterized triangle fan, softened by a 3 x 3 box filter)."""
+def polygon_mask(poly: torch.Tensor, size, offset=(0, 0)) -> torch.Tensor:
+    """(B, N, 2) pixel polygons (star-shaped around their centroid) -> (B, H, W) float mask
+    (rasterized triangle fan, softened by a 3 x 3 box filter).
+
+    Args:
+        poly: (B, N, 2) pixel coordinates; size: S (square) or (H, W) of the mask;
+        offset: (x0, y0) pixel of the mask's top-left corner (a window of a larger image).
+    """
     from facegeo.raster import rasterize
 
+    H, W = (size, size) if isinstance(size, int) else size
     n = poly.shape[1]
+    poly = poly - poly.new_tensor([float(offset[0]), float(offset[1])])
     c = poly.mean(1, keepdim=True)
     v = torch.cat([c, poly], 1)
     v = torch.cat([v, torch.zeros_like(v[..., :1])], -1)
     i = torch.arange(1, n + 1, device=poly.device)
     faces = torch.stack([torch.zeros_like(i), i, i % n + 1], 1)
-    m = rasterize(v, faces, size, size).mask[:, None].to(poly.dtype)
+    m = rasterize(v, faces, H, W).mask[:, None].to(poly.dtype)
     return F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+
+
+def _window(pts: torch.Tensor, S: int, pad: float) -> tuple[int, int, int, int]:
+    """Integer window (x0, y0, x1, y1) containing all (..., 2) points plus ``pad`` pixels,
+    clipped to the S x S image (may be empty)."""
+    lo = pts.reshape(-1, 2).amin(0) - pad
+    hi = pts.reshape(-1, 2).amax(0) + pad
+    x0, y0 = (int(max(0, min(S, v))) for v in lo.floor().tolist())
+    x1, y1 = (int(max(0, min(S, v))) for v in (hi.ceil() + 1).tolist())
+    return x0, y0, x1, y1
+
+
+def _sample_window_mask(poly: torch.Tensor, grid: torch.Tensor, S: int,
+                        pad: float = 2.0) -> torch.Tensor:
+    """The (1, N, 2) source polygon's mask, rasterized in its own window only, sampled at
+    the (B, h, w, 2) ``grid_sample`` coordinates of an S x S source -> (B, 1, h, w)."""
+    B = grid.shape[0]
+    x0, y0, x1, y1 = _window(poly, S, pad)
+    if x1 <= x0 or y1 <= y0:
+        return grid.new_zeros(B, 1, *grid.shape[1:3])
+    m = polygon_mask(poly, (y1 - y0, x1 - x0), (x0, y0))
+    px = ((grid + 1) * S - 1) / 2 - grid.new_tensor([float(x0), float(y0)])
+    g = pixel_to_normalized(px, (y1 - y0, x1 - x0))
+    return F.grid_sample(m[:, None].expand(B, -1, -1, -1), g, mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
 
 
 def mouth_fill(frames: torch.Tensor, grid: torch.Tensor, target_mouth: torch.Tensor,
                source_mouth: torch.Tensor, color, *, source_image: torch.Tensor | None = None
                ) -> torch.Tensor:
     """Paint target mouth-opening pixels that sample outside the source's mouth opening.
+
+    Computed in the window around the target mouths only.
 
     Args:
         frames: (B, 3, S, S) warped frames; grid: (B, S, S, 2) their ``grid_sample`` grid.
@@ -202,17 +236,21 @@ def mouth_fill(frames: torch.Tensor, grid: torch.Tensor, target_mouth: torch.Ten
         (B, 3, S, S).
     """
     B, _, S, _ = frames.shape
-    m_t = polygon_mask(target_mouth, S)
-    m_s = polygon_mask(source_mouth.to(target_mouth), S)
-    s_in = F.grid_sample(m_s[:, None].expand(B, -1, -1, -1), grid, mode="bilinear",
-                         padding_mode="zeros", align_corners=False)
+    x0, y0, x1, y1 = _window(target_mouth, S, 2.0)
+    if x1 <= x0 or y1 <= y0:
+        return frames
+    m_t = polygon_mask(target_mouth, (y1 - y0, x1 - x0), (x0, y0))
+    s_in = _sample_window_mask(source_mouth.to(target_mouth), grid[:, y0:y1, x0:x1], S)
     w = (m_t[:, None] * (1 - s_in)).clamp(0, 1)
     col = torch.as_tensor(color, dtype=frames.dtype, device=frames.device)
     if source_image is not None and float((source_image.amax(1)
                                            - source_image.amin(1)).max()) <= 1 / 255:
         luma = col.new_tensor([0.299, 0.587, 0.114])
         col = (col * luma).sum().expand(3)
-    return frames * (1 - w) + col.view(1, 3, 1, 1) * w
+    out = frames.clone()
+    win = out[:, :, y0:y1, x0:x1]
+    out[:, :, y0:y1, x0:x1] = win * (1 - w) + col.view(1, 3, 1, 1) * w
+    return out
 
 
 def _scaled(poly: torch.Tensor, sy: float) -> torch.Tensor:
@@ -221,10 +259,18 @@ def _scaled(poly: torch.Tensor, sy: float) -> torch.Tensor:
     return c + (poly - c) * poly.new_tensor([1.0 + 0.5 * (sy - 1), sy])
 
 
+def _eye_height(eye: torch.Tensor) -> torch.Tensor:
+    """(B, 6, 2) eye contours -> (B,) mean lid distance."""
+    return ((eye[:, 1] - eye[:, 5]).norm(dim=-1) + (eye[:, 2] - eye[:, 4]).norm(dim=-1)) / 2
+
+
 def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Tensor,
                 source_eyes: torch.Tensor, skin: torch.Tensor, *,
                 margin: float = 1.6) -> torch.Tensor:
     """Paint closed target eyelids where the warp still shows the source's open eye.
+
+    Computed in a window around each target eye only; nothing is done when no target eye
+    is more closed than the source's.
 
     Args:
         frames: (B, 3, S, S) warped frames; grid: (B, S, S, 2) their ``grid_sample`` grid.
@@ -236,31 +282,35 @@ def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Ten
 
     Returns:
         (B, 3, S, S): ``out (1 - w) + skin w`` with ``w`` = (source opening, sampled through
-        the warp) x (1 - target opening), per eye (0 where the target eye is as open).
+        the warp) x (1 - target opening), per eye (0 where the target eye is as open), and
+        a dark lash line along the target's upper lid as strong as the lid is closed
+        relative to the source (what a closed eye shows).
     """
     B, _, S, _ = frames.shape
     out = frames
     for e in range(target_eyes.shape[1]):
-        m_t = polygon_mask(_scaled(target_eyes[:, e], margin), S)
-        m_s = polygon_mask(_scaled(source_eyes[:, e].to(target_eyes), margin), S)
-        s_in = F.grid_sample(m_s[:, None].expand(B, -1, -1, -1), grid, mode="bilinear",
-                             padding_mode="zeros", align_corners=False)
+        te, se = target_eyes[:, e], source_eyes[:, e].to(target_eyes)
+        closed = (1 - _eye_height(te) / _eye_height(se).clamp_min(1e-6)).clamp(0, 1)  # (B,)
+        if not bool((closed > 0.05).any()):
+            continue
+        width = (te[:, 0] - te[:, 3]).norm(dim=-1)
+        x0, y0, x1, y1 = _window(te, S, float(width.max()) * 0.3 + 2)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        hw = (y1 - y0, x1 - x0)
+        m_t = polygon_mask(_scaled(te, margin), hw, (x0, y0))
+        s_in = _sample_window_mask(_scaled(se, margin), grid[:, y0:y1, x0:x1], S)
         w = (s_in * (1 - m_t[:, None])).clamp(0, 1)
         w = F.avg_pool2d(w, 3, stride=1, padding=1, count_include_pad=False)
         col = skin[:, e].to(out).view(1, 3, 1, 1)
-        out = out * (1 - w) + col * w
-        # the lash line of a closing lid: a dark line along the target's upper lid, as
-        # strong as the lid is closed relative to the source (what a closed eye shows)
-        te, se = target_eyes[:, e], source_eyes[:, e].to(target_eyes)
-        h_t = ((te[:, 1] - te[:, 5]).norm(dim=-1) + (te[:, 2] - te[:, 4]).norm(dim=-1)) / 2
-        h_s = ((se[:, 1] - se[:, 5]).norm(dim=-1) + (se[:, 2] - se[:, 4]).norm(dim=-1)) / 2
-        closed = (1 - h_t / h_s.clamp_min(1e-6)).clamp(0, 1)  # (B,)
-        if bool((closed > 0.05).any()):
-            width = (te[:, 0] - te[:, 3]).norm(dim=-1) / 30 + 0.5  # (B,) pixels
-            lid = (te[:, :4] + torch.stack([te[:, 0], te[:, 5], te[:, 4], te[:, 3]], 1)) / 2
-            d = _polyline_distance(pixel_grid(S, S, device=out.device, dtype=out.dtype), lid)
-            line = (1 - d / width.view(B, 1, 1)).clamp(0, 1) * closed.view(B, 1, 1)
-            out = out * (1 - line[:, None]) + (0.35 * col) * line[:, None]
+        if out is frames:
+            out = frames.clone()
+        win = out[:, :, y0:y1, x0:x1] * (1 - w) + col * w
+        lid = (te[:, :4] + torch.stack([te[:, 0], te[:, 5], te[:, 4], te[:, 3]], 1)) / 2
+        g = pixel_grid(*hw, device=out.device, dtype=out.dtype) + out.new_tensor([x0, y0])
+        d = _polyline_distance(g, lid)
+        line = (1 - d / (width / 30 + 0.5).view(B, 1, 1)).clamp(0, 1) * closed.view(B, 1, 1)
+        out[:, :, y0:y1, x0:x1] = win * (1 - line[:, None]) + (0.35 * col) * line[:, None]
     return out
 
 
