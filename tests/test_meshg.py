@@ -392,6 +392,12 @@ def test_registry_checkpoint_and_reenact(tmp_path):
     state = model.encode_source(src)
     torch.testing.assert_close(model.reenact(state, drv, mode="relative"),
                                model.reenact(src, drv, mode="relative"))
+    # the trainer's EMA deep-copies the model: rebuilt (sparse operators), same weights
+    import copy
+
+    twin = copy.deepcopy(model)
+    assert twin is not model and not twin.training
+    torch.testing.assert_close(twin.reenact(src, drv), model.reenact(src, drv))
     # bare weights file + config; errors
     ckpt.save_weights(tmp_path / "w.safetensors", model)
     m2 = meshg.load_pretrained(tmp_path / "w.safetensors", "cpu", config="tiny")
