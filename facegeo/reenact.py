@@ -21,17 +21,20 @@ instead of learned. For a source portrait and a driving video:
 
    ``relative_expression=True`` additionally uses ``clamp(e_s + e_t - e_0, 0, 1)`` instead of
    ``e_t`` (the source keeps its own expression where the driver does not move).
-4. render: image-space vertices ``(u, v, z) = (s (RX)_x + t_u, -s (RX)_y + t_v, -s (RX)_z)``
-   of the face region of the mesh; the target mesh is rasterized (back faces culled) and each
-   covered pixel's barycentrics are transferred to the source mesh: the backward flow
-   ``F(p) = src_xy(p) - p`` of :func:`facegeo.raster.mesh_flow`. Outside the face (hair, neck,
-   background) and in the mesh's holes (eyes, mouth) the motion comes from an MLS deformation
-   (:func:`facegeo.mls.mls_grid`, rigid) whose control points are the face-region boundary
-   vertices and the 68 landmark vertices (target position -> source position; boundary
-   controls hidden behind the face in the source view are dropped) plus pinned image-border
-   points. The two are blended with a mask that ramps from 0 on the mesh silhouette to 1 a
-   few pixels inside, and the source is warped with the result. Target mouth-opening pixels
-   that come from outside the source's mouth opening are painted as a dark cavity.
+4. render (the stages of :mod:`facegeo.geometric`, docs/reenact.md): image-space
+   vertices ``(u, v, z) = (s (RX)_x + t_u, -s (RX)_y + t_v, -s (RX)_z)`` of the face region
+   of the mesh, its eye and mouth holes capped (:class:`facegeo.geometric.FaceMesh`); the
+   target mesh is rasterized (back faces culled) and each covered pixel's barycentrics are
+   transferred to the source mesh (the backward flow of :func:`facegeo.raster.mesh_flow`).
+   Outside the face (hair, ears, outline, the background next to the head) the motion is
+   the head proxy's (:class:`facegeo.geometric.HeadEllipsoid`, analytic, faded to none
+   beyond 1.4 x its outline), so the whole head turns by the requested angle. The two are
+   blended with a mask that ramps from 0 on the mesh silhouette to 1 a few pixels inside,
+   the source is warped, strongly magnified strips are softened, closing eyelids that
+   would still show the source's eyeball get the source's lid skin, and target
+   mouth-opening pixels that come from outside the source's mouth opening are painted as a
+   dark cavity. ``head_proxy=False, hole_fill=False`` is the v1 renderer (an MLS field from
+   face-boundary and landmark controls with the image border pinned) for comparison.
 
 Everything after the fit is batched torch (any device). Main entry points:
 :func:`reenact` (whole job, through :class:`facegeo.pipeline.ReenactmentPipeline` like every
@@ -45,7 +48,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -53,6 +56,7 @@ import torch.nn.functional as F
 
 from facegeo import transforms as T
 from facegeo.geometric.facemesh import FaceMesh, posed_vertices
+from facegeo.geometric.state import DrivingTrack, FaceFit, RenderOutput, SourceState
 from facegeo.landmarks.backends import NoFaceError, detect_face
 from facegeo.landmarks.crops import (
     clip_boxes,
@@ -83,125 +87,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- data classes
-@dataclass
-class FaceFit:
-    """Weak-perspective 3DMM parameters of B faces.
-
-    Attributes:
-        rotation: (B, 3, 3) head rotation (model frame, :mod:`facegeo.transforms`).
-        scale: (B,) pixels per model unit.
-        translation: (B, 2) pixel position of the model origin.
-        id_coeffs: (B, K_id) identity coefficients.
-        exp_coeffs: (B, K_exp) expression coefficients (ICT: blendshape weights in [0, 1]).
-    """
-
-    rotation: torch.Tensor
-    scale: torch.Tensor
-    translation: torch.Tensor
-    id_coeffs: torch.Tensor
-    exp_coeffs: torch.Tensor
-
-    def __len__(self) -> int:
-        return self.rotation.shape[0]
-
-    @property
-    def angles(self) -> torch.Tensor:
-        """(B, 3) (yaw, pitch, roll) in degrees."""
-        return T.matrix_to_euler(self.rotation)
-
-    def index(self, idx) -> FaceFit:
-        """Select rows (an int, slice or (N,) index tensor) -> FaceFit."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1)
-        return FaceFit(self.rotation[idx], self.scale[idx], self.translation[idx],
-                       self.id_coeffs[idx], self.exp_coeffs[idx])
-
-    def expand(self, n: int) -> FaceFit:
-        """Repeat a one-row fit n times."""
-        if len(self) != 1:
-            raise ValueError(f"expand needs a one-row fit, got {len(self)} rows")
-        return FaceFit(*(x.expand(n, *x.shape[1:]) for x in (
-            self.rotation, self.scale, self.translation, self.id_coeffs, self.exp_coeffs)))
-
-    def to(self, device) -> FaceFit:
-        return FaceFit(*(x.to(device) for x in (
-            self.rotation, self.scale, self.translation, self.id_coeffs, self.exp_coeffs)))
-
-    @classmethod
-    def cat(cls, fits: Sequence[FaceFit]) -> FaceFit:
-        """Concatenate fits along the rows (B_1 + B_2 + ... rows)."""
-        return cls(*(torch.cat([getattr(f, k) for f in fits]) for k in (
-            "rotation", "scale", "translation", "id_coeffs", "exp_coeffs")))
-
-    @classmethod
-    def from_result(cls, res) -> FaceFit:
-        """From a weak-perspective :class:`facegeo.fitting.FitResult`."""
-        if res.camera != "weak_perspective":
-            raise ValueError(f"need a weak-perspective fit, got camera={res.camera!r}")
-        return cls(res.rotation, res.scale, res.translation, res.id_coeffs, res.exp_coeffs)
-
-
-@dataclass
-class DrivingTrack:
-    """Landmarks of a driving sequence (see :func:`track_driving`).
-
-    Attributes:
-        landmarks: (T, 68, 2) frame pixel coordinates (rows of missing frames are copies of
-            the nearest earlier good frame, or the first good frame for leading ones).
-        good: (T,) bool, a face was detected / tracked in that frame.
-        frame_size: (H, W) of the driving frames.
-        fps: frame rate.
-    """
-
-    landmarks: torch.Tensor
-    good: torch.Tensor
-    frame_size: tuple[int, int]
-    fps: float
-
-    @property
-    def n_missing(self) -> int:
-        return int((~self.good).sum())
-
-    def __len__(self) -> int:
-        return self.landmarks.shape[0]
-
-
-@dataclass
-class SourceState:
-    """A fitted source portrait.
-
-    Attributes:
-        image: (1, 3, S, S) the face crop (or the resized full image without cropping).
-        full: (1, 3, H, W) the full source image.
-        box: (3,) crop box ``(cx, cy, side)`` in full-image pixels.
-        landmarks: (1, 68, 2) landmarks in crop pixels.
-        fit: one-row :class:`FaceFit` in crop pixels.
-    """
-
-    image: torch.Tensor
-    full: torch.Tensor
-    box: torch.Tensor
-    landmarks: torch.Tensor
-    fit: FaceFit
-
-
-@dataclass
-class RenderOutput:
-    """Output of :meth:`GeometricReenactor.render` for B target faces.
-
-    Attributes:
-        frames: (B, 3, S, S) warped source images.
-        src_xy: (B, S, S, 2) source pixel sampled by each output pixel.
-        face_mask: (B, S, S) float blend weight of the mesh flow (1 = face).
-        target_landmarks: (B, 68, 2) projected target model landmarks.
-    """
-
-    frames: torch.Tensor
-    src_xy: torch.Tensor
-    face_mask: torch.Tensor
-    target_landmarks: torch.Tensor
-
-
 @dataclass
 class ReenactResult:
     """Output of :func:`reenact`.
