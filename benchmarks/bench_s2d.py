@@ -14,9 +14,11 @@ Fig. 5), on synthetic faces with a known gaze (``render_synthetic_eyes``, 64x64,
 14 px; source and driving are the same face with different horizontal gaze, +-18 % of the
 eye width). The tiny config is trained for STEPS steps (batch 8, Adam 2e-3, L1 + parsing
 prior, 64 training pairs, ground-truth 74 points) with and without the local branches
-(``motion.use_local``); on 24 held-out pairs, the pupils located on the outputs give the
-gaze displacement source -> output, compared with source -> driving (Pearson correlation
-and least-squares gain of the along-axis component), plus L1 and the static-source L1.
+(``motion.use_local``; ``--ablations full no_local no_adain no_add_motion`` adds the
+paper's other two Table 4 switches); on 24 held-out pairs, the pupils located on the
+outputs give the gaze displacement source -> output, compared with source -> driving
+(Pearson correlation and least-squares gain of the along-axis component), plus L1 and the
+static-source L1.
 """
 
 from __future__ import annotations
@@ -106,13 +108,18 @@ def _gaze_pairs(n: int, seed: int):
     return a, b, lm, la, lb, pa, pb
 
 
-def gaze_experiment(steps: int, use_local: bool, seed: int = 0) -> dict:
+#: the paper's Table 4 settings as motion switches
+ABLATIONS = {"full": {}, "no_local": {"use_local": False}, "no_adain": {"adain": False},
+             "no_add_motion": {"add_motion": False}}
+
+
+def gaze_experiment(steps: int, variant: str = "full", seed: int = 0) -> dict:
     from facegeo.landmarks import pupils as pp
     from facegeo_models.s2d import S2D
 
     torch.manual_seed(seed)
     params = S2D.model_params("tiny")
-    params["motion"]["use_local"] = use_local
+    params["motion"].update(ABLATIONS[variant])
     m = S2D(**params)
     opt = torch.optim.Adam(m.parameters(), lr=2e-3, betas=(0.5, 0.999))
     a, b, _, la, lb, _, _ = _gaze_pairs(64, 1)
@@ -133,13 +140,13 @@ def gaze_experiment(steps: int, use_local: bool, seed: int = 0) -> dict:
     q = pp.locate_pupils(out, lm2)
     gs, gd, go = (pp.gaze_offsets(p, lm2) for p in (pa2, pb2, q))
     dd, do = (gd - gs)[..., 0].flatten(), (go - gs)[..., 0].flatten()
-    row = {"use_local": use_local, "steps": steps,
+    row = {"variant": variant, "steps": steps,
            "corr": float(torch.corrcoef(torch.stack([dd, do]))[0, 1]),
            "gain": float((dd * do).sum() / (dd * dd).sum()),
            "l1": float((out - b2).abs().mean()), "l1_static": float((a2 - b2).abs().mean()),
            "pupil_error_px": float((q - pb2).norm(dim=-1).mean()),
            "train_s": time.perf_counter() - t}
-    print(f"gaze experiment, local branches {'on' if use_local else 'off'}: gaze "
+    print(f"gaze experiment, {variant}: gaze "
           f"correlation {row['corr']:.2f}, gain {row['gain']:.2f}, output pupils "
           f"{row['pupil_error_px']:.2f} px from the driver's, L1 {row['l1']:.4f} (static "
           f"source {row['l1_static']:.4f}), {row['train_s']:.0f} s")
@@ -156,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--gaze-experiment", type=int, default=0, metavar="STEPS",
                     help="train tiny with / without local branches on synthetic gaze pairs")
+    ap.add_argument("--ablations", nargs="+", default=["full", "no_local"],
+                    choices=sorted(ABLATIONS), help="variants of --gaze-experiment")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     res = {"device": args.device, "threads": args.threads,
@@ -163,8 +172,8 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda"):
         res["gpu"] = torch.cuda.get_device_name(0)
     if args.gaze_experiment:
-        res["gaze_experiment"] = [gaze_experiment(args.gaze_experiment, u)
-                                  for u in (True, False)]
+        res["gaze_experiment"] = [gaze_experiment(args.gaze_experiment, v)
+                                  for v in args.ablations]
         args.configs = [c for c in args.configs if c not in ("paper", "cpu")] \
             if "--configs" not in (argv or sys.argv) else args.configs
     for c in args.configs:
