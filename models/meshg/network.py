@@ -37,7 +37,7 @@ from facegeo.reenact import FaceFit, posed_vertices
 
 from ..common.blocks import AntiAliasInterpolation2d, DenseMotionNetwork, OcclusionAwareGenerator
 from ..common.flow_decoder import LatentFlowDecoder
-from ..common.model import ReenactmentModel, check_images
+from ..common.model import ReenactmentModel, batch_images, check_images
 from ..common.registry import register_model
 
 __all__ = ["MeshRegression", "MeshMotionEncoder", "MeshG", "MeshTopology", "mesh_topology",
@@ -440,14 +440,7 @@ class MeshG(ReenactmentModel):
         return out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        src, drv = batch["source"], batch["driving"]
-        if isinstance(src, torch.Tensor) and src.dim() == 5:
-            src = src[:, 0]
-        check_images(src, "source")
-        check_images(drv, "driving")
-        if src.shape != drv.shape:
-            raise ValueError(f"source {tuple(src.shape)} and driving {tuple(drv.shape)} "
-                             "must have the same shape")
+        src, _ = batch_images(batch)
         ident = batch.get("id_coeffs")
         src_fit = fits_from_batch(batch, "source")
         # the driving mesh: the *source* identity with the driving expression and pose
