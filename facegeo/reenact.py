@@ -684,7 +684,8 @@ class GeometricReenactor(FaceConditioner, Reenactor):
             outer, _ = head_flow(self.head_ellipsoid(source),
                                  (tf.rotation.float(), tf.scale.float(), tf.translation.float()),
                                  (sf.rotation.float(), sf.scale.float(), sf.translation.float()),
-                                 S, S, step=self.proxy_step, fade=self.head_fade)
+                                 S, S, step=self.proxy_step, fade=self.head_fade,
+                                 with_rho=False)
         else:
             outer = self._mls_flow(src_v, tgt_v, S)
         m = silhouette_weight(cov, self.blend_px)

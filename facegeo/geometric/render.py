@@ -61,13 +61,14 @@ def face_flow(faces: torch.Tensor, src_v: torch.Tensor, tgt_v: torch.Tensor, H: 
 
 
 def head_flow(head, target: tuple, source: tuple, H: int, W: int, *, step: int = 4,
-              fade: float = 1.4) -> tuple[torch.Tensor, torch.Tensor]:
+              fade: float = 1.4, with_rho: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The head proxy's backward flow on every ``step``-th pixel, upsampled (bilinear).
 
     Args:
         head: :class:`~facegeo.geometric.headproxy.HeadEllipsoid`.
         target, source: ``(rotation, scale, translation)`` poses (B rows / 1 row).
         H, W: output size; step: grid spacing in pixels; fade: see ``ellipsoid_flow``.
+        with_rho: also upsample rho (else None is returned for it).
 
     Returns:
         src (B, H, W, 2) source pixel positions, rho (B, H, W) silhouette radius.
@@ -82,12 +83,12 @@ def head_flow(head, target: tuple, source: tuple, H: int, W: int, *, step: int =
     src, rho = ellipsoid_flow(g.unsqueeze(0).expand(B, -1, -1, -1), head, target, source,
                               fade=fade)
     if step > 1:
-        disp = (src - g).permute(0, 3, 1, 2)
-        big = torch.cat([disp, rho[:, None]], 1)
-        big = F.interpolate(big, scale_factor=step, mode="bilinear", align_corners=False)
-        big = big[..., :H, :W]
-        src = pixel_grid(H, W, device=dev, dtype=dt) + big[:, :2].permute(0, 2, 3, 1)
-        rho = big[:, 2]
+        def up(x):  # (B, C, h, w) -> (B, C, H, W)
+            return F.interpolate(x, scale_factor=step, mode="bilinear",
+                                 align_corners=False)[..., :H, :W]
+        disp = up((src - g).permute(0, 3, 1, 2))
+        src = pixel_grid(H, W, device=dev, dtype=dt) + disp.permute(0, 2, 3, 1)
+        rho = up(rho[:, None])[:, 0] if with_rho else None
     return src, rho
 
 
@@ -122,7 +123,7 @@ def compose(image: torch.Tensor, face_xy: torch.Tensor, outer_xy: torch.Tensor,
         coordinates of src_xy).
     """
     B, H, W = weight.shape
-    src_xy = outer_xy + weight[..., None] * (face_xy - outer_xy)
+    src_xy = torch.lerp(outer_xy, face_xy, weight[..., None])
     grid = pixel_to_normalized(src_xy, (H, W))
     img = image.expand(B, -1, -1, -1) if image.shape[0] == 1 else image
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -159,8 +160,8 @@ def soften_stretched(frames: torch.Tensor, image: torch.Tensor, src_xy: torch.Te
         (B, 3, H, W).
     """
     B, _, H, W = frames.shape
-    # the stretch on every second pixel (the Jacobian of a 2x subsampled map is 2x)
-    sig = min_stretch(src_xy[:, ::2, ::2]) / 2
+    # the stretch on every 4th pixel (the Jacobian of a 4x subsampled map is 4x)
+    sig = min_stretch(src_xy[:, ::4, ::4]) / 4
     w = ((start - sig) / (start - full)).clamp(0, 1)
     if not bool((w > 0).any()):
         return frames
@@ -169,7 +170,7 @@ def soften_stretched(frames: torch.Tensor, image: torch.Tensor, src_xy: torch.Te
     low = low.expand(B, -1, -1, -1) if low.shape[0] == 1 else low
     soft = F.grid_sample(low, grid, mode="bilinear", padding_mode="border",
                          align_corners=False)
-    return frames * (1 - w) + soft * w
+    return torch.lerp(frames, soft, w)
 
 
 def polygon_mask(poly: torch.Tensor, size, offset=(0, 0)) -> torch.Tensor:
@@ -307,18 +308,26 @@ def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Ten
             out = frames.clone()
         win = out[:, :, y0:y1, x0:x1] * (1 - w) + col * w
         lid = (te[:, :4] + torch.stack([te[:, 0], te[:, 5], te[:, 4], te[:, 3]], 1)) / 2
-        g = pixel_grid(*hw, device=out.device, dtype=out.dtype) + out.new_tensor([x0, y0])
-        d = _polyline_distance(g, lid)
-        line = (1 - d / (width / 30 + 0.5).view(B, 1, 1)).clamp(0, 1) * closed.view(B, 1, 1)
+        line = _band_mask(lid, width / 30 + 0.5, hw, (x0, y0)) * closed.view(B, 1, 1)
         out[:, :, y0:y1, x0:x1] = win * (1 - line[:, None]) + (0.35 * col) * line[:, None]
     return out
 
 
-def _polyline_distance(grid: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """(H, W, 2) pixel grid, (B, N, 2) polylines -> (B, H, W) distance to the polyline."""
-    p = grid.reshape(1, -1, 1, 2)
-    a, b = pts[:, None, :-1], pts[:, None, 1:]
-    ab = b - a
-    t = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-9)).clamp(0, 1)
-    d = (p - (a + t[..., None] * ab)).norm(dim=-1).amin(-1)
-    return d.view(pts.shape[0], *grid.shape[:2])
+def _band_mask(line: torch.Tensor, half: torch.Tensor, size, offset) -> torch.Tensor:
+    """(B, N, 2) polylines, (B,) vertical half-widths -> (B, H, W) mask of the band
+    ``line +- half`` (a rasterized triangle strip, softened by a 3 x 3 box filter) in the
+    window of ``size`` (H, W) at ``offset`` (x0, y0)."""
+    from facegeo.raster import rasterize
+
+    H, W = size
+    pts = line - line.new_tensor([float(offset[0]), float(offset[1])])
+    d = torch.zeros_like(pts)
+    d[..., 1] = half[:, None]
+    v = torch.cat([pts - d, pts + d], 1)  # upper 0..N-1, lower N..2N-1
+    v = torch.cat([v, torch.zeros_like(v[..., :1])], -1)
+    n = pts.shape[1]
+    i = torch.arange(n - 1, device=pts.device)
+    faces = torch.cat([torch.stack([i, i + n, i + 1], 1),
+                       torch.stack([i + 1, i + n, i + n + 1], 1)])
+    m = rasterize(v, faces, H, W).mask[:, None].to(pts.dtype)
+    return F.avg_pool2d(m, 3, stride=1, padding=1, count_include_pad=False)[:, 0]
