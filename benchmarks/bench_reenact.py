@@ -1,7 +1,7 @@
 """Benchmark: the geometric reenactment pipeline, frames/s per stage.
 
     python benchmarks/bench_reenact.py [--video lp_d3.mp4] [--seconds 10] [--sizes 256 512]
-                                       [--threads 1] [--source lp_s12.jpg]
+                                       [--threads 1] [--source lp_s12.jpg] [--legacy]
 
 A 10-second driving clip from $FACEGEO_MEDIA (default ../shared/media) animates a source
 portrait. Stages (each timed over the whole clip, wall clock and process CPU time):
@@ -10,7 +10,8 @@ portrait. Stages (each timed over the whole clip, wall clock and process CPU tim
 * ``landmarks`` source detection + driving landmark tracking (dlib, One-Euro);
 * ``fit``       source fit + driving fit with shared identity (facegeo.fitting.fit_video);
 * ``raster``    target rasterization + barycentric transfer to the source mesh;
-* ``warp``      MLS background motion, blending, inner-mouth fill, grid_sample.
+* ``warp``      head-proxy flow (v1 ``--legacy``: MLS), blending, grid_sample, stretch
+  softening, eyelid and inner-mouth fills.
 
 End to end = landmarks + fit + raster + warp (no encoding). The reference for the raster
 stage is :func:`facegeo.raster.mesh_flow` (rasterizes the source mesh again for every frame,
@@ -56,6 +57,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest on a machine shared with other jobs)")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--legacy", action="store_true",
+                   help="the v1 renderer (head_proxy=False, hole_fill=False), for comparison")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     media = Path(os.environ.get("FACEGEO_MEDIA", str(REPO.parent / "shared" / "media")))
@@ -72,7 +75,8 @@ def main() -> None:
     src_img = load_image(media / a.source)
     rows = []
     for size in a.sizes:
-        rr = GeometricReenactor(size=size)
+        rr = GeometricReenactor(size=size, **(dict(head_proxy=False, hole_fill=False)
+                                               if a.legacy else {}))
         rr.fit_source(src_img)  # warm-up: detector, fitter caches
         track_driving(frames[:2], fps)
         c = Clock()
