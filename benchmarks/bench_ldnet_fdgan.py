@@ -15,33 +15,14 @@ Untrained weights (speed does not depend on them); random images, synthetic land
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import time
 
 import torch
 
 from facegeo.pipeline import Conditioning
 from facegeo_models.ldnet_fdgan import LDNetFDGAN
 
-
-def _time(fns: dict, repeats: int, device: str) -> dict[str, float]:
-    """Best wall time of each function, the functions interleaved in every repeat (load
-    changes on a shared machine hit all of them alike)."""
-    best = {k: float("inf") for k in fns}
-    with torch.no_grad():
-        for fn in fns.values():
-            fn()  # warm-up
-        for _ in range(repeats):
-            for k, fn in fns.items():
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                fn()
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                best[k] = min(best[k], time.perf_counter() - t)
-    return best
+from _timing import apply_threads, model_bench_parser, time_fns
 
 
 def _face(size: int, b: int = 1) -> torch.Tensor:
@@ -54,16 +35,12 @@ def _face(size: int, b: int = 1) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    ap.add_argument("--config", default="paper", help="ldnet_fdgan config name or YAML path")
+    ap = model_bench_parser(__doc__, "ldnet_fdgan")
+    ap.set_defaults(repeats=5)
     ap.add_argument("--amp", default=None, choices=[None, "fp16", "bf16"],
                     help="autocast dtype for the FD-GAN parts (CUDA)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     dev = args.device
     torch.manual_seed(0)
     model = LDNetFDGAN.from_config(args.config).to(dev).eval()
@@ -92,7 +69,7 @@ def main() -> None:
             "translate": lambda: model.fdgan.translate(limg, state.dictionaries),
             "frame": lambda: model.reenact(state, drv),
         }
-        t = _time(fns, args.repeats, dev)
+        t = time_fns(fns, args.repeats, dev)
     print(f"per target  encode_source (extractor + LD-Net id code): {t['target'] * 1e3:8.1f} ms")
     print(f"per frame   LD-Net landmarks:                           {t['ldnet'] * 1e3:8.1f} ms")
     print(f"            landmark image (facegeo.raster lines):      {t['raster'] * 1e3:8.1f} ms")

@@ -18,33 +18,13 @@ included (the pipeline's tracker runs it for every method).
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 
 from facegeo import transforms as T
 from facegeo.reenact import FaceFit, GeometricReenactor
 from facegeo_models import meshg
 
-
-def _time(fns: dict, repeats: int, device: str) -> dict[str, float]:
-    """Best wall time of each function; the functions are interleaved in every repeat so
-    that load changes on a shared machine hit all of them alike."""
-    best = {k: float("inf") for k in fns}
-    with torch.no_grad():
-        for fn in fns.values():
-            fn()  # warm-up
-        for _ in range(repeats):
-            for k, fn in fns.items():
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                fn()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                best[k] = min(best[k], time.perf_counter() - t)
-    return best
+from _timing import apply_threads, model_bench_parser, time_fns
 
 
 def _fits(m, size: int, device) -> tuple[FaceFit, FaceFit]:
@@ -60,14 +40,8 @@ def _fits(m, size: int, device) -> tuple[FaceFit, FaceFit]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    ap.add_argument("--config", default="paper", help="meshg config name or YAML path")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = model_bench_parser(__doc__, "meshg").parse_args()
+    apply_threads(args)
     dev = args.device
     torch.manual_seed(0)
     m = meshg.from_config(args.config).to(dev).eval()
@@ -100,7 +74,7 @@ def main() -> None:
         "gen_encoder": gen_encoder,
         "generator": lambda: gen(img, dm["deformation"], dm["occlusion"]),
     }
-    t = _time(fns, args.repeats, dev)
+    t = time_fns(fns, args.repeats, dev)
     n = sum(p.numel() for p in m.parameters())
     print(f"device {dev}, threads {torch.get_num_threads()}, meshg {args.config} config "
           f"{S}x{S}, mesh {m.topology.num_vertices[0]} vertices, batch 1, best of "

@@ -31,17 +31,9 @@ from pathlib import Path
 
 import torch
 
+from _timing import time_fns
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _time(fn, reps: int, sync) -> float:
-    fn()
-    sync()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    sync()
-    return (time.perf_counter() - t) / reps
 
 
 def bench(config: str, device: str, reps: int, amp: bool) -> dict:
@@ -58,7 +50,6 @@ def bench(config: str, device: str, reps: int, amp: bool) -> dict:
     img, lm68, _ = render_synthetic_eyes(torch.zeros(2, 2, 2), size=s, eye_width=0.12 * s)
     img, lm68 = img.to(device), lm68.to(device)
     lm74 = m.landmarks74(img, lm68)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     src, s74, d74 = img[:1], lm74[:1], lm74[1:]
     dtypes = [("fp32", None)]
     if amp and device.startswith("cuda"):
@@ -71,7 +62,7 @@ def bench(config: str, device: str, reps: int, amp: bool) -> dict:
 
         out = net()
         assert torch.isfinite(out.float()).all(), f"{config} {name}: non-finite output"
-        dt_net = _time(net, reps, sync)
+        dt_net = time_fns({"net": net}, reps, device, reduce="median")["net"]
         row[f"fps_network_{name}"] = 1 / dt_net
         print(f"{config} ({s}x{s}, {row['params'] / 1e6:.2f} M params) {device} {name}: "
               f"network {1 / dt_net:.2f} frames/s ({1000 * dt_net:.1f} ms)")
@@ -81,10 +72,11 @@ def bench(config: str, device: str, reps: int, amp: bool) -> dict:
             d = m.landmarks74(img[1:], lm68[1:])
             return m.animate(src, s74, d)["prediction"]
 
-    dt_full = _time(full, reps, sync)
+    dt_full = time_fns({"full": full}, reps, device, reduce="median")["full"]
     row["fps_with_pupils_fp32"] = 1 / dt_full
     m.motion.use_local = False
-    dt_glob = _time(lambda: m.animate(src, s74, d74), reps, sync)
+    dt_glob = time_fns({"g": lambda: m.animate(src, s74, d74)}, reps, device,
+                       reduce="median")["g"]
     m.motion.use_local = True
     row["local_share"] = 1 - dt_glob / (1 / row["fps_network_fp32"])
     print(f"{config}: with the pupil localisation {1 / dt_full:.2f} frames/s; local "

@@ -772,16 +772,9 @@ class Job:
             idx = torch.arange(lo, lo + len(items))
             x = _batch(items) if needs_image else None
             t0 = time.perf_counter()
-            out = r.reenact(state, self._conditioning(x, idx, mode, source, ref, offsets, dfit),
-                            mode=mode)
-            bad = ~torch.isfinite(out.flatten(1)).all(1)
-            if bad.any():
-                frames = idx[bad.cpu()].tolist()
-                raise NonFiniteOutputError(
-                    f"{r.name} produced NaN/inf pixels for driving frame(s) "
-                    f"{frames[:10]}{' ...' if len(frames) > 10 else ''} (broken weights or "
-                    "inputs); nothing was written")
-            out = out.clamp(0, 1)
+            out = _checked(r.reenact(state, self._conditioning(x, idx, mode, source, ref,
+                                                               offsets, dfit), mode=mode),
+                           r.name, idx)
             if paste:
                 from facegeo.landmarks.crops import paste_back
 

@@ -41,7 +41,7 @@ from ..common.blocks import (
     identity_grid,
     warp_grid,
 )
-from ..common.model import ReenactmentModel, check_images
+from ..common.model import ReenactmentModel, batch_images, check_images
 from ..common.registry import register_model
 
 __all__ = ["REGIONS", "AddMotion", "MotionBranch", "SparseToDenseMotion",
@@ -453,11 +453,7 @@ class S2D(ReenactmentModel):
         return {**mot, **gen, "deformed": deformed}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        src, drv = batch["source"], batch["driving"]
-        if isinstance(src, torch.Tensor) and src.dim() == 5:
-            src = src[:, 0]
-        check_images(src, "source")
-        check_images(drv, "driving")
+        src, drv = batch_images(batch)
         for k in ("source_landmarks", "driving_landmarks"):
             if batch.get(k) is None:
                 raise ValueError(f"s2d needs batch[{k!r}] (B, 68, 2): train on data with "
