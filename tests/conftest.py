@@ -20,6 +20,8 @@ if not os.environ.get("FACEGEO_ASSETS") and (_SHARED / "assets").is_dir():
     os.environ["FACEGEO_ASSETS"] = str(_SHARED / "assets")
 if not os.environ.get("FACEGEO_MEDIA") and (_SHARED / "media").is_dir():
     os.environ["FACEGEO_MEDIA"] = str(_SHARED / "media")
+if not os.environ.get("FACEGEO_CORPUS") and (_SHARED / "corpus").is_dir():
+    os.environ["FACEGEO_CORPUS"] = str(_SHARED / "corpus")
 # The test-only models (``_test_...``) register when their module is imported.
 import facegeo_models.common.testing  # noqa: E402, F401
 
@@ -37,6 +39,9 @@ def _require_dir(var: str) -> Path:
                               "loads",
             "FACEGEO_MEDIA": "the project's internal test media (real photos, driving videos, "
                              "media.json), which are not public and not in the repository",
+            "FACEGEO_CORPUS": "the training corpus (face videos and manifest.json with "
+                              "identities and an identity-disjoint split), not in the "
+                              "repository",
         }.get(var, "files this test needs")
         state = f"is set to {value!r}, which is not a folder" if value else "is not set"
         pytest.fail(
@@ -65,6 +70,12 @@ def one_thread():
 def assets_dir() -> Path:
     """The third-party assets folder (``$FACEGEO_ASSETS``)."""
     return _require_dir("FACEGEO_ASSETS")
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The training corpus (``$FACEGEO_CORPUS``: videos, photos, manifest.json)."""
+    return _require_dir("FACEGEO_CORPUS")
 
 
 @pytest.fixture(scope="session")

@@ -89,3 +89,16 @@ def test_cli_shard_and_summary(tmp_path, clips, capsys):
     assert "0 clips preprocessed, 2 already done" in capsys.readouterr().out
     assert train_main([*args, "--shard", "3/2"]) != 0
     assert "shard" in capsys.readouterr().err
+
+
+def test_real_corpus_manifest_split_is_identity_disjoint(corpus_dir):
+    """The corpus's own split, as ``--split manifest`` reads it: every video listed exists,
+    the identities of train and test are disjoint, and both sides have videos."""
+    manifest = corpus_dir / "manifest.json"
+    split = D._manifest_split(manifest)
+    ids = D.load_identity_map(manifest)
+    videos = [p.stem for p in corpus_dir.iterdir() if p.suffix.lower() in D.VIDEO_SUFFIXES]
+    assert videos and all(v in split for v in videos)
+    train = {ids[v] for v in videos if split[v] == "train"}
+    test = {ids[v] for v in videos if split[v] == "test"}
+    assert train and test and not (train & test)
