@@ -57,8 +57,9 @@ def run_main(body: Callable[[], int | None]) -> int:
     try:
         rc = body()
         return 0 if rc is None else int(rc)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError,
-            NotADirectoryError, AssetNotFoundError, ImportError, KeyError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
+            IsADirectoryError, NotADirectoryError, AssetNotFoundError, ImportError,
+            KeyError) as e:
         msg = str(e) if not isinstance(e, KeyError) else str(e.args[0] if e.args else e)
         msg = msg.strip().replace("\n", "\n  ")
         if os.environ.get("FACEGEO_TRACEBACK"):

@@ -8,6 +8,9 @@ Usage::
     # multi-GPU / multi-node: the same command under torchrun
     torchrun --nproc_per_node 8 apps/train.py --config ...
 
+    # inference weights of a checkpoint (EMA, fp16, <= 16 MiB) + model card, e.g. shipped
+    python apps/train.py export runs/x/ckpt-003000 --out data/<name> [--card extra.json]
+
     # data-loading throughput of a config's dataset for several worker counts
     python apps/train.py bench-data --config ... [--workers 0 1 2] [--batches 20]
 
@@ -156,10 +159,46 @@ def _bench_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="facegeo-train export",
+        description="Write a checkpoint's inference weights (EMA, fp16 safetensors, at most "
+        "16 MiB) with its model card into a folder such as data/<model>/, the default "
+        "checkpoint of apps/reenact.py --model <model>.")
+    p.add_argument("checkpoint", help="a training checkpoint folder (model_card.json)")
+    p.add_argument("--out", required=True, help="destination folder (e.g. data/s2d)")
+    p.add_argument("--card", default=None, metavar="JSON",
+                   help="a JSON file whose keys are added to the model card (training and "
+                   "evaluation summaries)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 (no 16 MiB limit)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    a = p.parse_args(argv)
+    return _run_main(lambda: _export(a))
+
+
+def _export(a: argparse.Namespace) -> int:
+    import torch
+
+    from facegeo_models.common.checkpoint import export_inference
+
+    extra = {}
+    if a.card:
+        extra = json.loads(Path(a.card).read_text())
+        if not isinstance(extra, dict):
+            raise ValueError(f"{a.card}: the card extras must be a JSON object")
+    out = export_inference(a.checkpoint, a.out, dtype=torch.float32 if a.fp32 else
+                           torch.float16, overwrite=a.force,
+                           max_bytes=None if a.fp32 else 16 * 2 ** 20, **extra)
+    print(f"wrote {out} (model.safetensors + model_card.json)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "preprocess":
         return preprocess_main(argv[1:])
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
     if argv and argv[0] == "bench-data":
         return bench_data_main(argv[1:])
     a = build_parser().parse_args(argv)

@@ -38,6 +38,8 @@ from facegeo.assets import atomic_write, sha256_file
 from .registry import build_model
 
 __all__ = [
+    "SHIP_MAX_BYTES",
+    "export_inference",
     "CARD_NAME",
     "TRAIN_STATE_NAME",
     "state_dict_for_save",
@@ -225,6 +227,51 @@ def load_model(directory: str | os.PathLike, *, use_ema: bool = True,
             raise ValueError(f"{directory / name}: sha256 does not match the model card")
     load_weights(directory / name, model)
     return model.to(device).eval(), card
+
+
+#: the size limit of weights shipped in the repository (``data/<model>/``)
+SHIP_MAX_BYTES = 16 * 2 ** 20
+
+
+def export_inference(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     dtype: torch.dtype = torch.float16, use_ema: bool = True,
+                     overwrite: bool = False, max_bytes: int | None = SHIP_MAX_BYTES,
+                     **card_extra: Any) -> Path:
+    """Inference weights of a training checkpoint, as shipped in ``data/<model>/``.
+
+    Writes ``out_dir/model.safetensors`` (the EMA weights when present and ``use_ema``,
+    floating-point tensors cast to ``dtype``) and ``out_dir/model_card.json`` (the
+    checkpoint's card: model, config, data, step, plus ``exported`` = {from, weights,
+    dtype} and ``card_extra``, e.g. ``training=`` / ``evaluation=`` summaries), atomically
+    (:func:`save_checkpoint`). :meth:`ReenactmentModel.load_pretrained` loads the folder.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds files and ``overwrite`` is False.
+        ValueError: the weights exceed ``max_bytes`` (nothing is written).
+    """
+    src = Path(checkpoint)
+    card = read_model_card(src)
+    name = "ema.safetensors" if use_ema and (src / "ema.safetensors").is_file() \
+        else "model.safetensors"
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty (pass overwrite=True / --force)")
+    sd = load_weights(src / name)
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    size = sum(v.numel() * v.element_size() for v in sd.values())
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"{size / 2 ** 20:.1f} MiB of weights exceed the "
+                         f"{max_bytes / 2 ** 20:.0f} MiB limit of shipped weights")
+    card = {k: v for k, v in card.items() if k != "files"}
+    card["exported"] = {"from": str(src), "weights": name, "dtype": str(dtype),
+                        "bytes": size}
+    card.update(card_extra)
+    keep = [p for p in out.iterdir() if p.name == "__init__.py"] if out.exists() else []
+    saved = {p.name: p.read_bytes() for p in keep}  # the package marker of data/<model>/
+    save_checkpoint(out, {"model": sd}, card)
+    for fname, data in saved.items():
+        (out / fname).write_bytes(data)
+    return out
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
