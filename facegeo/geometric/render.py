@@ -270,8 +270,7 @@ def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Ten
                 margin: float = 1.6) -> torch.Tensor:
     """Paint closed target eyelids where the warp still shows the source's open eye.
 
-    Computed in a window around each target eye only; nothing is done when no target eye
-    is more closed than the source's.
+    Computed in a window around each target eye only.
 
     Args:
         frames: (B, 3, S, S) warped frames; grid: (B, S, S, 2) their ``grid_sample`` grid.
@@ -292,10 +291,8 @@ def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Ten
     for e in range(target_eyes.shape[1]):
         te, se = target_eyes[:, e], source_eyes[:, e].to(target_eyes)
         closed = (1 - _eye_height(te) / _eye_height(se).clamp_min(1e-6)).clamp(0, 1)  # (B,)
-        if not bool((closed > 0.05).any()):
-            continue
         width = (te[:, 0] - te[:, 3]).norm(dim=-1)
-        x0, y0, x1, y1 = _window(te, S, float(width.max()) * 0.3 + 2)
+        x0, y0, x1, y1 = _window(te, S, float(width.max()) * 0.7 + 2)
         if x1 <= x0 or y1 <= y0:
             continue
         hw = (y1 - y0, x1 - x0)
@@ -308,8 +305,10 @@ def eyelid_fill(frames: torch.Tensor, grid: torch.Tensor, target_eyes: torch.Ten
             out = frames.clone()
         win = out[:, :, y0:y1, x0:x1] * (1 - w) + col * w
         lid = (te[:, :4] + torch.stack([te[:, 0], te[:, 5], te[:, 4], te[:, 3]], 1)) / 2
-        line = _band_mask(lid, width / 30 + 0.5, hw, (x0, y0)) * closed.view(B, 1, 1)
-        out[:, :, y0:y1, x0:x1] = win * (1 - line[:, None]) + (0.35 * col) * line[:, None]
+        if bool((closed > 0.05).any()):
+            line = _band_mask(lid, width / 30 + 0.5, hw, (x0, y0)) * closed.view(B, 1, 1)
+            win = win * (1 - line[:, None]) + (0.35 * col) * line[:, None]
+        out[:, :, y0:y1, x0:x1] = win
     return out
 
 
