@@ -36,7 +36,7 @@ def test_bad_shapes():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hw", [(1, 1), (5, 7), (64, 48), (129, 3)])
 def test_normalized_grid_is_the_normalized_pixel_grid(hw, dtype):
-    from models.common.blocks import coordinate_grid, identity_grid
+    from facegeo_models.common.blocks import coordinate_grid, identity_grid
 
     h, w = hw
     g = normalized_grid(h, w, dtype=dtype)

@@ -30,7 +30,7 @@ def test_l1_psnr_known_values():
 def test_psnr_max_db_cap_is_the_mse_clamp():
     # max_db caps through the MSE (clamped at max^2 10^(-max_db/10)); the training validation
     # metric (models.common.trainer) is psnr(max_db=100), bit-identical to its former formula
-    from models.common.trainer import VALIDATION_METRICS
+    from facegeo_models.common.trainer import VALIDATION_METRICS
 
     x, y = _imgs(3)
     x32, y32 = x.float(), y.float()
