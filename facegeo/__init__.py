@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import assets as assets  # standard library only: cheap
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # the public sub-modules loaded on first access (each imports torch)
 _LAZY_SUBMODULES = (
