@@ -143,13 +143,13 @@ def _faces(n: int, size: int, seed: int = 0):
 
 
 def _image_vertices(model, faces: dict, n: int) -> torch.Tensor:
-    """(n, V, 3) image-space vertices (x, y pixels, z = depth, larger = nearer) of the
-    synthetic faces' meshes."""
+    """(n, V, 3) image-space vertices of the synthetic faces' meshes, posed by their fits
+    (:func:`facegeo.geometric.facemesh.posed_vertices`: the rasterizer's convention)."""
+    from facegeo.geometric.facemesh import posed_vertices
+
     v = model.vertices(faces["id_coeffs"][:n], faces["exp_coeffs"][:n])
-    r = torch.einsum("bij,bvj->bvi", faces["rotation"][:n], v)
-    xy = faces["scale"][:n, None, None] * r[..., :2] * torch.tensor([1.0, -1.0])
-    xy = xy + faces["translation"][:n, None]
-    return torch.cat([xy, faces["scale"][:n, None, None] * r[..., 2:]], -1)
+    return posed_vertices(v, faces["rotation"][:n], faces["scale"][:n],
+                          faces["translation"][:n])
 
 
 def check_core(rep: Report, device: torch.device, mode: str) -> None:
