@@ -3,7 +3,9 @@
     python -m facegeo_apps.evaluate --method geometric --data DIR --protocol self \\
         --out report.json [--every 10 --max-frames 60 --size 256]
 
-Methods: any installed model (``geometric``, the training-free 3DMM + mesh flow + MLS, or a
+Several ``--method`` names compare them in one run, on the same clips, frames and crops
+(``--checkpoint NAME=PATH`` per neural model), with frames/s of each row. Methods: any
+installed model (``geometric``, the training-free 3DMM + mesh flow + MLS, or a
 neural model of ``facegeo_models`` such as ``pfp_mls`` with ``--checkpoint`` [and
 ``--config`` for a bare .safetensors]; all run through :mod:`facegeo.pipeline`), ``static``
 (output = source image) or ``copy`` (output = driving frame). The two baselines are always
@@ -98,6 +100,28 @@ def make_method(name: str, checkpoint: str | None, size: int, device, config=Non
     if name == "copy":
         return E.copy_driving
     return PipelineMethod(name, checkpoint, config, size, device)
+
+
+def per_method(values: list[str], methods: list[str], flag: str) -> dict[str, str]:
+    """``--checkpoint`` / ``--config`` values -> ``{method: value}``. ``NAME=VALUE`` names
+    its method; a bare value is allowed when exactly one non-baseline method is given."""
+    neural = [m for m in methods if m not in BASELINES]
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, rest = v.partition("=")
+        if sep and name in methods:
+            key, val = name, rest
+        elif len(neural) == 1:
+            key, val = neural[0], v
+        else:
+            raise EvalError(f"{flag} {v!r}: with several methods write {flag} NAME=VALUE "
+                            f"(NAME one of {', '.join(neural) or 'the methods'})")
+        if key in BASELINES:
+            raise EvalError(f"{flag} {v!r}: the {key} baseline takes no {flag}")
+        if key in out:
+            raise EvalError(f"{flag} given twice for {key}")
+        out[key] = val
+    return out
 
 
 def method_modes(method) -> tuple[str, ...]:
@@ -216,7 +240,7 @@ def markdown(report: dict) -> str:
                          f"{'–' if ch is None or not math.isfinite(ch) else f'{100 * ch:.1f}%'}"
                          f" | {a.get('videos')} |")
     else:
-        keys = [k for k in (*METRIC_KEYS, "fid")
+        keys = [k for k in (*METRIC_KEYS, "fid", "fps")
                 if any(isinstance(r["aggregate"].get(k), float)
                        and math.isfinite(r["aggregate"][k]) for r in report["rows"])]
         lines += ["| method | mode | videos | " + " | ".join(keys) + " |",
@@ -255,12 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0],
                                 epilog=models_epilog("--method, besides static and copy"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True,
-                   help="geometric | static | copy | <facegeo_models model name>")
-    p.add_argument("--checkpoint", help="checkpoint of a neural model (folder, or a bare "
-                   ".safetensors with --config; default: its shipped weights)")
-    p.add_argument("--config", help="config of a bare .safetensors checkpoint (bundled name or "
-                   "YAML path)")
+    p.add_argument("--method", required=True, nargs="+",
+                   help="geometric | static | copy | <facegeo_models model name>; several "
+                        "names compare them in one run (same clips, frames and crops)")
+    p.add_argument("--checkpoint", action="append", default=[],
+                   help="checkpoint of a neural model (folder, or a bare .safetensors with "
+                        "--config; default: its shipped weights); with several methods "
+                        "NAME=PATH, repeated")
+    p.add_argument("--config", action="append", default=[],
+                   help="config of a bare .safetensors checkpoint (bundled name or YAML "
+                        "path); with several methods NAME=CONFIG, repeated")
     p.add_argument("--data", required=True, help="folder with videos (and source images)")
     p.add_argument("--protocol", choices=("self", "cross", "noise"), default="self")
     p.add_argument("--mode", choices=("relative", "absolute", "both"), default=None,
@@ -311,7 +339,11 @@ def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
     if a.protocol == "cross" and not images:
         raise EvalError(f"the cross protocol needs source images in {data}")
     # the report (and the .md beside it) must not replace a data file (media.json, a clip)
-    inputs = [*data.iterdir(), *videos, *images, a.checkpoint, a.config]
+    if len(set(a.method)) != len(a.method):
+        raise EvalError(f"--method names a method twice: {' '.join(a.method)}")
+    a.checkpoints = per_method(a.checkpoint, a.method, "--checkpoint")
+    a.configs = per_method(a.config, a.method, "--config")
+    inputs = [*data.iterdir(), *videos, *images, *a.checkpoints.values(), *a.configs.values()]
     check_output(out, (".json",), inputs=inputs)
     check_output(out.with_suffix(".md"), (".md",), inputs=inputs)
     return data, out, videos, images
@@ -327,8 +359,9 @@ def run(a) -> dict:
     requested = ([a.mode] if a.mode and a.mode != "both" else
                  ["relative", "absolute"] if (a.mode == "both" or a.protocol == "cross")
                  else None)   # None: each method's default mode
-    names = [a.method] + [b for b in BASELINES if b != a.method]
-    methods = {n: make_method(n, a.checkpoint, a.size, a.device, a.config) for n in names}
+    names = list(a.method) + [b for b in BASELINES if b not in a.method]
+    methods = {n: make_method(n, a.checkpoints.get(n), a.size, a.device, a.configs.get(n))
+               for n in names}
     label = {n: BASELINES.get(n, n) for n in names}
     skipped = {}
     pairs = []   # (method, mode) rows of the report
@@ -426,6 +459,10 @@ def run(a) -> dict:
         "rows": [{"method": label[n], "mode": m, "aggregate": E.aggregate(rows[(n, m)], keys),
                   "videos": rows[(n, m)]} for n, m in pairs],
     }
+    for row in report["rows"]:   # throughput of the whole call (fit/analysis included)
+        frames = sum(int(r.get("frames", 0)) for r in row["videos"])
+        secs = sum(float(r["seconds"]) for r in row["videos"])
+        row["aggregate"]["fps"] = frames / secs if secs > 0 and frames else float("nan")
     for row, key in zip(report["rows"], pairs):
         if key in fid_refs:
             row["aggregate"]["fid"] = fid_refs[key]

@@ -284,6 +284,47 @@ def test_app_bad_input_exits_2(tmp_path, media_dir, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.integration
+def test_app_compares_several_methods_in_one_run(media_dir, tmp_path, monkeypatch):
+    """--method A B with --checkpoint NAME=PATH: one report, every method on the same
+    frames, each row identical to the method evaluated alone; frames/s per row."""
+    from facegeo_apps import evaluate as app
+    from facegeo_models import pfp_mls, s2d
+    from facegeo_models.common import checkpoint as ckpt
+    from facegeo_models.common.config import load_config
+
+    monkeypatch.setattr(E, "fid_network", lambda device=None: None)
+    torch.manual_seed(0)
+    cks = {}
+    for name, mod in (("pfp_mls", pfp_mls), ("s2d", s2d)):
+        cks[name] = tmp_path / name
+        ckpt.save_checkpoint(cks[name], {"model": mod.from_config("tiny")},
+                             ckpt.make_model_card(load_config(mod.config_path("tiny"))["model"]))
+    common = ["--data", str(media_dir), "--videos", "lp_d11.mp4", "--max-frames", "5",
+              "--every", "4", "--size", "64", "--no-progress"]
+    both = tmp_path / "both.json"
+    assert app.main(["--method", "pfp_mls", "s2d", "--checkpoint", f"pfp_mls={cks['pfp_mls']}",
+                     "--checkpoint", f"s2d={cks['s2d']}", "--out", str(both), *common]) == 0
+    rows = {r["method"]: r for r in json.loads(both.read_text())["rows"]}
+    assert list(rows) == ["pfp_mls", "s2d", "static source", "copy driving"]
+    assert all(r["aggregate"]["fps"] > 0 for r in rows.values())
+    alone = tmp_path / "alone.json"
+    assert app.main(["--method", "s2d", "--checkpoint", str(cks["s2d"]), "--out", str(alone),
+                     *common]) == 0
+    ref = {r["method"]: r for r in json.loads(alone.read_text())["rows"]}["s2d"]
+    for k in ("l1", "psnr", "ssim", "akd"):
+        assert rows["s2d"]["aggregate"][k] == pytest.approx(ref["aggregate"][k], rel=1e-6)
+    assert "| fps |" in both.with_suffix(".md").read_text()
+    # a bare checkpoint is ambiguous with two neural methods; a method named twice
+    bad = tmp_path / "bad.json"
+    assert app.main(["--method", "pfp_mls", "s2d", "--checkpoint", str(cks["s2d"]),
+                     "--out", str(bad), *common]) == 2
+    assert app.main(["--method", "s2d", "s2d", "--out", str(bad), *common]) == 2
+    assert app.main(["--method", "s2d", "--checkpoint", f"static={cks['s2d']}",
+                     "--out", str(bad), *common]) == 2
+    assert not bad.exists()
+
+
 class _TinyFeatures(torch.nn.Module):
     """Stand-in for the FID network: 4 features per image (channel means and contrast)."""
 
