@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check.py                    # full check on cuda (H100-class: minutes)
     python benchmarks/gpu_check.py --quick            # < 4 minutes on an H100-class GPU
-    python benchmarks/gpu_check.py --device cpu --tiny   # what CI runs (tests/test_gpu_check.py)
+    python benchmarks/gpu_check.py --device cpu --tiny   # what CI runs
+                                                         # (tests/benchmarks/test_gpu_check.py)
     python benchmarks/gpu_check.py --models fsrt,meshg --skip-core --out check.json
 
 Needs only PyTorch, numpy, scipy, PyYAML, safetensors and tqdm (no dlib, open3d, PyAV, media

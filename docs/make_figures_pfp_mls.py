@@ -1,8 +1,8 @@
 """Figures for docs/models/pfp_mls.md.
 
 ``overfit`` (default): the tiny pfp_mls model overfitted on CPU to four real (source,
-driving) pairs at 64x64 (same setting as tests/test_pfp_mls.py, longer). Rows: one pair
-each. Columns: source with k_s, driving with k_d, source warped by the dense motion,
+driving) pairs at 64x64 (same setting as tests/models/pfp_mls/test_pfp_mls.py, longer).
+Rows: one pair each. Columns: source with k_s, driving with k_d, source warped by the dense motion,
 prediction, occlusion map. Also prints the loss curve.
 
 ``media-run``: a trained checkpoint (and its untrained initialisation) on held-out clips

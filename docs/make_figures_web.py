@@ -3,7 +3,7 @@
     python docs/make_figures_web.py [--media DIR] [--out docs/img]
 
 Serves apps/web.py on a free 127.0.0.1 port and drives headless Chromium (Selenium with the
-system ``chromium`` and ``chromedriver``, as tests/test_web_browser.py): the Edit tab with
+system ``chromium`` and ``chromedriver``, as tests/apps/test_web_browser.py): the Edit tab with
 lp_s12.jpg turned by +15 degrees of yaw, jaw open 0.35 and a smile; the Reenact tab after
 animating it with the first 24 frames of lp_d12.mp4.
 """

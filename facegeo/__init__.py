@@ -2,13 +2,13 @@
 
 The geometry core (this package) never imports from ``facegeo_models`` (the reenactment
 models, folder ``models/``) or ``facegeo_apps`` (command-line programs, folder ``apps/``);
-``tests/test_layering.py`` enforces it.
+``tests/project/test_layering.py`` enforces it.
 
 Every public sub-module is an attribute of the package: ``import facegeo`` then
 ``facegeo.mls.warp_image(...)`` works. ``assets`` (standard library only) is imported
 eagerly; the others import torch and are loaded on first attribute access (PEP 562), so
 ``import facegeo`` stays fast and pulls in neither torch nor the heavy optional
-dependencies (open3d, dlib, numba, PyAV, kornia, ...). ``tests/test_package.py`` checks it.
+dependencies (open3d, dlib, numba, PyAV, kornia, ...). ``tests/project/test_package.py`` checks it.
 """
 
 from __future__ import annotations

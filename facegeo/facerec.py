@@ -15,7 +15,7 @@
 
 CSIM of two faces is the cosine similarity of their unit embeddings
 (:func:`facegeo.metrics.cosine_similarity`). On /work/shared/media the MobileFaceNet gives
-0.5-0.95 for the same person and <= 0.33 for different people (tests/test_facerec.py).
+0.5-0.95 for the same person and <= 0.33 for different people (tests/facegeo/test_facerec.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ leaves the image, resized to 120 x 120, BGR, ``(x - 127.5) / 128``.
 
 The rotation is returned in facegeo's model frame convention (x to the subject's left,
 y up, z toward the viewer, as :func:`facegeo.transforms.euler_to_matrix`); the BFM frame of
-3DDFA_V2 uses the same axes, which tests/test_headpose.py checks against facegeo's fit on
+3DDFA_V2 uses the same axes, which tests/facegeo/test_headpose.py checks against facegeo's fit on
 a turning head.
 """
 

@@ -4,7 +4,7 @@ Each model is a sub-package (today ``pfp_mls``; planned: ``meshg``, ``fsrt``,
 ``ldnet_fdgan``, ``s2d``), found by :func:`list_models` without being imported by hand;
 pieces shared between models live in ``facegeo_models.common``. A model may import
 ``facegeo`` (the geometry core), ``facegeo_models.common`` and its own sub-package, never
-another model's modules (``tests/test_layering.py``).
+another model's modules (``tests/project/test_layering.py``).
 """
 
 from .common.registry import list_models, load_reenactor, model_info

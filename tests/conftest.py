@@ -1,5 +1,10 @@
 """Shared test fixtures.
 
+The test tree mirrors the package tree (CONTRIBUTING.md, "Tests"); the test files have no
+``__init__.py`` and are imported with ``--import-mode=importlib`` (pyproject.toml), so two
+folders may hold files of the same name. Helper modules live in ``tests/_helpers/``, which
+this file puts on ``sys.path`` (``from _paths import REPO``).
+
 Third-party assets and media live outside the repository (``../shared`` next to the
 checkout in CI). ``FACEGEO_ASSETS`` is honoured when set; otherwise it defaults to
 ``<repo>/../shared/assets`` when that folder exists. ``FACEGEO_MEDIA`` (default
@@ -9,11 +14,17 @@ checkout in CI). ``FACEGEO_ASSETS`` is honoured when set; otherwise it defaults 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+_HELPERS = Path(__file__).resolve().parent / "_helpers"
+if str(_HELPERS) not in sys.path:
+    sys.path.insert(0, str(_HELPERS))
+
+from _paths import REPO  # noqa: E402
+
 _SHARED = REPO.parent / "shared"
 
 if not os.environ.get("FACEGEO_ASSETS") and (_SHARED / "assets").is_dir():

@@ -1,6 +1,6 @@
 """Sphinx configuration of the facegeo API reference (generated from the docstrings).
 
-Build: ``python -m sphinx -b html docs/api build/api`` (checked by tests/test_docs_build.py
+Build: ``python -m sphinx -b html docs/api build/api`` (checked by tests/project/test_docs_build.py
 with ``-W --keep-going``). The Markdown guides in docs/*.md are not part of this build.
 """
 

@@ -1,8 +1,8 @@
 """pfp_mls (paired feature points + weighted MLS motion): unit tests of each piece against
 independent references (brute-force loops, analytic cases; its attention blocks are tested
-in test_common_attention.py), the registry / trainer / checkpoint / inference API, numbers
-frozen before the move onto the common blocks / task / composer, and a CPU overfit test on
-real frames.
+in tests/models/common/test_attention.py), the registry / trainer / checkpoint / inference
+API, numbers frozen before the move onto the common blocks / task / composer, and a CPU
+overfit test on real frames.
 """
 
 from __future__ import annotations

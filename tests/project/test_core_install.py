@@ -6,14 +6,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from facegeo._optional import EXTRAS, MissingExtraError, missing_extra_message, require
 
+from _paths import HELPERS, REPO
+
 tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
-REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
@@ -59,16 +59,18 @@ def test_core_tests_pass_without_any_extra(tmp_path):
     """The core test files in a subprocess where every extra's module is unimportable.
 
     Tests that fail only because an extra is missing (a real photo needs dlib, a reference
-    needs open3d) are skipped there by ``tests/_core_only.py``; everything else must pass,
+    needs open3d) are skipped there by ``tests/_helpers/_core_only.py``; everything else must pass,
     and every feature behind an extra must say which extra to install.
     """
-    files = ["test_coords.py", "test_mls.py", "test_mesh_operators.py", "test_metrics.py",
-             "test_morphable_ict.py", "test_raster.py", "test_fitting.py",
-             "test_mesh_graphconv.py", "test_package.py"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "tests"))
+    files = ["facegeo/test_coords.py", "facegeo/test_mls.py", "facegeo/mesh/test_operators.py",
+             "facegeo/test_metrics.py", "facegeo/morphable/test_ict.py",
+             "facegeo/raster/test_core.py", "facegeo/test_fitting.py",
+             "facegeo/test_graphconv.py", "project/test_package.py"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HELPERS))
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "_core_only", "-p", "no:cacheprovider",
-         "-o", "addopts=-p no:dash", "-rs", *[str(REPO / "tests" / f) for f in files]],
+         "-o", "addopts=-p no:dash --import-mode=importlib", "-rs",
+         *[str(REPO / "tests" / f) for f in files]],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     tail = r.stdout[-3000:] + r.stderr[-2000:]
     assert r.returncode == 0, tail

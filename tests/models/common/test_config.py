@@ -11,8 +11,9 @@ import pytest
 
 from facegeo_models.common import config as C
 
-REPO = Path(__file__).resolve().parents[1]
-EXPECTED = Path(__file__).resolve().parent / "data" / "configs" / "expected_resolved.json"
+from _paths import REPO, TEST_DATA
+
+EXPECTED = TEST_DATA / "configs" / "expected_resolved.json"
 
 
 def _write(folder: Path, name: str, text: str) -> Path:

@@ -178,7 +178,7 @@ def test_edit_tab_yaw_slider_turns_the_head(server, browser, media_dir):
     assert a.shape == b.shape == (256, 256, 3)
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 3  # the preview changed
     (ya, na), (yb, nb) = yaw_and_nose(a), yaw_and_nose(b)
-    # tests/test_web.py measured +13.5 deg for +20 on this portrait (a warped photo turns
+    # tests/apps/test_web.py measured +13.5 deg for +20 on this portrait (a warped photo turns
     # less than its mesh to a fresh fit)
     assert 8 < yb - ya < 26, (ya, yb)
     assert nb > na + 0.04, (na, nb)  # the nose moved to the image right

@@ -11,13 +11,12 @@ import importlib.metadata
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import facegeo
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO
 
 # must stay out of sys.modules after a bare `import facegeo`
 HEAVY = ["torch", "open3d", "dlib", "numba", "av", "kornia", "trimesh", "torch_geometric",

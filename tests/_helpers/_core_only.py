@@ -1,7 +1,7 @@
 """pytest plugin: run tests as on a core-only install (``pip install facegeo``, no extras).
 
-Loaded by ``tests/test_core_install.py`` in a subprocess (``-p _core_only``; imported as a
-plain module by ``tests/test_gpu_check.py``). Every module
+Loaded by ``tests/project/test_core_install.py`` in a subprocess (``-p _core_only``; imported as a
+plain module by ``tests/benchmarks/test_gpu_check.py``). Every module
 that an extra provides (``facegeo._optional.EXTRAS``) is made unimportable. A test that
 then fails *because* such a module is missing (an ImportError naming one, a
 ``MissingExtraError``, a landmark ``BackendUnavailableError`` raised from one) is reported

@@ -15,7 +15,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO
+
 FOLDERS = {"facegeo": "facegeo", "models": "facegeo_models", "apps": "facegeo_apps"}
 # the names a checkout-relative import could also use
 ALIASES = {"models": "facegeo_models", "apps": "facegeo_apps"}

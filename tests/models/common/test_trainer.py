@@ -22,7 +22,9 @@ from facegeo_models.common.data import TensorVideoDataset
 from facegeo_models.common.task import gather_pixels, sample_pixels
 from facegeo_models.common.trainer import Trainer, load_config, merge_overrides
 
-CONFIG = Path(__file__).resolve().parents[1] / "models" / "common" / "configs" / "tiny_test.yaml"
+from _paths import REPO
+
+CONFIG = REPO / "models" / "common" / "configs" / "tiny_test.yaml"
 
 
 def _decode(path, size: int, *, step: int, frames: int) -> torch.Tensor:

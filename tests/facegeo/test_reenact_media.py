@@ -6,7 +6,6 @@ regressor, facegeo.headpose), and closing the eyes in the target closes them in 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,9 @@ import torch
 from facegeo.image_io import load_image
 from facegeo.reenact import FaceFit, GeometricReenactor, expression_from_names
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _paths import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_pose_fidelity import measure, relative_angles, turned  # noqa: E402
 from eval_reenact_eyes_mouth import detect_all, eye_opening  # noqa: E402
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +20,8 @@ from facegeo_apps import interpolate as interp_app
 from facegeo_apps import reenact as reenact_app
 from facegeo_apps import train as train_app
 
-REPO = Path(__file__).resolve().parent.parent
+from _paths import REPO
+
 TINY_CONFIG = REPO / "models" / "common" / "configs" / "tiny_test.yaml"
 
 

@@ -9,9 +9,9 @@ HTML; ``python -m sphinx -b html docs/api build/api`` builds the browsable pages
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO
+
 API = REPO / "docs" / "api"
 
 

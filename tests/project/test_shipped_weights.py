@@ -4,8 +4,6 @@ the data, the training and the evaluation, loadable and animating a real clip.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +13,9 @@ from facegeo_apps import reenact as reenact_app
 from facegeo_models.common.checkpoint import SHIP_MAX_BYTES, read_model_card
 from facegeo_models.common.registry import list_models, model_info
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from _paths import REPO
+
+DATA = REPO / "data"
 SHIPPED = sorted(d.name for d in DATA.iterdir() if (d / "model_card.json").is_file())
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _reference_packages import import_torchvision
 
 from facegeo import metrics as M
+
+from _reference_packages import import_torchvision
 
 # torchvision's own deprecation note about lpips' pretrained=False call
 pytestmark = pytest.mark.filterwarnings("ignore:Arguments other than a weight enum")

@@ -303,7 +303,7 @@ def test_pytorch3d_backend_is_optional_with_clear_message():
         import open3d  # noqa: F401
 
         has_open3d = True
-    except ImportError:  # a core-only install (tests/test_core_install.py)
+    except ImportError:  # a core-only install (tests/project/test_core_install.py)
         has_open3d = False
     assert backends[0] == "torch" and ("open3d" in backends) == has_open3d
     try:

@@ -6,7 +6,6 @@ import functools
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,8 @@ from facegeo.video import read_video, video_info, write_video
 from facegeo_apps import interpolate as interp_app
 from facegeo_apps import reenact as reenact_app
 
-REPO = Path(__file__).resolve().parent.parent
+from _paths import REPO
+
 #: between the largest different-person (0.92) and the smallest same-person (0.967) dlib
 #: cosine measured in docs/landmarks.md
 SAME_PERSON_COSINE = 0.93

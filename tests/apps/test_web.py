@@ -1,5 +1,5 @@
 """The web app's callbacks (apps/web.py), without a browser: the real Gradio callbacks of
-the page are called as the server would call them (tests/test_web_browser.py drives them
+the page are called as the server would call them (tests/apps/test_web_browser.py drives them
 through headless Chromium)."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ except ImportError as e:  # part of the dev extra: a failure, never a silent ski
 from facegeo.landmarks import detect_face  # noqa: E402
 from facegeo.video import read_video, video_info  # noqa: E402
 from facegeo_apps import web  # noqa: E402
+
+from _paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -290,9 +292,8 @@ def test_reenact_with_a_neural_checkpoint_matches_the_cli(app, page, media_dir, 
 def test_script_help():
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "apps" / "web.py"
+    script = REPO / "apps" / "web.py"
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "facegeo-web" in r.stdout and "--max-file-size" in r.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,8 @@ import torch
 from facegeo_apps import train as app
 from facegeo_models.common import checkpoint as ckpt
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import REPO
+
 CONFIG = REPO / "models" / "common" / "configs" / "tiny_test.yaml"
 
 

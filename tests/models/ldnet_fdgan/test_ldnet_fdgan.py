@@ -3,7 +3,7 @@ re-implementation and the supplement's structure, the landmark images, the three
 ends (LD-Net with a cached identity code against facegeo.disentangle, 3DMM, raw), the
 once-per-target dictionary, the training task (patch discriminator + identity classifier)
 through the trainer, an overfit test on real frames, and apps/reenact.py on a real clip.
-The dictionary operations themselves: tests/test_common_feature_dictionary.py."""
+The dictionary operations themselves: tests/models/common/test_feature_dictionary.py."""
 
 from __future__ import annotations
 

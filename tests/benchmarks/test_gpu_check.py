@@ -1,7 +1,7 @@
 """benchmarks/gpu_check.py in its CPU mode (``--device cpu --tiny``), so it cannot rot.
 
 It runs as on the GPU machine: in a subprocess where the packages that machine lacks (the
-extras' modules and kornia, trimesh, platformdirs; see ``tests/_core_only.py``) cannot be
+extras' modules and kornia, trimesh, platformdirs; see ``tests/_helpers/_core_only.py``) cannot be
 imported. Every registered model takes a training step with and without bf16 autocast on
 synthetic batches and runs inference; the core comparisons run; the JSON lists no failure.
 """
@@ -12,11 +12,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from facegeo_models.common.registry import list_models
 
-REPO = Path(__file__).resolve().parents[1]
+from _paths import HELPERS, REPO
+
 #: what the GPU machine does not have besides the extras (issue #21; the device notes)
 DEVICE_LACKS = "kornia,trimesh,platformdirs"
 
@@ -27,7 +27,7 @@ def test_gpu_check_cpu_tiny_mode(tmp_path):
             f"sys.argv = ['gpu_check.py', '--device', 'cpu', '--tiny', '--out', {str(out)!r}]; "
             f"runpy.run_path({str(REPO / 'benchmarks' / 'gpu_check.py')!r}, "
             "run_name='__main__')")
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), FACEGEO_TEST_BLOCK=DEVICE_LACKS,
+    env = dict(os.environ, PYTHONPATH=str(HELPERS), FACEGEO_TEST_BLOCK=DEVICE_LACKS,
                FACEGEO_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=1200)

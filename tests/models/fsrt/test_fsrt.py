@@ -2,8 +2,9 @@
 the paper's equations, brute-force loops, analytic heat-maps), properties the architecture
 guarantees (chunked == full rendering, a set-latent whose decoding ignores the order of
 the sources), the training task and trainer, the app, and a CPU overfit test on real
-frames. The attention blocks are tested in test_common_attention*.py, the keypoint and
-equivariance helpers in test_common_keypoints.py / test_common_equivariance.py.
+frames. The attention blocks are tested in tests/models/common/test_attention*.py, the
+keypoint and equivariance helpers in tests/models/common/test_keypoints.py /
+tests/models/common/test_equivariance.py.
 """
 
 from __future__ import annotations
