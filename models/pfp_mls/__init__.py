@@ -8,7 +8,8 @@ common :class:`~facegeo_models.common.model.ReenactmentModel`::
     frames = model.reenact(source, driving)        # (1, 3, H, W), (B, 3, H, W) in [0, 1]
 
 Bundled configs (``configs/``): ``paper`` (256x256, N = 10), ``cpu128`` (the paper
-architecture at 128x128 for training without a GPU), ``tiny`` (CPU tests).
+architecture at 128x128 for training without a GPU), ``cpu`` (cpu128 with 16x16 heat-maps:
+the shipped weights, 5.3 M parameters), ``tiny`` (CPU tests).
 See docs/models/pfp_mls.md.
 """
 
