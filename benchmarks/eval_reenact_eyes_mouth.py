@@ -26,36 +26,13 @@ import torch
 from facegeo.facerec import dlib_embeddings
 from facegeo.image_io import load_image
 from facegeo.landmarks.backends import NoFaceError, detect_face
-from facegeo.landmarks.conventions import GROUPS_68
+from facegeo.metrics import eye_opening, mouth_opening, pearson
 from facegeo.reenact import GeometricReenactor, track_driving
 from facegeo.video import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("lp_s12.jpg", "lp_d3.mp4"), ("lp_s1.jpg", "lp_d6.mp4"),
          ("3ddfa_JianzhuGuo.jpg", "lp_d10.mp4"), ("lp_s11.jpg", "lp_d12.mp4")]
-
-
-def eye_opening(lm: torch.Tensor) -> torch.Tensor:
-    """(T, 68, 2) -> (T,) mean eye aspect ratio of both eyes."""
-    out = []
-    for g in ("right_eye", "left_eye"):
-        p = lm[:, list(GROUPS_68[g])]
-        v = (p[:, 1] - p[:, 5]).norm(dim=-1) + (p[:, 2] - p[:, 4]).norm(dim=-1)
-        out.append(v / (2 * (p[:, 0] - p[:, 3]).norm(dim=-1)))
-    return (out[0] + out[1]) / 2
-
-
-def mouth_opening(lm: torch.Tensor) -> torch.Tensor:
-    """(T, 68, 2) -> (T,) inner-lip height over mouth width."""
-    inner, outer = list(GROUPS_68["inner_lips"]), list(GROUPS_68["outer_lips"])
-    h = (lm[:, inner[2]] - lm[:, inner[6]]).norm(dim=-1)
-    w = (lm[:, outer[0]] - lm[:, outer[6]]).norm(dim=-1)
-    return h / w
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 def detect_all(frames: torch.Tensor, detector: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +66,8 @@ def evaluate_pair(rr: GeometricReenactor, source: Path, driving: Path, n_frames:
     emb_o = dlib_embeddings(out[pick], lm[pick])
     ident = float((emb_o @ emb_s.T).mean())
     return dict(source=source.name, driving=driving.name, frames=int(ok.sum()),
-                eye_corr=pearson(e_o, e_d), mouth_corr=pearson(m_o, m_d), identity=ident,
+                eye_corr=float(pearson(e_o, e_d)), mouth_corr=float(pearson(m_o, m_d)),
+                identity=ident,
                 eye_range_driver=[float(e_d.min()), float(e_d.max())],
                 eye_range_output=[float(e_o.min()), float(e_o.max())])
 

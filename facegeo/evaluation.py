@@ -27,6 +27,10 @@ Metrics per video (:func:`video_metrics`; means over frames, NaN where undefined
 ``isim_dlib``       the same with dlib's 128-d descriptor
 ``prmse psim``      head pose of the output vs the driving frame (degrees / cosine)
 ``aucon esim ed``   fitted expression weights of the output vs the driving frame
+``eye_r mouth_r``   eye and mouth following: Pearson r over the video of the output's and the
+                    driving frames' eye / mouth opening (:func:`facegeo.metrics.eye_opening`,
+                    :func:`~facegeo.metrics.mouth_opening` of the 68 landmarks; 0 for a still
+                    output, NaN when the driver's opening does not change)
 ``sms``             S2D eq. 9 on the output landmarks over the evaluated frames (pixels)
 ``flicker``         mean |frame_t - frame_(t-1)| x 255 outside every frame's face box
 ==================  ======================================================================
@@ -81,7 +85,7 @@ LPIPS_SKIP = "skipped: weights not available (assets alexnet_lpips, lpips_alex_l
 
 #: Order of the metric columns in reports.
 METRIC_KEYS = ("l1", "psnr", "ssim", "ms_ssim", "lpips", "akd", "mkr", "csim", "isim_dlib", "prmse",
-               "psim", "aucon", "esim", "ed", "sms", "flicker")
+               "psim", "aucon", "esim", "ed", "eye_r", "mouth_r", "sms", "flicker")
 
 Method = Callable[..., torch.Tensor]
 
@@ -385,6 +389,10 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
         r["ed"] = float(M.expression_distance(eo, ed).mean())
     else:
         r.update(prmse=nan, psim=nan, aucon=nan, esim=nan, ed=nan)
+    for key, opening in (("eye_r", M.eye_opening), ("mouth_r", M.mouth_opening)):
+        r[key] = (float(M.pearson(opening(out_an.landmarks[both]),
+                                  opening(drv_an.landmarks[both]))) if int(both.sum()) >= 3
+                  else nan)
     lm = out_an.landmarks
     if t >= 3 and bool(out_an.found.all()):
         r["sms"] = float(M.sms(lm))

@@ -13,6 +13,8 @@ Images are (B, C, H, W) floats in [0, 1]. Landmarks are (B, 68, 2) pixel coordin
   :func:`cosine_similarity`, :func:`expression_distance`
 * FID: :func:`frechet_distance` of :func:`gaussian_statistics` of Inception features
 * SMS (S2D eq. 9) and flicker: :func:`sms`, :func:`flicker`
+* eye and mouth following: :func:`eye_opening`, :func:`mouth_opening` of 68 landmarks and
+  their :func:`pearson` correlation over a clip (output vs driver)
 * the FID network: :class:`InceptionFID` (pytorch-fid compatible), :func:`fid_from_features`
 * LPIPS (AlexNet, v0.1): :class:`LPIPS` (backbone weights through the resolver)
 """
@@ -38,6 +40,9 @@ __all__ = [
     "gaussian_statistics",
     "sms",
     "flicker",
+    "eye_opening",
+    "mouth_opening",
+    "pearson",
     "MS_SSIM_WEIGHTS",
     "InceptionFID",
     "fid_from_features",
@@ -322,6 +327,55 @@ def sms(landmarks: torch.Tensor, per_coordinate: bool = False) -> torch.Tensor:
     if per_coordinate:
         out = out / (2 * x.shape[2])
     return out if landmarks.dim() == 4 else out[0]
+
+
+def _landmarks68(lm: torch.Tensor, name: str) -> None:
+    if lm.dim() != 3 or lm.shape[1] < 68 or lm.shape[2] != 2:
+        raise ValueError(f"{name}: expected (B, 68, 2) landmarks, got {tuple(lm.shape)}")
+
+
+def eye_opening(landmarks: torch.Tensor) -> torch.Tensor:
+    """Eye opening: the eye aspect ratio (Soukupova and Cech 2016) of 68-point landmarks,
+    (|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|) per eye, averaged over both eyes; about 0.3 for
+    an open eye, near 0 for a closed one. (B, 68, 2) (74-point arrays too: their first 68
+    rows) -> (B,)."""
+    from facegeo.landmarks.conventions import GROUPS_68
+
+    _landmarks68(landmarks, "eye_opening")
+    out = 0
+    for g in ("right_eye", "left_eye"):
+        p = landmarks[:, list(GROUPS_68[g])]
+        v = (p[:, 1] - p[:, 5]).norm(dim=-1) + (p[:, 2] - p[:, 4]).norm(dim=-1)
+        out = out + v / (2 * (p[:, 0] - p[:, 3]).norm(dim=-1)).clamp_min(1e-6)
+    return out / 2
+
+
+def mouth_opening(landmarks: torch.Tensor) -> torch.Tensor:
+    """Mouth opening: inner-lip height (points 62-66, the middle of the inner lips) over the
+    mouth width (outer corners 48-54). (B, 68, 2) -> (B,)."""
+    from facegeo.landmarks.conventions import GROUPS_68
+
+    _landmarks68(landmarks, "mouth_opening")
+    inner, outer = GROUPS_68["inner_lips"], GROUPS_68["outer_lips"]
+    h = (landmarks[:, inner[2]] - landmarks[:, inner[6]]).norm(dim=-1)
+    w = (landmarks[:, outer[0]] - landmarks[:, outer[6]]).norm(dim=-1)
+    return h / w.clamp_min(1e-6)
+
+
+def pearson(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of a series with the one it should follow: (T,) x2 -> ().
+    NaN when T < 3 or ``target`` is constant (nothing to follow); 0 when only ``pred`` is
+    constant (a still output follows nothing: the static-source baseline scores 0)."""
+    if pred.shape != target.shape or pred.dim() != 1:
+        raise ValueError(f"pearson: expected two (T,) series, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}")
+    a = pred.double() - pred.double().mean()
+    b = target.double() - target.double().mean()
+    if a.numel() < 3 or float(b.norm()) < 1e-9:
+        return torch.tensor(float("nan"))
+    if float(a.norm()) < 1e-9:
+        return torch.tensor(0.0)
+    return ((a * b).sum() / (a.norm() * b.norm())).float()
 
 
 def flicker(frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -118,6 +118,16 @@ def test_video_metrics_known_answers():
     r2 = E.video_metrics(frames, drv_an, drv_an, src_an)
     assert r2["psim"] == pytest.approx(1.0) and r2["esim"] == pytest.approx(1.0)
     assert r2["aucon"] == 1.0 and r2["akd"] == 0.0 and math.isnan(r2["l1"])
+    # eye / mouth following: 1 for the driver's own landmarks, 0 for a still face, the
+    # metrics module's Pearson r of the openings otherwise
+    assert r2["eye_r"] == pytest.approx(1.0) and r2["mouth_r"] == pytest.approx(1.0)
+    still = _analysis(lm_d[:1].expand(t, -1, -1), ang_d, exp_o, emb_o)
+    r_still = E.video_metrics(frames, still, drv_an, src_an)
+    assert r_still["eye_r"] == 0.0 and r_still["mouth_r"] == 0.0
+    lm_o = lm_d + torch.randn(t, 68, 2)
+    r5 = E.video_metrics(frames, _analysis(lm_o, ang_d, exp_o, emb_o), drv_an, src_an)
+    assert r5["eye_r"] == pytest.approx(float(E.M.pearson(E.M.eye_opening(lm_o),
+                                                          E.M.eye_opening(lm_d))), abs=1e-6)
     # a missing output face counts in MKR and is left out of AKD
     miss = _analysis(out_an.landmarks, out_an.angles, exp_o, emb_o,
                      found=torch.tensor([True, False, True, True, True]))

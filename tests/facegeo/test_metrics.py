@@ -151,6 +151,47 @@ def test_flicker():
         M.flicker(frames, torch.zeros(4, 4, dtype=torch.bool))
 
 
+def _face_with_openings(eye_h: float, mouth_h: float) -> torch.Tensor:
+    """68 landmarks whose eyes are 4-px-wide hexagons with lids +-eye_h off the corner line
+    and whose inner lips 62 / 66 are mouth_h apart, with a 10-px mouth (48 - 54)."""
+    lm = torch.zeros(68, 2)
+    for start, x0 in ((36, 10.0), (42, 30.0)):
+        lm[start:start + 6] = torch.tensor([[x0, 0], [x0 + 1, -eye_h], [x0 + 3, -eye_h],
+                                            [x0 + 4, 0], [x0 + 3, eye_h], [x0 + 1, eye_h]])
+    lm[48], lm[54] = torch.tensor([15.0, 40]), torch.tensor([25.0, 40])
+    lm[62], lm[66] = torch.tensor([20.0, 40 - mouth_h / 2]), torch.tensor([20.0, 40 + mouth_h / 2])
+    return lm
+
+
+def test_eye_and_mouth_opening_analytic():
+    # EAR = (|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|) = (2h + 2h) / 8 = h / 2
+    lm = torch.stack([_face_with_openings(h, m) for h, m in ((0.6, 0.0), (0.0, 3.0), (1.0, 5.0))])
+    assert torch.allclose(M.eye_opening(lm), torch.tensor([0.3, 0.0, 0.5]))
+    assert torch.allclose(M.mouth_opening(lm), torch.tensor([0.0, 0.3, 0.5]))
+    # invariant to translation, rotation and scale of the face
+    c, s = math.cos(0.4), math.sin(0.4)
+    moved = 2.5 * lm @ torch.tensor([[c, -s], [s, c]]) + torch.tensor([7.0, -3.0])
+    assert torch.allclose(M.eye_opening(moved), M.eye_opening(lm), atol=1e-5)
+    assert torch.allclose(M.mouth_opening(moved), M.mouth_opening(lm), atol=1e-5)
+    assert M.eye_opening(torch.zeros(2, 74, 2) + lm[:1].mean()).shape == (2,)
+    with pytest.raises(ValueError, match="68, 2"):
+        M.mouth_opening(torch.zeros(3, 5, 2))
+
+
+def test_pearson_matches_numpy_and_its_edge_cases():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(9, generator=g), torch.rand(9, generator=g)
+    assert float(M.pearson(a, b)) == pytest.approx(np.corrcoef(a.numpy(), b.numpy())[0, 1],
+                                                  abs=1e-6)
+    assert float(M.pearson(3 * b + 1, b)) == pytest.approx(1.0)
+    assert float(M.pearson(-b, b)) == pytest.approx(-1.0)
+    assert float(M.pearson(torch.full((9,), 0.3), b)) == 0.0     # a still output
+    assert math.isnan(float(M.pearson(b, torch.full((9,), 0.3))))  # nothing to follow
+    assert math.isnan(float(M.pearson(a[:2], b[:2])))              # too short
+    with pytest.raises(ValueError, match="series"):
+        M.pearson(a, b[:4])
+
+
 # ----------------------------------------------------------------------------- FID network
 def _expected_inception_keys() -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of pytorch-fid's FID Inception (torchvision Inception3
