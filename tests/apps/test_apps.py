@@ -237,7 +237,7 @@ def test_scripts_and_console_entry_points():
         assert r.returncode == 0 and "--device" in r.stdout
 
 
-def test_reenact_neural_model_path(tmp_path, media_dir, capsys):
+def test_reenact_neural_model_path(tmp_path, media_dir, capsys, monkeypatch):
     """--model pfp_mls --checkpoint: an (untrained) tiny checkpoint runs end to end."""
     from facegeo_models import pfp_mls
     from facegeo_models.common import checkpoint as ckpt
@@ -277,8 +277,14 @@ def test_reenact_neural_model_path(tmp_path, media_dir, capsys):
         rc = reenact_app.main(args + ["--output", str(out2), "--checkpoint",
                                       str(tmp_path / "w.safetensors")] + extra)
         assert rc == 2 and msg in capsys.readouterr().err
+    # a model without data/<name>/ (every model ships weights now: hide pfp_mls's)
+    from facegeo_models.common.registry import model_info
+
+    monkeypatch.setattr(model_info("pfp_mls").builder, "default_checkpoint",
+                        classmethod(lambda cls: None))
     rc = reenact_app.main(args + ["--output", str(out2)])
     assert rc == 2 and "ships no trained weights" in capsys.readouterr().err
+    monkeypatch.undo()
     rc = reenact_app.main(args[:-5] + ["--model", "nosuch", "--output", str(out2)])
     err = capsys.readouterr().err
     assert rc == 2 and "nosuch" in err and "pfp_mls" in err and "geometric" in err

@@ -222,13 +222,16 @@ def test_list_models_discovers_bundled_models_without_imports():
                                  "disentangled_landmarks"}
 
 
-def test_load_reenactor_errors():
+def test_load_reenactor_errors(monkeypatch):
     from facegeo_models import load_reenactor, model_info
 
     with pytest.raises(KeyError, match="installed models: .*geometric"):
         model_info("no_such_model")
     with pytest.raises(ValueError, match="no weights"):
         load_reenactor("geometric", checkpoint="x.safetensors")
+    # a model without data/<name>/ (every model ships weights now: hide pfp_mls's)
+    monkeypatch.setattr(model_info("pfp_mls").builder, "default_checkpoint",
+                        classmethod(lambda cls: None))
     with pytest.raises(FileNotFoundError, match="ships no trained weights"):
         load_reenactor("pfp_mls")
 
