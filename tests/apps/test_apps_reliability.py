@@ -304,8 +304,11 @@ atomic_write(Path(sys.argv[1]), w)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_atomic_write_cleans_up_on_signal(tmp_path, sig):
     out = tmp_path / "o.txt"
+    # the child gets the default handler: under nohup SIGHUP is inherited as ignored, and
+    # atomic_write rightly leaves an ignored signal ignored
     p = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     assert p.stdout.readline().strip() == "writing"
     assert list(tmp_path.glob(".*.part"))
     p.send_signal(sig)
