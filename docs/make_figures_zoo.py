@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     from facegeo import metrics as M
     from facegeo.assets import atomic_write
     from facegeo.landmarks.backends import get_detector
-    from facegeo_apps.evaluate import BASELINES, load_clip, load_source, make_method, per_method
+    from facegeo_apps.evaluate import (
+        BASELINES,
+        build_parser,
+        load_clip,
+        load_source,
+        make_method,
+        per_method,
+    )
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="folder of the held-out clips and portraits")
@@ -63,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     data, det = Path(a.data), get_detector("dlib")
-    clip = load_clip(data / a.video, max(a.frames) + 1, a.size, 0.4, det)
-    portrait = load_source(data / a.source, a.size, 0.4, det)
+    margin = build_parser().get_default("margin")   # the evaluation's crops
+    clip = load_clip(data / a.video, max(a.frames) + 1, a.size, margin, det)
+    portrait = load_source(data / a.source, a.size, margin, det)
     self_src, drv = clip[:1], clip[a.frames]
     cks = per_method(a.checkpoint, a.method, "--checkpoint")
     blank = np.full((a.size, a.size, 3), 255, np.uint8)

@@ -390,9 +390,9 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
     else:
         r.update(prmse=nan, psim=nan, aucon=nan, esim=nan, ed=nan)
     for key, opening in (("eye_r", M.eye_opening), ("mouth_r", M.mouth_opening)):
-        r[key] = (float(M.pearson(opening(out_an.landmarks[both]),
-                                  opening(drv_an.landmarks[both]))) if int(both.sum()) >= 3
-                  else nan)
+        # NaN for fewer than 3 frames with both faces: pearson's own rule
+        r[key] = float(M.pearson(opening(out_an.landmarks[both]),
+                                 opening(drv_an.landmarks[both])))
     lm = out_an.landmarks
     if t >= 3 and bool(out_an.found.all()):
         r["sms"] = float(M.sms(lm))
