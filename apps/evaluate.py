@@ -4,7 +4,10 @@
         --out report.json [--every 10 --max-frames 60 --size 256]
 
 Several ``--method`` names compare them in one run, on the same clips, frames and crops
-(``--checkpoint NAME=PATH`` per neural model), with frames/s of each row. Methods: any
+(``--checkpoint NAME=PATH`` per neural model), with frames/s of each row. ``NAME@LABEL``
+evaluates model NAME under its own row label, so one model can appear in several rows
+(e.g. two checkpoints, or ``--set ldnet_fdgan@3dmm.front_end=3dmm``: an option of the
+model's config overridden for that row). Methods: any
 installed model (``geometric``, the training-free 3DMM + mesh flow + MLS, or a
 neural model of ``facegeo_models`` such as ``pfp_mls`` with ``--checkpoint`` [and
 ``--config`` for a bare .safetensors]; all run through :mod:`facegeo.pipeline`), ``static``
@@ -64,7 +67,7 @@ class PipelineMethod:
     (``num_keypoints``) or, for landmark-driven methods, the tracked driving landmarks."""
 
     def __init__(self, name: str, checkpoint: str | None = None, config: str | None = None,
-                 size: int = 256, device="cpu"):
+                 size: int = 256, device="cpu", options: dict | None = None):
         from facegeo.pipeline import ReenactmentPipeline
         from facegeo_models import list_models, load_reenactor
 
@@ -74,8 +77,11 @@ class PipelineMethod:
         if checkpoint is not None and not Path(checkpoint).exists():
             raise EvalError(f"checkpoint not found: {checkpoint}")
         opts = {"size": size} if name == "geometric" else {}
-        self.reenactor = load_reenactor(name, checkpoint=checkpoint, config=config,
-                                        device=device, **opts)
+        try:
+            self.reenactor = load_reenactor(name, checkpoint=checkpoint, config=config,
+                                            device=device, **opts, **(options or {}))
+        except TypeError as e:           # an option the model does not take
+            raise EvalError(f"{name}: {e}") from None
         self.pipeline = ReenactmentPipeline(self.reenactor, device=device, crop=False,
                                             size=size)
 
@@ -92,14 +98,54 @@ class PipelineMethod:
         return torch.stack([f.cpu() for f in frames])
 
 
-def make_method(name: str, checkpoint: str | None, size: int, device, config=None):
+def make_method(spec: str, checkpoint: str | None, size: int, device, config=None,
+                options: dict | None = None):
+    """``spec`` = ``static`` | ``copy`` | ``NAME`` | ``NAME@LABEL`` -> a method."""
     from facegeo import evaluation as E
 
-    if name == "static":
-        return E.static_source
-    if name == "copy":
-        return E.copy_driving
-    return PipelineMethod(name, checkpoint, config, size, device)
+    if spec in BASELINES:
+        if checkpoint or config or options:
+            raise EvalError(f"the {spec} baseline takes no checkpoint, config or options")
+        return E.static_source if spec == "static" else E.copy_driving
+    return PipelineMethod(model_name(spec), checkpoint, config, size, device, options)
+
+
+def model_name(spec: str) -> str:
+    """The model of a ``--method`` entry: ``NAME@LABEL`` -> ``NAME``."""
+    name, _, label = spec.partition("@")
+    if not name or (spec.count("@") and not label) or "." in label:
+        raise EvalError(f"--method {spec!r}: expected NAME or NAME@LABEL (a label without "
+                        "dots)")
+    return name
+
+
+def method_options(values: list[str], methods: list[str]) -> dict[str, dict]:
+    """``--set METHOD.KEY=VALUE`` values -> ``{method: {key: value}}`` (VALUE read as
+    YAML: numbers, booleans, lists); a bare ``KEY=VALUE`` is allowed when exactly one
+    non-baseline method is given."""
+    import yaml
+
+    neural = [m for m in methods if m not in BASELINES]
+    out: dict[str, dict] = {}
+    for v in values:
+        lhs, sep, val = v.partition("=")
+        spec, dot, key = lhs.partition(".")
+        if not sep or not lhs:
+            raise EvalError(f"--set {v!r}: expected METHOD.KEY=VALUE")
+        if not (dot and spec in methods):
+            if len(neural) != 1 or dot:
+                raise EvalError(f"--set {v!r}: write --set METHOD.KEY=VALUE with METHOD one of "
+                                f"{', '.join(neural) or 'the methods'}")
+            spec, key = neural[0], lhs
+        if spec in BASELINES:
+            raise EvalError(f"--set {v!r}: the {spec} baseline takes no options")
+        if not key.isidentifier():
+            raise EvalError(f"--set {v!r}: {key!r} is not an option name")
+        try:
+            out.setdefault(spec, {})[key] = yaml.safe_load(val) if val else val
+        except yaml.YAMLError as e:
+            raise EvalError(f"--set {v!r}: cannot read the value ({e})") from None
+    return out
 
 
 def per_method(values: list[str], methods: list[str], flag: str) -> dict[str, str]:
@@ -280,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=models_epilog("--method, besides static and copy"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True, nargs="+",
-                   help="geometric | static | copy | <facegeo_models model name>; several "
-                        "names compare them in one run (same clips, frames and crops)")
+                   help="geometric | static | copy | <facegeo_models model name>, each "
+                        "optionally NAME@LABEL (its row label, so one model can have several "
+                        "rows); several compare them in one run (same clips, frames, crops)")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="checkpoint of a neural model (folder, or a bare .safetensors with "
                         "--config; default: its shipped weights); with several methods "
@@ -289,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[],
                    help="config of a bare .safetensors checkpoint (bundled name or YAML "
                         "path); with several methods NAME=CONFIG, repeated")
+    p.add_argument("--set", action="append", default=[], dest="options",
+                   metavar="METHOD.KEY=VALUE",
+                   help="override an option of a method's model config (model.params, e.g. "
+                        "ldnet_fdgan@3dmm.front_end=3dmm; geometric: its constructor's), "
+                        "repeated")
     p.add_argument("--data", required=True, help="folder with videos (and source images)")
     p.add_argument("--protocol", choices=("self", "cross", "noise"), default="self")
     p.add_argument("--mode", choices=("relative", "absolute", "both"), default=None,
@@ -341,8 +393,11 @@ def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
     # the report (and the .md beside it) must not replace a data file (media.json, a clip)
     if len(set(a.method)) != len(a.method):
         raise EvalError(f"--method names a method twice: {' '.join(a.method)}")
+    for spec in a.method:
+        model_name(spec)
     a.checkpoints = per_method(a.checkpoint, a.method, "--checkpoint")
     a.configs = per_method(a.config, a.method, "--config")
+    a.method_options = method_options(a.options, a.method)
     inputs = [*data.iterdir(), *videos, *images, *a.checkpoints.values(), *a.configs.values()]
     check_output(out, (".json",), inputs=inputs)
     check_output(out.with_suffix(".md"), (".md",), inputs=inputs)
@@ -360,7 +415,8 @@ def run(a) -> dict:
                  ["relative", "absolute"] if (a.mode == "both" or a.protocol == "cross")
                  else None)   # None: each method's default mode
     names = list(a.method) + [b for b in BASELINES if b not in a.method]
-    methods = {n: make_method(n, a.checkpoints.get(n), a.size, a.device, a.configs.get(n))
+    methods = {n: make_method(n, a.checkpoints.get(n), a.size, a.device, a.configs.get(n),
+                              a.method_options.get(n))
                for n in names}
     label = {n: BASELINES.get(n, n) for n in names}
     skipped = {}

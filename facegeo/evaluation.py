@@ -31,6 +31,10 @@ Metrics per video (:func:`video_metrics`; means over frames, NaN where undefined
                     driving frames' eye / mouth opening (:func:`facegeo.metrics.eye_opening`,
                     :func:`~facegeo.metrics.mouth_opening` of the 68 landmarks; 0 for a still
                     output, NaN when the driver's opening does not change)
+``gaze_r``          gaze following: correlation of the output's and the driving frames' pupil
+                    displacements in the eye frame (:func:`facegeo.landmarks.pupils.gaze_following`
+                    ``corr`` of the :func:`~facegeo.landmarks.pupils.gaze_offsets` of the
+                    located pupils; 0 for a still output or a still driver gaze)
 ``sms``             S2D eq. 9 on the output landmarks over the evaluated frames (pixels)
 ``flicker``         mean |frame_t - frame_(t-1)| x 255 outside every frame's face box
 ==================  ======================================================================
@@ -85,7 +89,8 @@ LPIPS_SKIP = "skipped: weights not available (assets alexnet_lpips, lpips_alex_l
 
 #: Order of the metric columns in reports.
 METRIC_KEYS = ("l1", "psnr", "ssim", "ms_ssim", "lpips", "akd", "mkr", "csim", "isim_dlib", "prmse",
-               "psim", "aucon", "esim", "ed", "eye_r", "mouth_r", "sms", "flicker")
+               "psim", "aucon", "esim", "ed", "eye_r", "mouth_r", "gaze_r", "sms",
+               "flicker")
 
 Method = Callable[..., torch.Tensor]
 
@@ -103,6 +108,8 @@ class FrameAnalysis:
         arcface: (T, 128) unit MobileFaceNet embeddings (NaN rows), or None.
         dlib: (T, 128) unit dlib descriptors (NaN rows), or None.
         size: (H, W) of the images.
+        gaze: (T, 2, 2) :func:`facegeo.landmarks.pupils.gaze_offsets` of the located pupils
+            (NaN rows), or None.
     """
 
     landmarks: torch.Tensor
@@ -112,6 +119,7 @@ class FrameAnalysis:
     arcface: torch.Tensor | None
     dlib: torch.Tensor | None
     size: tuple[int, int]
+    gaze: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.landmarks.shape[0]
@@ -121,7 +129,7 @@ class FrameAnalysis:
         pick = lambda x: None if x is None else x[idx]  # noqa: E731
         return FrameAnalysis(self.landmarks[idx], self.found[idx], pick(self.angles),
                              pick(self.expression), pick(self.arcface), pick(self.dlib),
-                             self.size)
+                             self.size, pick(self.gaze))
 
 
 def _check_frames(x: torch.Tensor, name: str) -> None:
@@ -143,11 +151,17 @@ class FaceAnalyzer:
         arcface: an :class:`facegeo.facerec.ArcFaceEmbedder`, ``True`` (load the default
             weights) or ``False``.
         dlib_identity: compute dlib's face descriptor too.
+        pupils: locate the pupils (:func:`facegeo.landmarks.pupils.locate_pupils`) for the
+            gaze channel.
         device: where the fit and the networks run.
     """
 
+    #: frames per :func:`~facegeo.landmarks.pupils.locate_pupils` call (its memory grows
+    #: with the batch: about 6 MB per frame)
+    pupil_batch = 16
+
     def __init__(self, detector="dlib", *, model=None, arcface=True, dlib_identity: bool = True,
-                 device=None):
+                 pupils: bool = True, device=None):
         from facegeo.landmarks.backends import get_detector
 
         self.detector = get_detector(detector)
@@ -163,6 +177,7 @@ class FaceAnalyzer:
             arcface = ArcFaceEmbedder(device=self.device)
         self.arcface = arcface or None
         self.dlib_identity = bool(dlib_identity)
+        self.pupils = bool(pupils)
 
     def landmarks(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, 3, H, W) -> landmarks (T, 68, 2) (NaN where no face) and found (T,) bool.
@@ -197,7 +212,7 @@ class FaceAnalyzer:
                 out[idx] = values.detach().float().cpu()
             return out
 
-        angles = expression = arc = dl = None
+        angles = expression = arc = dl = gaze = None
         sub_frames, sub_lm = frames[idx], landmarks[idx].float()
         if self.model is not None:
             from facegeo.fitting import fit_landmarks
@@ -217,8 +232,16 @@ class FaceAnalyzer:
 
             dl = scatter(dlib_embeddings(sub_frames.cpu(), sub_lm.cpu())
                          if idx.numel() else None, 128)
+        if self.pupils:
+            from facegeo.landmarks.pupils import gaze_offsets, locate_pupils
+
+            n = self.pupil_batch
+            g = [gaze_offsets(locate_pupils(sub_frames[i:i + n].cpu().float(),
+                                            sub_lm[i:i + n].cpu()), sub_lm[i:i + n].cpu())
+                 for i in range(0, idx.numel(), n)]
+            gaze = scatter(torch.cat(g).flatten(1) if g else None, 4).view(t, 2, 2)
         return FrameAnalysis(landmarks.float().cpu(), found.cpu(), angles, expression, arc, dl,
-                             (int(frames.shape[-2]), int(frames.shape[-1])))
+                             (int(frames.shape[-2]), int(frames.shape[-1])), gaze)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -393,6 +416,12 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
         # NaN for fewer than 3 frames with both faces: pearson's own rule
         r[key] = float(M.pearson(opening(out_an.landmarks[both]),
                                  opening(drv_an.landmarks[both])))
+    if out_an.gaze is not None and drv_an.gaze is not None and int(both.sum()) >= 3:
+        from facegeo.landmarks.pupils import gaze_following
+
+        r["gaze_r"] = gaze_following(drv_an.gaze[both], out_an.gaze[both])["corr"]
+    else:
+        r["gaze_r"] = nan
     lm = out_an.landmarks
     if t >= 3 and bool(out_an.found.all()):
         r["sms"] = float(M.sms(lm))

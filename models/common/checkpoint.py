@@ -211,14 +211,17 @@ def load_training_state(directory: str | os.PathLike, device: str | torch.device
 
 
 def load_model(directory: str | os.PathLike, *, use_ema: bool = True,
-               device: str | torch.device = "cpu", verify: bool = False
-               ) -> tuple[nn.Module, dict]:
+               device: str | torch.device = "cpu", verify: bool = False,
+               params: dict | None = None) -> tuple[nn.Module, dict]:
     """Build the model named in a checkpoint's card through the registry and load its
     weights (the EMA weights when present and ``use_ema``). Returns (model in eval mode on
-    ``device``, card). ``verify`` checks the sha256 of the weights file against the card."""
+    ``device``, card). ``verify`` checks the sha256 of the weights file against the card.
+    ``params`` overrides entries of the card's ``model.params`` (options that leave the
+    weights' shapes alone, e.g. an inference front end); the returned card is the file's."""
     directory = Path(directory)
     card = read_model_card(directory)
-    model = build_model(card["model"]["name"], card["model"].get("params") or {})
+    model = build_model(card["model"]["name"],
+                        {**(card["model"].get("params") or {}), **(params or {})})
     name = "ema.safetensors" if use_ema and (directory / "ema.safetensors").is_file() \
         else "model.safetensors"
     if verify:

@@ -165,7 +165,8 @@ class ReenactmentModel(Reenactor, nn.Module):
     def load_pretrained(cls, checkpoint: str | os.PathLike | None = None,
                         device: str | torch.device = "cpu", *,
                         config: str | os.PathLike | dict | None = None,
-                        use_ema: bool = True) -> ReenactmentModel:
+                        use_ema: bool = True, params: dict | None = None
+                        ) -> ReenactmentModel:
         """A trained model in eval mode on ``device``.
 
         Args:
@@ -173,6 +174,8 @@ class ReenactmentModel(Reenactor, nn.Module):
                 ``ema.safetensors``; EMA preferred with ``use_ema``), a bare
                 ``.safetensors`` file (needs ``config``), or None for the shipped weights.
             config: the config of a bare weights file (bundled name, YAML path or dict).
+            params: overrides of the config's ``model.params`` that keep the weights'
+                shapes (inference options such as ``ldnet_fdgan``'s ``front_end``).
 
         Raises:
             FileNotFoundError: no such checkpoint / no shipped weights.
@@ -196,7 +199,7 @@ class ReenactmentModel(Reenactor, nn.Module):
             if config is not None:
                 raise ValueError(f"{p} is a checkpoint folder (its model card holds the "
                                  "config); --config is only for a bare .safetensors file")
-            model, _ = ckpt.load_model(p, use_ema=use_ema, device=device)
+            model, _ = ckpt.load_model(p, use_ema=use_ema, device=device, params=params)
             return check_finite_weights(model, p)
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint not found: {p}")
@@ -206,7 +209,7 @@ class ReenactmentModel(Reenactor, nn.Module):
             raise ValueError(f"{p} is a bare weights file: give its config (a bundled name "
                              f"such as {cls.name}'s {', '.join(cls._bundled()) or 'paper'}, "
                              "or a YAML path)")
-        model = cls.from_config(config)
+        model = cls.from_config({**cls.model_params(config), **(params or {})})
         try:
             ckpt.load_weights(p, model)
         except RuntimeError as e:

@@ -191,17 +191,18 @@ def build_model(name_or_config: str | dict[str, Any], config: dict | None = None
 
 
 def load_reenactor(name: str, *, checkpoint=None, config=None, device="cpu", **options):
-    """A ready-to-run reenactor: ``geometric`` (options: ``size``...), or a neural model
-    loaded from ``checkpoint`` (a checkpoint folder, or a bare ``.safetensors`` with
-    ``config``: a bundled config name or a YAML path; default: the shipped weights in
-    ``data/<name>/``). Raises ``KeyError`` for unknown names, ``ValueError`` for bad
-    combinations, ``FileNotFoundError`` for missing files."""
+    """A ready-to-run reenactor: ``geometric`` (options: its constructor's, ``size``...),
+    or a neural model loaded from ``checkpoint`` (a checkpoint folder, or a bare
+    ``.safetensors`` with ``config``: a bundled config name or a YAML path; default: the
+    shipped weights in ``data/<name>/``), whose options override its config's
+    ``model.params`` (those that keep the weights' shapes, e.g. ``front_end="3dmm"``).
+    Raises ``KeyError`` for unknown names, ``ValueError`` for bad combinations or options,
+    ``FileNotFoundError`` for missing files."""
     info = model_info(name)
     if info.loader is not None:
         return info.loader(checkpoint, config, device, **options)
-    if options:
-        raise ValueError(f"{name}: unexpected options {sorted(options)}")
-    return info.builder.load_pretrained(checkpoint, device, config=config)
+    return info.builder.load_pretrained(checkpoint, device, config=config,
+                                        params=options or None)
 
 
 def _load_geometric(checkpoint, config, device, **options):

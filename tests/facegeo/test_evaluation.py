@@ -78,10 +78,42 @@ def test_background_mask_is_outside_grown_boxes():
     assert torch.equal(m, ~inside)
 
 
-def _analysis(lm, angles, expr, emb, size=(64, 64), found=None):
+def _analysis(lm, angles, expr, emb, size=(64, 64), found=None, gaze=None):
     t = lm.shape[0]
     found = torch.ones(t, dtype=torch.bool) if found is None else found
-    return E.FrameAnalysis(lm, found, angles, expr, emb, emb, size)
+    return E.FrameAnalysis(lm, found, angles, expr, emb, emb, size, gaze)
+
+
+def test_video_metrics_gaze_following():
+    """gaze_r: 1 for the driver's own gaze or any positive multiple of its displacements,
+    -1 for the mirrored displacements, 0 for a still gaze, the pupils module's
+    gaze_following corr otherwise; NaN without pupils or with fewer than 3 frames."""
+    from facegeo.landmarks.pupils import gaze_following
+
+    torch.manual_seed(1)
+    t = 6
+    lm = torch.rand(t, 68, 2) * 50
+    ang, exp_, emb = torch.zeros(t, 3), torch.rand(t, 53), torch.randn(t, 128)
+    g_d = torch.randn(t, 2, 2) * 0.05
+
+    def run(g_o, found=None):
+        out = _analysis(lm, ang, exp_, emb, gaze=g_o, found=found)
+        drv = _analysis(lm, ang, exp_, emb, gaze=g_d)
+        src = _analysis(lm[:1], ang[:1], exp_[:1], emb[:1])
+        return E.video_metrics(torch.rand(t, 3, 64, 64), out, drv, src)["gaze_r"]
+
+    assert run(g_d) == pytest.approx(1.0)
+    assert run(0.3 + 2.5 * (g_d - g_d[:1])) == pytest.approx(1.0)
+    assert run(g_d[:1] - (g_d - g_d[:1])) == pytest.approx(-1.0)
+    assert run(g_d[:1].expand(t, -1, -1)) == 0.0
+    g_o = torch.randn(t, 2, 2) * 0.05
+    assert run(g_o) == pytest.approx(gaze_following(g_d, g_o)["corr"], abs=1e-9)
+    assert math.isnan(run(None))
+    few = torch.tensor([True, True, False, False, False, False])
+    assert math.isnan(run(g_d, found=few))
+    # frames without an output face are left out (the remaining rows still follow)
+    some = torch.tensor([True, False, True, True, False, True])
+    assert run(g_d, found=some) == pytest.approx(1.0)
 
 
 def test_video_metrics_known_answers():
@@ -212,6 +244,36 @@ def test_analyzer_pose_flips_with_the_image(analyzer, media_dir):
 
 
 @pytest.mark.integration
+def test_analyzer_gaze_follows_a_known_iris_shift(analyzer, media_dir):
+    """The analyzer's gaze channel on a real face whose irises are moved by known amounts
+    (facegeo.landmarks.pupils.shift_iris, lids fixed): the along-axis offset tracks the
+    shift, and gaze_r of the moved sequence against its mirror image in time is -1."""
+    from facegeo.image_io import load_image
+    from facegeo.landmarks.backends import detect_landmarks
+    from facegeo.landmarks.crops import crop_images, face_boxes
+    from facegeo.landmarks.pupils import locate_pupils, shift_iris
+
+    img = load_image(media_dir / "lp_s12.jpg")
+    lm = detect_landmarks(img, detector="dlib")
+    crop = crop_images(img[None], face_boxes(lm[None]), 256)
+    lm = analyzer.landmarks(crop)[0]
+    shifts = torch.tensor([-3.0, -1.5, 0.0, 1.5, 3.0])      # pixels, image x
+    t = len(shifts)
+    frames = shift_iris(crop.expand(t, -1, -1, -1), lm.expand(t, -1, -1),
+                        locate_pupils(crop, lm).expand(t, -1, -1),
+                        torch.stack([shifts, torch.zeros(t)], -1)[:, None].expand(-1, 2, -1))
+    a = analyzer(frames, lm.expand(t, -1, -1))
+    assert a.gaze.shape == (t, 2, 2) and torch.isfinite(a.gaze).all()
+    along = a.gaze[..., 0]                                   # (T, 2) in eye widths
+    for e in range(2):
+        assert float(E.M.pearson(along[:, e], shifts)) > 0.95
+    flipped = a.index(torch.arange(t - 1, -1, -1))
+    r = E.video_metrics(frames, a, flipped, a.index([0]))
+    assert r["gaze_r"] == pytest.approx(-1.0, abs=0.05)
+    assert E.video_metrics(frames, a, a, a.index([0]))["gaze_r"] == pytest.approx(1.0)
+
+
+@pytest.mark.integration
 def test_app_self_protocol_with_baselines(media_dir, tmp_path, monkeypatch):
     from facegeo_apps import evaluate as app
 
@@ -332,6 +394,56 @@ def test_app_compares_several_methods_in_one_run(media_dir, tmp_path, monkeypatc
     assert app.main(["--method", "s2d", "s2d", "--out", str(bad), *common]) == 2
     assert app.main(["--method", "s2d", "--checkpoint", f"static={cks['s2d']}",
                      "--out", str(bad), *common]) == 2
+    assert not bad.exists()
+
+
+def test_method_labels_and_options_parsing():
+    """NAME@LABEL specs and --set METHOD.KEY=VALUE (YAML values; a bare KEY=VALUE with a
+    single neural method); malformed entries are errors naming the entry."""
+    from facegeo_apps import evaluate as app
+
+    assert app.model_name("ldnet_fdgan@raw") == "ldnet_fdgan" and app.model_name("s2d") == "s2d"
+    for bad in ("@x", "s2d@", "s2d@a.b"):
+        with pytest.raises(app.EvalError, match="NAME@LABEL"):
+            app.model_name(bad)
+    ms = ["static", "ldnet_fdgan", "ldnet_fdgan@raw"]
+    got = app.method_options(["ldnet_fdgan@raw.front_end=raw", "ldnet_fdgan.line_thickness=2.5",
+                              "ldnet_fdgan@raw.widths=[1, 2]"], ms)
+    assert got == {"ldnet_fdgan@raw": {"front_end": "raw", "widths": [1, 2]},
+                   "ldnet_fdgan": {"line_thickness": 2.5}}
+    assert app.method_options(["front_end=3dmm"], ["static", "ldnet_fdgan"]) == \
+        {"ldnet_fdgan": {"front_end": "3dmm"}}
+    for bad, msg in ((["front_end=3dmm"], "METHOD.KEY"), (["nosuch.k=1"], "METHOD.KEY"),
+                     (["static.k=1"], "baseline"), (["ldnet_fdgan.1x=1"], "option name"),
+                     (["ldnet_fdgan.front_end"], "METHOD.KEY=VALUE")):
+        with pytest.raises(app.EvalError, match=msg):
+            app.method_options(bad, ms)
+
+
+@pytest.mark.integration
+def test_app_rows_of_one_model_with_overridden_options(media_dir, tmp_path, monkeypatch):
+    """--method ldnet_fdgan ldnet_fdgan@3dmm --set ldnet_fdgan@3dmm.front_end=3dmm: two rows
+    of the shipped weights; the 3dmm front end honours relative motion (the LD-Net one
+    does not), and the two front ends give different outputs; a misspelt option is an
+    error (exit 2) and writes nothing."""
+    from facegeo_apps import evaluate as app
+
+    monkeypatch.setattr(E, "fid_network", lambda device=None: None)
+    common = ["--data", str(media_dir), "--videos", "lp_d11.mp4", "--sources", "lp_s12.jpg",
+              "--protocol", "cross", "--max-frames", "9", "--every", "4", "--size", "64",
+              "--no-progress"]
+    out = tmp_path / "fe.json"
+    assert app.main(["--method", "ldnet_fdgan", "ldnet_fdgan@3dmm", "--set",
+                     "ldnet_fdgan@3dmm.front_end=3dmm", "--out", str(out), *common]) == 0
+    rep = json.loads(out.read_text())
+    rows = {(r["method"], r["mode"]): r["aggregate"] for r in rep["rows"]}
+    assert ("ldnet_fdgan@3dmm", "relative") in rows and ("ldnet_fdgan", "relative") not in rows
+    assert "ldnet_fdgan / relative" in rep["skipped"]
+    a, b = rows[("ldnet_fdgan", "absolute")], rows[("ldnet_fdgan@3dmm", "absolute")]
+    assert a["akd"] != pytest.approx(b["akd"], rel=1e-6)
+    bad = tmp_path / "bad.json"
+    assert app.main(["--method", "ldnet_fdgan", "--set", "front_endd=3dmm", "--out", str(bad),
+                     *common]) == 2
     assert not bad.exists()
 
 

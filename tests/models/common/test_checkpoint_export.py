@@ -62,3 +62,29 @@ def test_export_cli(tmp_path, trained, capsys):
     assert train_main(["export", str(ck), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert train_main(["export", str(ck), "--out", str(out), "--force"]) == 0
+
+
+def test_load_with_overridden_params(tmp_path):
+    """load_pretrained / load_reenactor options override the config's model.params: an
+    inference switch changes, the weights stay the checkpoint's; an option that changes a
+    weight shape is an error naming the file, an unknown one names the option."""
+    from facegeo_models import load_reenactor
+    from facegeo_models.ldnet_fdgan import LDNetFDGAN
+
+    cfg = load_config(LDNetFDGAN.config_path("tiny"))
+    torch.manual_seed(0)
+    net = LDNetFDGAN.from_config("tiny").eval()
+    ck = save_checkpoint(tmp_path / "ck", {"model": net}, make_model_card(cfg["model"], config=cfg))
+    ref = net.state_dict()
+    for m in (LDNetFDGAN.load_pretrained(ck, params={"front_end": "raw"}),
+              load_reenactor("ldnet_fdgan", checkpoint=ck, front_end="raw"),
+              LDNetFDGAN.load_pretrained(ck / "model.safetensors", config="tiny",
+                                         params={"front_end": "raw"})):
+        assert m.front_end == "raw"
+        assert all(torch.equal(v, ref[k]) for k, v in m.state_dict().items())
+    assert LDNetFDGAN.load_pretrained(ck).front_end == cfg["model"]["params"]["front_end"]
+    with pytest.raises(ValueError, match="does not fit"):
+        LDNetFDGAN.load_pretrained(ck / "model.safetensors", config="tiny",
+                                   params={"widths": [8, 8, 8, 8]})
+    with pytest.raises(ValueError, match="front_endd"):
+        load_reenactor("ldnet_fdgan", checkpoint=ck, front_endd="raw")
