@@ -89,10 +89,15 @@ class PipelineMethod:
     def modes(self) -> tuple[str, ...]:
         return tuple(self.reenactor.modes)
 
+    @property
+    def max_sources(self) -> int:
+        return int(self.reenactor.max_sources)
+
     @torch.no_grad()
     def __call__(self, source, driving, *, mode="relative", perturb=None):
+        """source (N, 3, S, S) (N <= max_sources), driving (T, 3, S, S) -> (T, 3, S, S)."""
         keypoints = perturb is not None and bool(self.reenactor.num_keypoints)
-        job = self.pipeline.prepare(source[0], driving,
+        job = self.pipeline.prepare(list(source) if source.shape[0] > 1 else source[0], driving,
                                     perturb_landmarks=None if keypoints else perturb)
         frames = job.frames(mode=mode, perturb_keypoints=perturb if keypoints else None)
         return torch.stack([f.cpu() for f in frames])
@@ -351,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", nargs="*", help="only these image file names (cross)")
     p.add_argument("--max-frames", type=int, default=60, help="frames read per video")
     p.add_argument("--every", type=int, default=10, help="evaluate every k-th frame")
+    p.add_argument("--num-sources", type=int, choices=(1, 2), default=1,
+                   help="self protocol: 2 adds each clip's last frame as a second source "
+                        "(FSRT's 2-Src rows; methods taking one source are skipped)")
     p.add_argument("--size", type=int, default=256, help="crop size")
     p.add_argument("--margin", type=float, default=0.4, help="crop margin around the face")
     p.add_argument("--noise-low", type=float, default=0.05)
@@ -372,6 +380,8 @@ def _check_args(a) -> tuple[Path, Path, list[Path], list[Path]]:
         raise EvalError(f"--out {out}: the report must be a .json file")
     if a.max_frames < 1 or a.every < 1 or a.size < 64:
         raise EvalError("--max-frames and --every must be >= 1 and --size >= 64")
+    if a.num_sources != 1 and a.protocol != "self":
+        raise EvalError("--num-sources 2 belongs to the self protocol")
     a.device = str(pick_device(a.device))
     videos = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES
                     or (p.is_dir() and _frame_files(p)))
@@ -422,6 +432,10 @@ def run(a) -> dict:
     skipped = {}
     pairs = []   # (method, mode) rows of the report
     for n in names:
+        if getattr(methods[n], "max_sources", a.num_sources) < a.num_sources:
+            skipped[f"{label[n]} / {a.num_sources} sources"] = (
+                f"{n} takes {methods[n].max_sources} source image(s)")
+            continue
         honoured = method_modes(methods[n])
         for m in (requested or honoured[:1]):
             if m in honoured:
@@ -471,7 +485,7 @@ def run(a) -> dict:
                 if a.protocol == "self":
                     r = E.self_reenactment(methods[n], clip, analyzer, every=a.every,
                                            mode=m, clip_analysis=c_an,
-                                           lpips_net=lpips_net)
+                                           lpips_net=lpips_net, num_sources=a.num_sources)
                     r["video"] = vpath.name
                     r["_driving"] = clip[::a.every]
                 elif a.protocol == "cross":
@@ -509,6 +523,7 @@ def run(a) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "protocol": a.protocol,
         "settings": {"every": a.every, "max_frames": a.max_frames, "size": a.size,
+                     "num_sources": a.num_sources,
                      "margin": a.margin, "modes": modes, "data": str(data)},
         "skipped": skipped,
         "failures": failures,

@@ -436,12 +436,15 @@ def video_metrics(output: torch.Tensor, out_an: FrameAnalysis, drv_an: FrameAnal
 # ----------------------------------------------------------------------------- protocols
 def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer, *,
                      every: int = 1, mode: str = "relative", clip_analysis=None,
-                     lpips_net=None) -> dict:
+                     lpips_net=None, num_sources: int = 1) -> dict:
     """FOMM/FSRT self-reenactment: the first frame of ``clip`` is the source, every
     ``every``-th frame (0, k, 2k, ...) is driven and compared with the real frame. Frame 0
     (the source itself) drives too (it is the reference of relative motion) but is left out
     of the metrics when there are other frames (its PSNR would be infinite for a perfect
     method), except SMS, which runs over all output frames. PSNR is capped at 100 dB per frame.
+    With ``num_sources=2`` the last frame of the clip is a second source (FSRT sec. 4.1,
+    "2-Src") and the driven frames closer than ``every`` frames to it are left out of the
+    metrics too, so every evaluated frame is at least ``every`` frames from both sources.
 
     Args:
         method: see the module docstring.
@@ -451,6 +454,7 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
         mode: passed to the method.
         clip_analysis: optional precomputed ``analyzer(clip[::every])`` (shared by methods).
         lpips_net: optional :class:`facegeo.metrics.LPIPS`.
+        num_sources: 1 (frame 0) or 2 (frames 0 and T-1); the method gets (N, 3, H, W).
 
     Returns:
         dict of :func:`video_metrics` (``output`` frames under key ``"_output"``).
@@ -458,8 +462,11 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
     _check_frames(clip, "clip")
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
+    if num_sources not in (1, 2):
+        raise ValueError(f"num_sources must be 1 or 2, got {num_sources}")
+    t = clip.shape[0]
     driving = clip[::every]
-    source = clip[:1]
+    source = clip[[0, t - 1]] if num_sources == 2 else clip[:1]
     drv_an = clip_analysis if clip_analysis is not None else analyzer(driving)
     src_an = drv_an.index(slice(0, 1))
     out = call_method(method, source, driving, mode=mode)
@@ -467,7 +474,13 @@ def self_reenactment(method: Method, clip: torch.Tensor, analyzer: FaceAnalyzer,
         raise ValueError(f"self-reenactment output {tuple(out.shape)} must match the driving "
                          f"frames {tuple(driving.shape)}")
     out_an = analyzer(out)
-    keep = slice(1, None) if driving.shape[0] > 1 else slice(0, None)
+    frame = torch.arange(driving.shape[0]) * every
+    ok = frame >= every if driving.shape[0] > 1 else torch.ones(1, dtype=torch.bool)
+    if num_sources == 2:
+        ok &= (t - 1 - frame) >= every
+    if not bool(ok.any()):
+        raise ValueError(f"no frame of the {t}-frame clip is {every} frames from both sources")
+    keep = ok.nonzero().squeeze(1)
     r = video_metrics(out[keep], out_an.index(keep), drv_an.index(keep), src_an,
                       ground_truth=driving[keep], lpips_net=lpips_net)
     # temporal smoothness over every output frame (frame 0 included)

@@ -187,6 +187,42 @@ class _CodeAnalyzer:
         return self.base + 10 * v[:, None, None], torch.ones(len(frames), dtype=torch.bool)
 
 
+class _FlatAnalyzer:
+    """Fake analyzer: the same landmarks in every frame, no fit or embeddings."""
+
+    def __call__(self, frames, landmarks=None, found=None):
+        t = frames.shape[0]
+        return E.FrameAnalysis(_CodeAnalyzer.base.expand(t, -1, -1).clone(),
+                               torch.ones(t, dtype=torch.bool), None, None, None, None,
+                               tuple(frames.shape[-2:]))
+
+
+def test_self_reenactment_two_sources_paper_frames():
+    """num_sources=2 (FSRT "2-Src"): the method gets frames 0 and T-1 as sources, and only
+    the driven frames at least ``every`` frames from both are scored (T = 31, every 10:
+    frames 10 and 20; with one source 10, 20 and 30)."""
+    torch.manual_seed(0)
+    clip = torch.rand(31, 3, 16, 16)
+    got = []
+
+    def method(source, driving):
+        got.append(source)
+        out = driving.clone()
+        out[-1] = 0.0                   # wrong on frame 30 only
+        return out
+
+    r2 = E.self_reenactment(method, clip, _FlatAnalyzer(), every=10, num_sources=2)
+    torch.testing.assert_close(got[-1], clip[[0, 30]])
+    assert r2["frames"] == 2 and r2["l1"] == 0.0
+    r1 = E.self_reenactment(method, clip, _FlatAnalyzer(), every=10)
+    assert got[-1].shape[0] == 1 and r1["frames"] == 3
+    assert r1["l1"] == pytest.approx(float(clip[30].mean()) / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="both sources"):
+        E.self_reenactment(method, clip[:15], _FlatAnalyzer(), every=10, num_sources=2)
+    with pytest.raises(ValueError, match="num_sources"):
+        E.self_reenactment(method, clip, _FlatAnalyzer(), every=10, num_sources=3)
+
+
 def test_noise_robustness_relative_change_known_answer():
     """A method whose output landmark error is 0.1 + |offset of the perturbed keypoint|_1
     (in the fake analyzer's units): the clean error is 10 sqrt(2) 0.1 px, the noisy error
@@ -445,6 +481,29 @@ def test_app_rows_of_one_model_with_overridden_options(media_dir, tmp_path, monk
     assert app.main(["--method", "ldnet_fdgan", "--set", "front_endd=3dmm", "--out", str(bad),
                      *common]) == 2
     assert not bad.exists()
+
+
+@pytest.mark.integration
+def test_app_two_source_rows(media_dir, tmp_path, monkeypatch):
+    """--num-sources 2: fsrt (shipped weights, several sources) is evaluated with the
+    clip's first and last frames as sources on the frames 10 frames from both; a
+    one-source model is listed as skipped; the cross protocol refuses the flag."""
+    from facegeo_apps import evaluate as app
+
+    monkeypatch.setattr(E, "fid_network", lambda device=None: None)
+    common = ["--data", str(media_dir), "--videos", "lp_d11.mp4", "--max-frames", "21",
+              "--every", "10", "--size", "64", "--no-progress"]
+    out = tmp_path / "two.json"
+    assert app.main(["--method", "fsrt", "s2d", "--num-sources", "2", "--out", str(out),
+                     *common]) == 0
+    rep = json.loads(out.read_text())
+    rows = {r["method"]: r for r in rep["rows"]}
+    assert set(rows) == {"fsrt", "static source", "copy driving"}
+    assert rows["fsrt"]["videos"][0]["frames"] == 1                # frame 10 only
+    assert "s2d / 2 sources" in rep["skipped"] and rep["settings"]["num_sources"] == 2
+    assert math.isfinite(rows["fsrt"]["aggregate"]["l1"])
+    assert app.main(["--method", "fsrt", "--num-sources", "2", "--protocol", "cross",
+                     "--out", str(tmp_path / "bad.json"), *common]) == 2
 
 
 class _TinyFeatures(torch.nn.Module):
