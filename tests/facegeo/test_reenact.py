@@ -278,3 +278,32 @@ def test_reenact_function_on_real_frames(media_dir, model):
     one = reenact(src, torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 255,
                   reenactor=rr, crop=False, mode="absolute")
     assert one.frames.shape == (1, 3) + tuple(src.shape[1:])
+
+
+def test_transfer_gaze_moves_the_iris_by_the_drivers_change(rr):
+    """transfer_gaze on synthetic eyes with known iris centres: the rendered frames (the
+    source itself, looking ahead) get their irises moved by the driver's along-axis gaze
+    change, located back within 0.02 eye widths; the across-axis change is not
+    transferred; a change larger than max_gaze_shift is clipped; absolute mode moves to the
+    driver's gaze; a still driver leaves the frames as they are."""
+    from facegeo.landmarks.pupils import gaze_offsets, locate_pupils, render_synthetic_eyes
+
+    src, lm, _ = render_synthetic_eyes(torch.zeros(1, 2, 2), size=128, noise=0.0)
+    g = torch.tensor([[0.0, 0.0], [0.08, 0.0], [-0.1, 0.0], [0.05, 0.06], [0.4, 0.0]])
+    drv, dlm, _ = render_synthetic_eyes(g[:, None].expand(-1, 2, -1).contiguous(), size=128,
+                                        noise=0.0)
+    n = len(g)
+    frames = src.expand(n, -1, -1, -1).contiguous()
+    lms = lm.expand(n, -1, -1)
+    out = rr.transfer_gaze(frames, lms, src, lm, lm, drv, dlm, "relative",
+                           reference_image=drv[:1], reference_landmarks=dlm[:1])
+    got = gaze_offsets(locate_pupils(out, lms), lms) - gaze_offsets(locate_pupils(src, lm), lm)
+    want = torch.tensor([0.0, 0.08, -0.1, 0.05, rr.max_gaze_shift])
+    torch.testing.assert_close(got[..., 0], want[:, None].expand(-1, 2), atol=0.02, rtol=0)
+    assert got[..., 1].abs().max() < 0.02                      # across: not transferred
+    torch.testing.assert_close(out[0], src[0])                 # reference frame: unchanged
+    absolute = rr.transfer_gaze(frames[1:2], lms[:1], src, lm, lm, drv[1:2], dlm[1:2],
+                                "absolute")
+    torch.testing.assert_close(absolute, out[1:2])
+    with pytest.raises(ValueError, match="reference"):
+        rr.transfer_gaze(frames, lms, src, lm, lm, drv, dlm, "relative")
