@@ -5,10 +5,13 @@ Pair 1 is a self-reenactment (frame 0 of a held-out clip reconstructs its later 
 the top row), pair 2 a cross-reenactment (a portrait of another identity driven by the
 same frames, in relative mode where the method has it). One row per method, the source
 first in each half; each output of pair 1 is labelled with its PSNR against the real
-frame. Writes docs/img/zoo_strip.png.
+frame. Writes the PNG to ``--out``, which belongs outside the committed tree (e.g. the
+ignored ``out/``): the strip shows frames of the corpus / media, and those are never
+committed (their licences do not allow it).
 
     python docs/make_figures_zoo.py --data DIR --video CLIP --source IMAGE \\
-        --method geometric s2d meshg ... [--checkpoint NAME=DIR ...] [--frames 10 30 50]
+        --method geometric s2d meshg ... [--checkpoint NAME=DIR ...] [--frames 10 30 50] \\
+        --out out/zoo_strip.png
 
 DIR is the evaluation folder of the held-out clips (``apps/evaluate.py --data``); a method
 without ``--checkpoint`` uses its shipped weights, as in ``apps/evaluate.py``.
@@ -21,9 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "docs" / "img" / "zoo_strip.png"
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", action="append", default=[], help="NAME=DIR")
     p.add_argument("--frames", type=int, nargs="+", default=[10, 30, 50])
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--out", required=True,
+                   help="PNG path, outside the committed tree (the strip shows corpus frames)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     data, det = Path(a.data), get_detector("dlib")
