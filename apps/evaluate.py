@@ -77,11 +77,8 @@ class PipelineMethod:
         if checkpoint is not None and not Path(checkpoint).exists():
             raise EvalError(f"checkpoint not found: {checkpoint}")
         opts = {"size": size} if name == "geometric" else {}
-        try:
-            self.reenactor = load_reenactor(name, checkpoint=checkpoint, config=config,
-                                            device=device, **opts, **(options or {}))
-        except TypeError as e:           # an option the model does not take
-            raise EvalError(f"{name}: {e}") from None
+        self.reenactor = load_reenactor(name, checkpoint=checkpoint, config=config,
+                                        device=device, **opts, **(options or {}))
         self.pipeline = ReenactmentPipeline(self.reenactor, device=device, crop=False,
                                             size=size)
 
@@ -97,7 +94,7 @@ class PipelineMethod:
     def __call__(self, source, driving, *, mode="relative", perturb=None):
         """source (N, 3, S, S) (N <= max_sources), driving (T, 3, S, S) -> (T, 3, S, S)."""
         keypoints = perturb is not None and bool(self.reenactor.num_keypoints)
-        job = self.pipeline.prepare(list(source) if source.shape[0] > 1 else source[0], driving,
+        job = self.pipeline.prepare(list(source), driving,
                                     perturb_landmarks=None if keypoints else perturb)
         frames = job.frames(mode=mode, perturb_keypoints=perturb if keypoints else None)
         return torch.stack([f.cpu() for f in frames])

@@ -598,22 +598,16 @@ class GeometricReenactor(FaceConditioner, Reenactor):
             delta, ok = o_d - o_r, ok & ok_r
         else:
             delta = o_d - o_s
-        ok = ok & ok_s
         # only the along-axis (horizontal) component: the across one of a located pupil
         # mostly follows the lids (blinks, squints), which the mesh already carries
-        delta = torch.where(ok[..., None], delta * delta.new_tensor([1.0, 0.0]), 0.0)
-        lim = self.max_gaze_shift
-        delta = delta * (lim / torch.linalg.vector_norm(delta, dim=-1, keepdim=True)
-                         .clamp_min(lim)).clamp(max=1.0)
+        along = torch.where(ok & ok_s, delta[..., 0], 0.0).clamp(-self.max_gaze_shift,
+                                                                  self.max_gaze_shift)
         tl = target_landmarks.float().to(self.device)
         cen, axis, width = eye_axes(tl)                               # (B, 2, 2), (B, 2)
         normal = torch.stack([-axis[..., 1], axis[..., 0]], -1)
-
-        def frame_vec(o):
-            return (o[..., :1] * axis + o[..., 1:] * normal) * width[..., None]
-
-        p_out = cen + frame_vec(o_m.expand_as(delta))
-        return shift_iris(frames, tl, p_out, frame_vec(delta)).clamp(0, 1)
+        o_m = o_m.expand_as(delta)
+        p_out = cen + (o_m[..., :1] * axis + o_m[..., 1:] * normal) * width[..., None]
+        return shift_iris(frames, tl, p_out, (along * width)[..., None] * axis).clamp(0, 1)
 
     # -- mesh ---------------------------------------------------------------------------
     def _setup_mesh(self, regions, n_boundary):

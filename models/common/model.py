@@ -146,8 +146,14 @@ class ReenactmentModel(Reenactor, nn.Module):
     @classmethod
     def from_config(cls, config: str | os.PathLike | dict = "paper") -> ReenactmentModel:
         """An untrained model from a bundled config name, YAML path, training config or
-        params dict."""
-        return cls(**cls.model_params(config))
+        params dict. A parameter the constructor does not take (or a bad value) is a
+        ``ValueError`` naming it, as in :func:`~facegeo_models.common.registry.build_model`."""
+        params = cls.model_params(config)
+        try:
+            return cls(**params)
+        except TypeError as e:
+            raise ValueError(f"cannot build model {cls.name!r} with params {params}: "
+                             f"{type(e).__name__}: {e}") from e
 
     # ------------------------------------------------------------------ weights
     @classmethod

@@ -210,7 +210,10 @@ def _load_geometric(checkpoint, config, device, **options):
         raise ValueError("the geometric method has no weights: drop --checkpoint/--config")
     from facegeo.reenact import GeometricReenactor
 
-    return GeometricReenactor(device=device, **options)
+    try:
+        return GeometricReenactor(device=device, **options)
+    except TypeError as e:   # an option the constructor does not take
+        raise ValueError(f"geometric: {e}") from e
 
 
 def _register_geometric() -> None:
