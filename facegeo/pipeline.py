@@ -322,6 +322,13 @@ class ReenactmentPipeline:
             whole driving clip); False: the inputs already are face crops, only resized.
         chunk_size: driving frames per reenactor call.
         tracker_kwargs: extra :class:`facegeo.landmarks.tracking.LandmarkTracker` arguments.
+        refine_landmarks: optional ``f(frames, landmarks) -> landmarks`` run on the tracked
+            driving landmarks and the detected source landmarks before anything uses them
+            (boxes, fits, ``landmarks68``): ``frames`` an iterable of the T frames ((H, W, 3)
+            uint8 arrays or (3, H, W) float tensors; the driving clip is read again, not
+            held in memory), ``landmarks`` (T, 68, 2) image pixels; returns (T, 68, 2).
+            E.g. the s2d landmark refiner
+            (``facegeo_models.s2d.refiner.LandmarkRefiner.refine``).
 
     Use :meth:`prepare` (sources + pass 1) and then :meth:`Job.frames` (pass 2)::
 
@@ -331,7 +338,8 @@ class ReenactmentPipeline:
 
     def __init__(self, reenactor: Reenactor, *, conditioner=None, device=None,
                  size: int | None = None, crop: bool = True, chunk_size: int = 16,
-                 tracker_kwargs: dict | None = None):
+                 tracker_kwargs: dict | None = None,
+                 refine_landmarks: Callable | None = None):
         from facegeo.reenact import FaceConditioner
 
         unknown = set(reenactor.requires) - set(CONDITIONING)
@@ -353,6 +361,7 @@ class ReenactmentPipeline:
         self.crop = crop
         self.chunk_size = chunk_size
         self.tracker_kwargs = tracker_kwargs
+        self.refine_landmarks = refine_landmarks
         req = set(reenactor.requires)
         self.needs_fit = bool(req & {"morphable_fit", "disentangled_landmarks"})
         # landmarks are tracked for the crops and for every landmark-based conditioning; an
@@ -382,9 +391,24 @@ class ReenactmentPipeline:
         lms = list(landmarks) if landmarks is not None else [None] * len(images)
         if not self.needs_landmarks:
             lms = [torch.full((68, 2), float("nan")) for _ in images]
+        elif self.refine_landmarks is not None:
+            lms = [self._refined_source(im, lm) for im, lm in zip(images, lms)]
         self.reenactor.check_sources(images)
         return [self.conditioner.fit_source(im, lm, crop=self.crop, fit=self.needs_fit)
                 for im, lm in zip(images, lms)]
+
+    def _refined_source(self, image, landmarks):
+        from facegeo.landmarks import NoFaceError, detect_face
+        from facegeo.reenact import _as_image
+
+        img = _as_image(image, "source")[0].cpu()
+        if landmarks is None:
+            try:
+                landmarks = detect_face(img, 0, self.conditioner.detector).landmarks
+            except NoFaceError as e:
+                raise NoFaceError(f"no face found in the source image ({e})") from None
+        out = self.refine_landmarks([img], landmarks.reshape(1, 68, 2).float())
+        return out.reshape(68, 2)
 
     def source_conditioning(self, sources: list) -> Conditioning:
         """The :class:`Conditioning` of prepared sources (N rows)."""
@@ -442,6 +466,10 @@ class ReenactmentPipeline:
             h, w = track.frame_size
             scale = torch.tensor([float(w), float(h)])
             track.landmarks = perturb_landmarks(track.landmarks / scale) * scale
+        if self.refine_landmarks is not None and self.needs_landmarks:
+            refined = self.refine_landmarks(iter(frames), track.landmarks).float()
+            # frames without a face keep the held landmarks of the last good frame
+            track.landmarks = torch.where(track.good[:, None, None], refined, track.landmarks)
         if self.crop:
             boxes = driving_boxes(track)
         else:

@@ -167,6 +167,37 @@ def test_landmark_and_disentangled_conditioning(media_dir, model):
     torch.testing.assert_close(r.disentangled_landmarks[:1], want, rtol=0, atol=1e-3)
 
 
+def test_refine_landmarks_hook_sees_every_frame_and_replaces_the_landmarks(media_dir):
+    """``refine_landmarks``: called once with the source image and once with all driving
+    frames (read again as an iterable) and their tracked landmarks; what it returns is what
+    the reenactor gets (here a known +3 px shift, checked against a run without it)."""
+    from facegeo.video import frames_to_tensor, read_video
+
+    raw, _ = read_video(media_dir / "lp_d9.mp4", max_frames=6)
+    clip = frames_to_tensor(raw)
+    seen = []
+
+    def shift(frames, landmarks):
+        frames = list(frames)
+        seen.append((len(frames), tuple(frames[0].shape), tuple(landmarks.shape)))
+        return landmarks + 3.0
+
+    runs = {}
+    for name, hook in (("plain", None), ("shifted", shift)):
+        rec = Recorder(requires=("landmarks68",), size=64)
+        pipe = ReenactmentPipeline(rec, crop=False, refine_landmarks=hook)
+        job = pipe.prepare(clip[0], clip)
+        list(job.frames())
+        runs[name] = (job, rec.calls[0].landmarks68, job.sources[0].landmarks)
+    assert seen == [(1, (3, clip.shape[2], clip.shape[3]), (1, 68, 2)),
+                    (6, (3, clip.shape[2], clip.shape[3]), (6, 68, 2))]
+    (job0, d0, s0), (job1, d1, s1) = runs["plain"], runs["shifted"]
+    torch.testing.assert_close(job1.track.landmarks, job0.track.landmarks + 3.0)
+    scale = 64 / max(clip.shape[2], clip.shape[3])                 # crop=False: resized
+    torch.testing.assert_close(d1, d0 + 3.0 * scale, atol=1e-4, rtol=0)
+    torch.testing.assert_close(s1, s0 + 3.0 * scale, atol=1e-4, rtol=0)
+
+
 def test_modes_sources_and_unknown_conditioning_are_errors_before_any_work(media_dir):
     from facegeo.image_io import load_image
 
