@@ -67,7 +67,8 @@ class PipelineMethod:
     (``num_keypoints``) or, for landmark-driven methods, the tracked driving landmarks."""
 
     def __init__(self, name: str, checkpoint: str | None = None, config: str | None = None,
-                 size: int = 256, device="cpu", options: dict | None = None):
+                 size: int = 256, device="cpu", options: dict | None = None,
+                 landmarks: str = "tracker"):
         from facegeo.pipeline import ReenactmentPipeline
         from facegeo_models import list_models, load_reenactor
 
@@ -79,8 +80,10 @@ class PipelineMethod:
         opts = {"size": size} if name == "geometric" else {}
         self.reenactor = load_reenactor(name, checkpoint=checkpoint, config=config,
                                         device=device, **opts, **(options or {}))
+        tracker_kwargs, refine = landmark_source(landmarks)
         self.pipeline = ReenactmentPipeline(self.reenactor, device=device, crop=False,
-                                            size=size)
+                                            size=size, tracker_kwargs=tracker_kwargs,
+                                            refine_landmarks=refine)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -100,8 +103,32 @@ class PipelineMethod:
         return torch.stack([f.cpu() for f in frames])
 
 
+#: ``--landmarks`` choices: LandmarkTracker arguments of each named source
+LANDMARK_SOURCES = {
+    "tracker": {},                                          # tracked + One-Euro (default)
+    "raw": {"smooth": False},                               # tracked, not smoothed
+    "per-frame": {"smooth": False, "redetect_every": 1},    # dlib detection on every frame
+}
+
+
+def landmark_source(spec: str):
+    """``--landmarks`` -> (tracker kwargs, refine_landmarks callable or None): a name of
+    :data:`LANDMARK_SOURCES` or a landmark refiner ``.safetensors`` (s2d's DSNT refiner,
+    boxes from the tracker)."""
+    if spec in LANDMARK_SOURCES:
+        return dict(LANDMARK_SOURCES[spec]), None
+    if spec.endswith(".safetensors"):
+        if not Path(spec).is_file():
+            raise EvalError(f"--landmarks: refiner weights not found: {spec}")
+        from facegeo_models.s2d.refiner import load_refiner
+
+        return {}, load_refiner(spec).refine
+    raise EvalError(f"--landmarks {spec!r}: expected {', '.join(LANDMARK_SOURCES)} or a "
+                    "refiner .safetensors file")
+
+
 def make_method(spec: str, checkpoint: str | None, size: int, device, config=None,
-                options: dict | None = None):
+                options: dict | None = None, landmarks: str = "tracker"):
     """``spec`` = ``static`` | ``copy`` | ``NAME`` | ``NAME@LABEL`` -> a method."""
     from facegeo import evaluation as E
 
@@ -109,7 +136,8 @@ def make_method(spec: str, checkpoint: str | None, size: int, device, config=Non
         if checkpoint or config or options:
             raise EvalError(f"the {spec} baseline takes no checkpoint, config or options")
         return E.static_source if spec == "static" else E.copy_driving
-    return PipelineMethod(model_name(spec), checkpoint, config, size, device, options)
+    return PipelineMethod(model_name(spec), checkpoint, config, size, device, options,
+                          landmarks)
 
 
 def model_name(spec: str) -> str:
@@ -356,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-sources", type=int, choices=(1, 2), default=1,
                    help="self protocol: 2 adds each clip's last frame as a second source "
                         "(FSRT's 2-Src rows; methods taking one source are skipped)")
+    p.add_argument("--landmarks", default="tracker",
+                   help="landmarks of the methods' conditioning: tracker (tracked + One-Euro, "
+                   "default), raw (tracked, unsmoothed), per-frame (dlib on every frame) or "
+                   "a landmark refiner .safetensors (data/s2d/refiner.safetensors)")
     p.add_argument("--size", type=int, default=256, help="crop size")
     p.add_argument("--margin", type=float, default=0.4, help="crop margin around the face")
     p.add_argument("--noise-low", type=float, default=0.05)
@@ -423,7 +455,7 @@ def run(a) -> dict:
                  else None)   # None: each method's default mode
     names = list(a.method) + [b for b in BASELINES if b not in a.method]
     methods = {n: make_method(n, a.checkpoints.get(n), a.size, a.device, a.configs.get(n),
-                              a.method_options.get(n))
+                              a.method_options.get(n), a.landmarks)
                for n in names}
     label = {n: BASELINES.get(n, n) for n in names}
     skipped = {}
@@ -520,7 +552,7 @@ def run(a) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "protocol": a.protocol,
         "settings": {"every": a.every, "max_frames": a.max_frames, "size": a.size,
-                     "num_sources": a.num_sources,
+                     "num_sources": a.num_sources, "landmarks": a.landmarks,
                      "margin": a.margin, "modes": modes, "data": str(data)},
         "skipped": skipped,
         "failures": failures,

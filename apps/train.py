@@ -23,6 +23,10 @@ Usage::
     # resumable (finished clips are skipped), one tqdm bar; N shard jobs split the clips
     # by a hash of their names; ROOT/summary.json: identities, clips, frames, resolutions
 
+    # the s2d landmark refiner (DSNT heat-maps; stage sbr adds supervision by registration)
+    python apps/train.py refiner --data ROOT --out DIR [--stage dsnt|sbr] [--init W]
+                         [--steps 1500] [--batch 16] [--max-frames N]
+
 Bad input (a missing config, a bad ``--set``, an unavailable ``--device``...) prints one
 ``error: ...`` line and exits with status 2. See docs/training.md.
 """
@@ -193,6 +197,47 @@ def _export(a: argparse.Namespace) -> int:
     return 0
 
 
+def build_refiner_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="facegeo-train refiner",
+        description="Train the s2d landmark refiner (models/s2d/refiner.py) on a "
+        "preprocessed set: stage 'dsnt' regresses the stored tracker landmarks, stage 'sbr' "
+        "fine-tunes (--init) with the registration loss on consecutive frames.")
+    p.add_argument("--data", required=True, help="preprocessed root (ROOT/train/<clip>/)")
+    p.add_argument("--out", required=True, help="output folder (refiner.safetensors, "
+                   "log.jsonl, card.json)")
+    p.add_argument("--stage", choices=("dsnt", "sbr"), default="dsnt")
+    p.add_argument("--init", default=None, help="refiner.safetensors to start from")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=16, help="frames per step (sbr: pairs x 2)")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--sbr-weight", type=float, default=1.0)
+    p.add_argument("--max-frames", type=int, default=None, help="frames per clip to load")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def refiner_main(argv: list[str]) -> int:
+    a = build_refiner_parser().parse_args(argv)
+
+    def body() -> int:
+        from facegeo_models.s2d.refiner import RefinerData, train_refiner
+
+        if a.steps < 1 or a.batch < 2:
+            raise ValueError(f"--steps must be >= 1 and --batch >= 2, got {a.steps}, "
+                             f"{a.batch}")
+        if a.stage == "sbr" and not a.init:
+            raise ValueError("--stage sbr fine-tunes a trained refiner: give --init")
+        data = RefinerData(a.data, "train", max_frames=a.max_frames)
+        train_refiner(data, a.out, stage=a.stage, steps=a.steps, batch_size=a.batch, lr=a.lr,
+                      sbr_weight=a.sbr_weight, init=a.init, seed=a.seed)
+        print(f"wrote {Path(a.out) / 'refiner.safetensors'} ({len(data)} frames, "
+              f"{len(data.frames)} clips)")
+        return 0
+
+    return _run_main(body)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "preprocess":
@@ -201,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_main(argv[1:])
     if argv and argv[0] == "bench-data":
         return bench_data_main(argv[1:])
+    if argv and argv[0] == "refiner":
+        return refiner_main(argv[1:])
     a = build_parser().parse_args(argv)
     return _run_main(lambda: _train(a))
 

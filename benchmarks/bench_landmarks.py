@@ -224,45 +224,53 @@ def calibrate(videos: list[str]) -> None:
 SYNTHETIC_PHOTOS = ["lp_s1.jpg", "lp_d12.jpg", "lp_s11.jpg", "3ddfa_JianzhuGuo.jpg", "lp_d30.jpg"]
 
 
-def synthetic(photos: list[str], n: int = 90, seed: int = 0) -> tuple[list[dict], list]:
-    """Accuracy against a known ground truth: a still photo moved by a smooth random
-    similarity transform (shift up to +-12 % of the face box, rotation +-10 deg, scale
-    +-10 %). Ground truth = landmarks detected on the untransformed photo, mapped by the same
-    transform. Per-frame detection and tracking are both compared with it."""
+def synthetic_sequence(name: str, n: int, rng: np.random.Generator, det=None):
+    """One synthetic-motion sequence: the photo ``name`` of $FACEGEO_MEDIA (longer side
+    <= 512) moved by a smooth random similarity transform (shift up to +-12 % of the face
+    box, rotation +-10 deg, scale +-10 %). Ground truth = landmarks detected (dlib HOG) on
+    the untransformed photo, mapped by the same transform.
+
+    Returns (frames (n, H, W, 3) uint8, ground truth (n, 68, 2) float32)."""
     import cv2
 
     from facegeo.image_io import as_uint8_rgb, load_image
 
+    det = det or get_detector("dlib_hog")
+    img = as_uint8_rgb(load_image(MEDIA / name))
+    h, w = img.shape[:2]
+    s0 = min(1.0, 512 / max(h, w))
+    img = cv2.resize(img, (round(w * s0), round(h * s0)), interpolation=cv2.INTER_AREA)
+    h, w = img.shape[:2]
+    face = det.detect(img)[0]
+    lm0 = face.landmarks.numpy()
+    size = float((face.box[2:] - face.box[:2]).mean())
+    c = lm0.mean(0)
+    t = np.arange(n) / 30.0
+    ph = rng.uniform(0, 2 * np.pi, 4)
+    fr = rng.uniform(0.3, 0.8, 4)
+    dx = 0.12 * size * np.sin(2 * np.pi * fr[0] * t + ph[0])
+    dy = 0.12 * size * np.sin(2 * np.pi * fr[1] * t + ph[1])
+    ang = 10.0 * np.sin(2 * np.pi * fr[2] * t + ph[2])
+    sc = 1.0 + 0.1 * np.sin(2 * np.pi * fr[3] * t + ph[3])
+    frames, gt = [], []
+    for k in range(n):
+        m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), float(ang[k]), float(sc[k]))
+        m[:, 2] += (dx[k], dy[k])
+        frames.append(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT))
+        gt.append(lm0 @ m[:, :2].T + m[:, 2])
+    return np.stack(frames), torch.from_numpy(np.stack(gt)).float()
+
+
+def synthetic(photos: list[str], n: int = 90, seed: int = 0) -> tuple[list[dict], list]:
+    """Accuracy against a known ground truth (:func:`synthetic_sequence`): per-frame
+    detection and tracking are both compared with it."""
     det = get_detector("dlib_hog")
     rng = np.random.default_rng(seed)
     rows, tracks = [], []
     print("\nSynthetic motion (ground truth known): mean px error vs ground truth")
     for name in photos:
-        img = as_uint8_rgb(load_image(MEDIA / name))
-        h, w = img.shape[:2]
-        s0 = min(1.0, 512 / max(h, w))
-        img = cv2.resize(img, (round(w * s0), round(h * s0)), interpolation=cv2.INTER_AREA)
-        h, w = img.shape[:2]
-        face = det.detect(img)[0]
-        lm0 = face.landmarks.numpy()
-        size = float((face.box[2:] - face.box[:2]).mean())
-        c = lm0.mean(0)
-        t = np.arange(n) / 30.0
-        ph = rng.uniform(0, 2 * np.pi, 4)
-        fr = rng.uniform(0.3, 0.8, 4)
-        dx = 0.12 * size * np.sin(2 * np.pi * fr[0] * t + ph[0])
-        dy = 0.12 * size * np.sin(2 * np.pi * fr[1] * t + ph[1])
-        ang = 10.0 * np.sin(2 * np.pi * fr[2] * t + ph[2])
-        sc = 1.0 + 0.1 * np.sin(2 * np.pi * fr[3] * t + ph[3])
-        frames, gt = [], []
-        for k in range(n):
-            m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), float(ang[k]), float(sc[k]))
-            m[:, 2] += (dx[k], dy[k])
-            frames.append(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_REFLECT))
-            gt.append(lm0 @ m[:, :2].T + m[:, 2])
-        gt_t = torch.from_numpy(np.stack(gt)).float()
-        frames = np.stack(frames)
+        frames, gt_t = synthetic_sequence(name, n, rng, det)
         ref = per_frame(frames, det)
         tr = LandmarkTracker("dlib", fps=30.0)
         res = tr.track(frames)

@@ -506,6 +506,36 @@ def test_app_two_source_rows(media_dir, tmp_path, monkeypatch):
                      "--out", str(tmp_path / "bad.json"), *common]) == 2
 
 
+@pytest.mark.integration
+def test_app_landmark_sources(media_dir, tmp_path, monkeypatch):
+    """--landmarks: s2d (landmark-driven) changes with the landmark source, the
+    landmark-free baselines do not; the source is recorded; a bad source is exit 2 with
+    nothing written."""
+    from pathlib import Path
+
+    from facegeo_apps import evaluate as app
+
+    monkeypatch.setattr(E, "fid_network", lambda device=None: None)
+    refiner = Path(__file__).resolve().parents[2] / "data" / "s2d" / "refiner.safetensors"
+    common = ["--method", "s2d", "--data", str(media_dir), "--videos", "lp_d11.mp4",
+              "--max-frames", "9", "--every", "4", "--size", "64", "--no-progress"]
+    reps = {}
+    for lm in ("tracker", "per-frame", str(refiner)):
+        out = tmp_path / f"{len(reps)}.json"
+        assert app.main([*common, "--landmarks", lm, "--out", str(out)]) == 0
+        rep = json.loads(out.read_text())
+        assert rep["settings"]["landmarks"] == lm
+        reps[lm] = {r["method"]: r["aggregate"] for r in rep["rows"]}
+    a, b, c = reps.values()
+    assert a["static source"]["l1"] == b["static source"]["l1"] == c["static source"]["l1"]
+    assert a["s2d"]["l1"] != pytest.approx(b["s2d"]["l1"], rel=1e-6)
+    assert a["s2d"]["l1"] != pytest.approx(c["s2d"]["l1"], rel=1e-6)
+    for bad in ("nosuch", str(tmp_path / "missing.safetensors")):
+        out = tmp_path / "bad.json"
+        assert app.main([*common, "--landmarks", bad, "--out", str(out)]) == 2
+        assert not out.exists()
+
+
 class _TinyFeatures(torch.nn.Module):
     """Stand-in for the FID network: 4 features per image (channel means and contrast)."""
 
