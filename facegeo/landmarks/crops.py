@@ -33,6 +33,8 @@ __all__ = [
     "crop_matrix",
     "points_to_crop",
     "points_from_crop",
+    "apply_affine",
+    "invert_affine",
     "warp_affine",
     "crop_images",
     "feather_mask",
@@ -122,8 +124,7 @@ def crop_matrix(boxes: torch.Tensor, size: int) -> torch.Tensor:
 
 def points_to_crop(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """(B, N, 2) image pixels -> (B, N, 2) crop pixels for (B, 3) boxes."""
-    m = crop_matrix(boxes, size)
-    return points @ m[..., :2].transpose(-1, -2) + m[..., None, :, 2]
+    return apply_affine(crop_matrix(boxes, size), points)
 
 
 def points_from_crop(points: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -133,9 +134,14 @@ def points_from_crop(points: torch.Tensor, boxes: torch.Tensor, size: int) -> to
     return (points + 0.5 - size / 2) * s + boxes[..., None, :2]
 
 
-def _invert_affine(m: torch.Tensor) -> torch.Tensor:
-    a = m[..., :2]
-    ai = torch.linalg.inv(a)
+def apply_affine(m: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 3) affine maps applied to (..., N, 2) points -> (..., N, 2)."""
+    return points @ m[..., :2].transpose(-1, -2) + m[..., None, :, 2]
+
+
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of (..., 2, 3) affine maps -> (..., 2, 3)."""
+    ai = torch.linalg.inv(m[..., :2])
     return torch.cat([ai, -(ai @ m[..., 2:])], -1)
 
 
@@ -165,7 +171,7 @@ def warp_affine(
     b, _, h, w = images.shape
     ho, wo = out_size
     m = matrices.to(images)
-    inv = _invert_affine(m)                                      # output -> input
+    inv = invert_affine(m)                                       # output -> input
     src = images
     if antialias:
         shrink = 1.0 / torch.sqrt(torch.linalg.det(m[:, :, :2]).abs())   # input px per out px

@@ -43,7 +43,7 @@ from facegeo.landmarks.conventions import (
     NUM_LANDMARKS_74,
     _check68,
 )
-from facegeo.landmarks.crops import warp_affine
+from facegeo.landmarks.crops import apply_affine, invert_affine, warp_affine
 
 __all__ = [
     "eye_axes",
@@ -159,16 +159,6 @@ def eye_patch_matrices(landmarks68: torch.Tensor, patch_size: tuple[int, int] = 
     mid = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=a.dtype, device=a.device)
     t = mid - (a @ centre[..., None])[..., 0]
     return torch.cat([a, t[..., None]], -1)
-
-
-def _apply(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """(..., 2, 3) affine, (..., N, 2) points -> (..., N, 2)."""
-    return p @ m[..., :2].transpose(-1, -2) + m[..., None, :, 2]
-
-
-def _invert(m: torch.Tensor) -> torch.Tensor:
-    a = torch.linalg.inv(m[..., :2])
-    return torch.cat([a, -(a @ m[..., 2:])], -1)
 
 
 def points_in_polygon(points: torch.Tensor, poly: torch.Tensor) -> torch.Tensor:
@@ -327,7 +317,7 @@ def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float =
     src = gray.repeat_interleave(2, 0)
     patches = warp_affine(src, m, (ph, pw), padding_mode="border")     # (2B, 1, ph, pw)
     rings = torch.stack([lm[:, list(r)] for _, _, r in _EYES], 1).reshape(2 * b, 6, 2)
-    poly = _apply(m, rings)                                            # (2B, 6, 2)
+    poly = apply_affine(m, rings)                                            # (2B, 6, 2)
     cen = poly.mean(1, keepdim=True)
     grid = pixel_grid(ph, pw, device=gray.device).reshape(1, -1, 2).expand(2 * b, -1, -1)
     inside = points_in_polygon(grid, cen + (1 - inset) * (poly - cen))     # (2B, P)
@@ -381,7 +371,7 @@ def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float =
         dy = torch.where((iy > 0) & (iy < 2 * s), dy, 0.0)
         c0 = c0 + torch.stack([(ix - s + dx) / s, (iy - s + dy) / s], -1)
     c0 = torch.where(valid[:, None], c0, cen[:, 0])
-    pupils = _apply(_invert(m), c0[:, None])[:, 0].view(b, 2, 2)
+    pupils = apply_affine(invert_affine(m), c0[:, None])[:, 0].view(b, 2, 2)
     if not return_details:
         return pupils
     return pupils, {"valid": valid.view(b, 2), "score": score.view(b, 2),

@@ -43,11 +43,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegeo.coords import normalized_to_pixel, pixel_to_normalized
-from facegeo.landmarks.crops import clip_boxes, crop_matrix, face_boxes, warp_affine
+from facegeo.landmarks.crops import (
+    apply_affine,
+    clip_boxes,
+    crop_matrix,
+    face_boxes,
+    invert_affine,
+    warp_affine,
+)
 
 from ..common.blocks import DownBlock2d, Hourglass, dsnt, dsnt_regularizer
 
-__all__ = ["RefinerConfig", "LandmarkRefiner", "crop_transforms", "transform_points",
+__all__ = ["RefinerConfig", "LandmarkRefiner", "crop_transforms",
            "flow_pairs", "sbr_loss", "RefinerData", "train_refiner", "load_refiner",
            "save_refiner"]
 
@@ -71,16 +78,6 @@ class RefinerConfig:
     @property
     def heatmap_size(self) -> int:
         return self.crop_size // 2 ** self.stem_blocks
-
-
-def transform_points(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Apply (B, 2, 3) affine maps to (B, N, 2) points."""
-    return p @ m[..., :2].transpose(-1, -2) + m[..., None, :, 2]
-
-
-def _invert(m: torch.Tensor) -> torch.Tensor:
-    a = torch.linalg.inv(m[..., :2])
-    return torch.cat([a, -(a @ m[..., 2:])], -1)
 
 
 def crop_transforms(boxes: torch.Tensor, size: int, angles: torch.Tensor | None = None,
@@ -140,8 +137,8 @@ class LandmarkRefiner(nn.Module):
               sigma: float = 2.0) -> torch.Tensor:
         """(T, 68, 2) initial landmarks -> (T, 3) crop boxes, smoothed over time
         (:func:`facegeo.landmarks.crops.clip_boxes`)."""
-        b = face_boxes(landmarks, margin=BOX_MARGIN, shift_up=BOX_SHIFT_UP)
-        return clip_boxes(b, mode=mode, sigma=sigma) if b.shape[0] > 1 else b
+        return clip_boxes(face_boxes(landmarks, margin=BOX_MARGIN, shift_up=BOX_SHIFT_UP),
+                          mode=mode, sigma=sigma)
 
     @torch.no_grad()
     def refine(self, frames, landmarks: torch.Tensor, *, box_mode: str = "smooth",
@@ -180,7 +177,7 @@ class LandmarkRefiner(nn.Module):
             crops = warp_affine(chunk, mm, (s, s))
             _, pn = self(crops.to(dev))
             pc = normalized_to_pixel(pn.float().cpu(), (s, s))
-            out.append(transform_points(_invert(mm), pc))
+            out.append(apply_affine(invert_affine(mm), pc))
             t += len(chunk)
         if t != n:
             raise ValueError(f"{t} frames for {n} landmark rows")
@@ -348,7 +345,7 @@ def augment(images: torch.Tensor, landmarks: torch.Tensor, size: int,
     m = crop_transforms(box, size, angles=u[:, 3] * math.radians(15), flip=flip)
     crops = warp_affine(images.flatten(0, 1), m.repeat_interleave(nf, 0), (size, size))
     crops = crops.view(b, nf, 3, size, size)
-    lm = transform_points(m.repeat_interleave(nf, 0), landmarks.flatten(0, 1))
+    lm = apply_affine(m.repeat_interleave(nf, 0), landmarks.flatten(0, 1))
     lm = lm.view(b, nf, -1, 2)
     perm = torch.tensor(FLIP_PERMUTATION_68)
     lm = torch.where(flip[:, None, None, None], lm[:, :, perm], lm)

@@ -45,7 +45,7 @@ def test_augment_moves_labels_with_the_pixels(seed):
 
 
 def test_crop_transforms_plain_rotation_and_flip():
-    from facegeo.landmarks.crops import crop_matrix
+    from facegeo.landmarks.crops import apply_affine, crop_matrix
 
     boxes = torch.tensor([[120.0, 100.0, 80.0], [60.0, 70.0, 50.0]])
     torch.testing.assert_close(R.crop_transforms(boxes, 64), crop_matrix(boxes, 64))
@@ -53,10 +53,10 @@ def test_crop_transforms_plain_rotation_and_flip():
     m = R.crop_transforms(boxes, 64, angles=torch.tensor([0.3, -1.0]),
                           flip=torch.tensor([True, False]))
     for i in range(2):
-        centre = R.transform_points(crop_matrix(boxes[i:i + 1], 64)[:, :, :],
+        centre = apply_affine(crop_matrix(boxes[i:i + 1], 64)[:, :, :],
                                     boxes[i:i + 1, None, :2])
         torch.testing.assert_close(centre, c[None])
-        torch.testing.assert_close(R.transform_points(m[i:i + 1], boxes[i:i + 1, None, :2]),
+        torch.testing.assert_close(apply_affine(m[i:i + 1], boxes[i:i + 1, None, :2]),
                                    c[None])
     # a similarity: determinant +-(64/side)^2, negative where mirrored
     det = torch.linalg.det(m[:, :, :2])
