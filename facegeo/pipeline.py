@@ -398,15 +398,11 @@ class ReenactmentPipeline:
                 for im, lm in zip(images, lms)]
 
     def _refined_source(self, image, landmarks):
-        from facegeo.landmarks import NoFaceError, detect_face
         from facegeo.reenact import _as_image
 
-        img = _as_image(image, "source")[0].cpu()
         if landmarks is None:
-            try:
-                landmarks = detect_face(img, 0, self.conditioner.detector).landmarks
-            except NoFaceError as e:
-                raise NoFaceError(f"no face found in the source image ({e})") from None
+            landmarks = self.conditioner.detect_source(image)
+        img = _as_image(image, "source")[0].cpu()
         out = self.refine_landmarks([img], landmarks.reshape(1, 68, 2).float())
         return out.reshape(68, 2)
 

@@ -316,6 +316,15 @@ class FaceConditioner:
         res = fit_landmarks(self.model, landmarks.float(), device=self.device)
         return FaceFit.from_result(res)
 
+    def detect_source(self, image, face_index: int = 0) -> torch.Tensor:
+        """(68, 2) image-pixel landmarks of face ``face_index`` (0 = the largest) of a
+        (3, H, W) / (1, 3, H, W) source image. Raises NoFaceError naming the source."""
+        img = _as_image(image, "source")[0].cpu()
+        try:
+            return detect_face(img, face_index, self.detector).landmarks
+        except NoFaceError as e:
+            raise NoFaceError(f"no face found in the source image ({e})") from None
+
     def fit_source(self, image, landmarks: torch.Tensor | None = None, *,
                    crop: bool = True, fit: bool = True, face_index: int = 0) -> SourceState:
         """Detect, crop and fit the source portrait.
@@ -332,10 +341,7 @@ class FaceConditioner:
         """
         img = _as_image(image, "source").to(self.device)
         if landmarks is None:
-            try:
-                landmarks = detect_face(img[0].cpu(), face_index, self.detector).landmarks
-            except NoFaceError as e:
-                raise NoFaceError(f"no face found in the source image ({e})") from None
+            landmarks = self.detect_source(img, face_index)
         lm = landmarks.reshape(1, 68, 2).float().to(self.device)
         H, W = img.shape[-2:]
         if crop:
