@@ -1,17 +1,20 @@
-"""Figures and numbers for docs/mls.md: a real photo made to smile by moving its 68 landmarks.
+"""Figures and numbers for docs/mls.md: a portrait made to smile by moving its 68 landmarks.
 
-    python docs/make_figures_mls.py [--media $FACEGEO_MEDIA] [--image lp_d8.jpg]
+    python docs/make_figures_mls.py
+
+The portrait is scikit-image's public-domain astronaut (docs/figure_inputs.py: committed
+figures may not show the dev media or the corpus).
 
 Writes docs/img/mls_smile.png (before | after | deformed grid, cropped to the face) and
 prints the coarse-grid shortcut errors and timings quoted in docs/mls.md. Landmarks come from
-dlib's 68-point shape predictor (face_recognition_models); this script does not depend on
-facegeo.landmarks.
+dlib's 68-point shape predictor (face_recognition_models) through facegeo.landmarks' dlib_hog
+backend.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from facegeo.assets import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 512
+sys.path.insert(0, str(REPO / "docs"))
+from figure_inputs import astronaut  # noqa: E402
 
 
 def detect_68(rgb: np.ndarray) -> np.ndarray:
@@ -70,17 +75,12 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 def main() -> None:
     torch.set_num_threads(1)  # timings on a shared, oversubscribed 2-core machine
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA",
-                                                      str(REPO.parent / "shared" / "media")))
-    ap.add_argument("--image", default="lp_s1.jpg")
     ap.add_argument("--kind", default="rigid")
     ap.add_argument("--out", default=str(REPO / "docs" / "img" / "mls_smile.png"))
     args = ap.parse_args()
 
-    bgr = cv2.imread(str(Path(args.media) / args.image))
-    if bgr is None:
-        raise SystemExit(f"cannot read {args.image} in {args.media}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = np.ascontiguousarray((astronaut().permute(1, 2, 0).numpy() * 255 + 0.5)
+                               .astype(np.uint8))
     # square crop around the face (from a first landmark pass), resized to SIZE x SIZE
     lm0 = detect_68(rgb)
     centre = 0.5 * (lm0.min(0) + lm0.max(0))
@@ -103,7 +103,7 @@ def main() -> None:
         t_exact = time.perf_counter() - t0
         grid_out = mls.warp_image(to_tensor(grid_image(SIZE, SIZE)), tp, tq, args.kind,
                                   pin_border=True)
-        print(f"{args.image}: {SIZE}x{SIZE}, 68 dlib landmarks, kind={args.kind}, "
+        print(f"astronaut: {SIZE}x{SIZE}, 68 dlib landmarks, kind={args.kind}, "
               f"pinned border; exact warp {t_exact * 1e3:.0f} ms")
         for kind in mls.KINDS:
             ex = mls.mls_grid(tq, tp, SIZE, SIZE, kind, pin_border=True)
