@@ -1,7 +1,9 @@
 """Figures for docs/raster.md: a shaded ICT mesh over a photo, a mesh-flow reenactment.
 
-    python docs/make_figures_raster.py [--media $FACEGEO_MEDIA] [--image lp_s1.jpg]
+    python docs/make_figures_raster.py
 
+The photo is scikit-image's public-domain astronaut (docs/figure_inputs.py: committed figures
+may not show the dev media or the corpus).
 The ICT-FaceKit mean mesh is placed over the photo with a 2D similarity (scale, in-plane
 rotation, translation) fitted to a few dlib landmarks (eyes, nose, mouth corners): a rough
 placement only, not a 3DMM fit (no identity, expression or yaw/pitch). Writes
@@ -9,13 +11,14 @@ docs/img/raster_overlay.png (photo | landmark image | shaded mesh over the photo
 triangle ids) and docs/img/raster_flow.png (source mesh over the photo | driving mesh,
 jaw open + smile + yaw | backward flow colour-coded, occluded in grey | photo warped by
 the flow inside the face). Landmarks come from dlib's 68-point predictor
-(face_recognition_models); the script does not depend on facegeo.landmarks / morphable.
+(face_recognition_models) through facegeo.landmarks' dlib_hog backend; the script does not
+depend on facegeo.morphable.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -34,6 +37,9 @@ from facegeo.raster import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "docs"))
+from figure_inputs import astronaut  # noqa: E402
+
 SIZE = 320
 FIT_POINTS = [27, 30, 31, 33, 35, 36, 39, 42, 45, 48, 54]
 
@@ -87,18 +93,13 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--media", default=os.environ.get("FACEGEO_MEDIA", str(REPO.parent / "shared" / "media"))
-    )
-    ap.add_argument("--image", default="lp_s1.jpg")
     ap.add_argument("--outdir", default=str(REPO / "docs" / "img"))
     args = ap.parse_args()
     out = Path(args.outdir)
 
-    bgr = cv2.imread(str(Path(args.media) / args.image))
-    if bgr is None:
-        raise SystemExit(f"cannot read {args.image} in {args.media}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = np.ascontiguousarray(
+        (astronaut().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    )
     lm0 = detect_68(rgb)
     centre = 0.5 * (lm0.min(0) + lm0.max(0)) - [0, 0.15 * np.ptp(lm0[:, 1])]
     half = 0.95 * np.ptp(lm0, 0).max()
