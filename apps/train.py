@@ -232,7 +232,7 @@ def refiner_main(argv: list[str]) -> int:
         train_refiner(data, a.out, stage=a.stage, steps=a.steps, batch_size=a.batch, lr=a.lr,
                       sbr_weight=a.sbr_weight, init=a.init, seed=a.seed)
         print(f"wrote {Path(a.out) / 'refiner.safetensors'} ({len(data)} frames, "
-              f"{len(data.frames)} clips)")
+              f"{data.num_clips} clips)")
         return 0
 
     return _run_main(body)

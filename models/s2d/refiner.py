@@ -277,52 +277,52 @@ def sbr_loss(p0: torch.Tensor, p1: torch.Tensor, forward: torch.Tensor,
 
 # ----------------------------------------------------------------------------- data
 class RefinerData:
-    """Frames and pseudo-label landmarks of a preprocessed corpus split, held in memory.
+    """Random frames (or consecutive pairs) and pseudo-label landmarks of a preprocessed
+    corpus split: a sampler over :class:`facegeo_models.common.data.VideoFolderDataset`
+    (``root/<split>/<clip>/`` folders from ``apps/train.py preprocess``, with their
+    conditioning-version checks), reading the frames it draws from disk.
 
-    ``root/<split>/<clip>/`` folders as written by ``apps/train.py preprocess``
-    (``%06d.png`` crops, ``landmarks.npy`` (T, 68, 2) crop pixels). ``max_frames`` caps the
-    frames per clip (the first ones)."""
+    Args:
+        root: the preprocessed root.
+        split: ``"train"`` or ``"test"``.
+        max_frames: use only the first ``max_frames`` frames of each clip.
+
+    Raises:
+        FileNotFoundError: no such split, or a clip without cached landmarks.
+    """
 
     def __init__(self, root: str | Path, split: str = "train", max_frames: int | None = None):
-        import cv2
-        from tqdm import tqdm
+        from ..common.data import VideoFolderDataset
 
-        d = Path(root) / split
-        if not d.is_dir():
+        if not (Path(root) / split).is_dir():
             raise FileNotFoundError(f"no {split!r} split under {root} (expected "
-                                    f"{d}/<clip>/ folders from apps/train.py preprocess)")
-        clips = sorted(p for p in d.iterdir() if (p / "landmarks.npy").is_file())
-        if not clips:
-            raise FileNotFoundError(f"no clip folders with landmarks.npy under {d}")
-        self.names, self.frames, self.landmarks = [], [], []
-        for c in tqdm(clips, desc=f"loading {split}", unit="clip"):
-            lm = np.load(c / "landmarks.npy").astype(np.float32)
-            n = len(lm) if max_frames is None else min(len(lm), max_frames)
-            imgs = []
-            for t in range(n):
-                img = cv2.imread(str(c / f"{t:06d}.png"), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise FileNotFoundError(f"missing or unreadable frame {c}/{t:06d}.png")
-                imgs.append(img[:, :, ::-1])
-            self.names.append(c.name)
-            self.frames.append(torch.from_numpy(np.stack(imgs)))          # (T, H, W, 3)
-            self.landmarks.append(torch.from_numpy(lm[:n]))
+                                    f"{Path(root) / split}/<clip>/ folders from "
+                                    "apps/train.py preprocess)")
+        self.dataset = VideoFolderDataset(root, split, conditioning=["landmarks"])
+        ds = self.dataset
+        self.names = [ds.video_name(v) for v in range(ds.num_videos())]
+        self.lengths = [ds.num_frames(v) if max_frames is None else
+                        min(ds.num_frames(v), max_frames) for v in range(ds.num_videos())]
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.names)
 
     def __len__(self) -> int:
-        return sum(len(f) for f in self.frames)
+        return sum(self.lengths)
 
     def sample(self, batch: int, rng: np.random.Generator, pairs: bool = False):
-        """Random frames (or consecutive pairs) -> (images (B, F, 3, H, W) float,
-        landmarks (B, F, 68, 2)) with F = 2 for pairs, else 1."""
+        """Random frames (or consecutive pairs) -> (images (B, F, 3, H, W) float in [0, 1],
+        landmarks (B, F, 68, 2) crop pixels) with F = 2 for pairs, else 1."""
         nf = 2 if pairs else 1
         imgs, lms = [], []
         for _ in range(batch):
-            v = int(rng.integers(len(self.frames)))
-            t = int(rng.integers(len(self.frames[v]) - (nf - 1)))
-            imgs.append(self.frames[v][t:t + nf])
-            lms.append(self.landmarks[v][t:t + nf])
-        x = torch.stack(imgs).permute(0, 1, 4, 2, 3).float() / 255
-        return x, torch.stack(lms)
+            v = int(rng.integers(self.num_clips))
+            t = int(rng.integers(self.lengths[v] - (nf - 1)))
+            idx = list(range(t, t + nf))
+            imgs.append(self.dataset.load_frames(v, idx))
+            lms.append(self.dataset.load_landmarks(v, idx))
+        return torch.stack(imgs), torch.stack(lms)
 
 
 def augment(images: torch.Tensor, landmarks: torch.Tensor, size: int,
@@ -455,7 +455,7 @@ def train_refiner(data: RefinerData, out: str | Path, *, stage: str = "dsnt", st
                 bar.set_postfix(loss=f"{loss.item():.4f}")
     card = {"stage": stage, "steps": steps, "batch_size": batch_size, "lr": lr,
             "sbr_weight": sbr_weight if pairs else 0.0, "init": str(init) if init else None,
-            "clips": len(data.frames), "frames": len(data), "seconds": round(time.time() - t0)}
+            "clips": data.num_clips, "frames": len(data), "seconds": round(time.time() - t0)}
     save_refiner(model, out / "refiner.safetensors", card)
     (out / "card.json").write_text(json.dumps(card, indent=1))
     return model.eval()

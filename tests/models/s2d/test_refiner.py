@@ -187,7 +187,19 @@ def clip_root(media_dir, tmp_path_factory):
 
 def test_training_lowers_the_losses_on_a_real_clip(clip_root, tmp_path):
     data = R.RefinerData(clip_root, "train")
-    assert len(data) == 12 and data.frames[0].shape == (12, 96, 96, 3)
+    assert len(data) == 12 and data.num_clips == 1
+    x, lm = data.sample(3, np.random.default_rng(0), pairs=True)
+    assert x.shape == (3, 2, 3, 96, 96) and lm.shape == (3, 2, 68, 2)
+    assert 0 <= x.min() and x.max() <= 1 and x.max() > 0.5
+    rng = np.random.default_rng(0)  # the same draws: clip 0, then the pair's first frame
+    rng.integers(1)
+    t = int(rng.integers(11))
+    clip = clip_root / "train" / "d10"
+    assert torch.equal(lm[0, 0], torch.from_numpy(np.load(clip / "landmarks.npy")[t]).float())
+    from facegeo.image_io import load_image
+
+    assert torch.allclose(x[0, 1], load_image(clip / f"{t + 1:06d}.png"), atol=1e-6)
+    assert len(R.RefinerData(clip_root, "train", max_frames=5)) == 5
     with pytest.raises(FileNotFoundError, match="no 'test' split"):
         R.RefinerData(clip_root, "test")
     import json
