@@ -1,18 +1,18 @@
-"""Figure for docs/evaluation.md: self-reenactment on one media video.
+"""Figure for docs/evaluation.md: self-reenactment on the astronaut driving clip.
 
-Rows: the real frames (ground truth; frame 0 is the source), the geometric method, the static
-source and copy-driving baselines, each frame labelled with its PSNR / AKD. Writes
-docs/img/evaluation_self.png.
+The clip is docs/figure_inputs.py's ``driving_video(90)``: scikit-image's public-domain
+astronaut animated by facegeo's 3DMM-scripted performance (committed figures may not show
+the dev media or the corpus). Rows: the clip's frames (ground truth; frame 0 is the
+source), the geometric method, the static source and copy-driving baselines, each frame
+labelled with its PSNR / AKD. Writes docs/img/evaluation_self.png.
 
-    python docs/make_figures_evaluation.py [video]
+    python docs/make_figures_evaluation.py
 
-Reads the video from $FACEGEO_MEDIA and the assets from $FACEGEO_ASSETS (defaults
-../shared/media and ../shared/assets next to the repository).
+Reads the assets from $FACEGEO_ASSETS (default ../shared/assets next to the repository).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "docs"))
+from figure_inputs import driving_video  # noqa: E402
 
 
 def main() -> None:
@@ -31,14 +33,12 @@ def main() -> None:
     from facegeo.landmarks.backends import get_detector
     from facegeo_apps.evaluate import PipelineMethod, load_clip
 
-    media = Path(os.environ.get("FACEGEO_MEDIA", str(REPO.parent / "shared" / "media")))
-    name = sys.argv[1] if len(sys.argv) > 1 else "lp_d3.mp4"
-    clip = load_clip(media / name, 61, 256, 0.4, get_detector("dlib"))
-    every = 10
+    clip = load_clip(driving_video(90), 90, 256, 0.4, get_detector("dlib"))
+    every = 15
     analyzer = E.FaceAnalyzer(dlib_identity=False)
     drv = clip[::every]
     ref = analyzer.landmarks(drv)
-    rows = [("real frames", drv)]
+    rows = [("driving clip", drv)]
     for label, method in (("geometric", PipelineMethod("geometric")),
                           ("static source", E.static_source), ("copy driving", E.copy_driving)):
         rows.append((label, E.call_method(method, clip[:1], drv)))
