@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import shlex
@@ -111,6 +112,14 @@ LANDMARK_SOURCES = {
 }
 
 
+@functools.lru_cache(maxsize=2)
+def _load_refiner(path: str):
+    """One refiner per weights file and run (every method of a run shares it)."""
+    from facegeo_models.s2d.refiner import load_refiner
+
+    return load_refiner(path)
+
+
 def landmark_source(spec: str):
     """``--landmarks`` -> (tracker kwargs, refine_landmarks callable or None): a name of
     :data:`LANDMARK_SOURCES` or a landmark refiner ``.safetensors`` (s2d's DSNT refiner,
@@ -120,9 +129,7 @@ def landmark_source(spec: str):
     if spec.endswith(".safetensors"):
         if not Path(spec).is_file():
             raise EvalError(f"--landmarks: refiner weights not found: {spec}")
-        from facegeo_models.s2d.refiner import load_refiner
-
-        return {}, load_refiner(spec).refine
+        return {}, _load_refiner(str(Path(spec).resolve())).refine
     raise EvalError(f"--landmarks {spec!r}: expected {', '.join(LANDMARK_SOURCES)} or a "
                     "refiner .safetensors file")
 

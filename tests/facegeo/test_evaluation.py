@@ -534,6 +534,9 @@ def test_app_landmark_sources(media_dir, tmp_path, monkeypatch):
         out = tmp_path / "bad.json"
         assert app.main([*common, "--landmarks", bad, "--out", str(out)]) == 2
         assert not out.exists()
+    # one refiner per weights file and run, shared by every method
+    assert app.landmark_source(str(refiner))[1].__self__ is \
+        app.landmark_source(str(refiner))[1].__self__
 
 
 class _TinyFeatures(torch.nn.Module):
