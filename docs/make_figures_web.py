@@ -1,11 +1,13 @@
 """Screenshots of the web app's two tabs (docs/img/web_edit.png, docs/img/web_reenact.png).
 
-    python docs/make_figures_web.py [--media DIR] [--out docs/img]
+    python docs/make_figures_web.py [--out docs/img]
 
 Serves apps/web.py on a free 127.0.0.1 port and drives headless Chromium (Selenium with the
 system ``chromium`` and ``chromedriver``, as tests/apps/test_web_browser.py): the Edit tab with
-lp_s12.jpg turned by +15 degrees of yaw, jaw open 0.35 and a smile; the Reenact tab after
-animating it with the first 24 frames of lp_d12.mp4.
+scikit-image's public-domain astronaut (``figure_inputs.source_image``) turned by +15 degrees
+of yaw, jaw open 0.35 and a smile; the Reenact tab after animating it with the first 24
+frames of ``figure_inputs.driving_video`` (the astronaut animated by facegeo's 3DMM-scripted
+performance). Nothing of the dev media appears in the screenshots.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figure_inputs import driving_video, source_image  # noqa: E402
 
 SET_RANGE = """
 const el = document.querySelector(arguments[0] + ' input[type=range]');
@@ -30,11 +35,10 @@ el.dispatchEvent(new Event('input', {bubbles: true}));
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA",
-                                                     REPO.parent / "shared" / "media"))
     p.add_argument("--out", default=REPO / "docs" / "img")
     a = p.parse_args()
-    media, out = Path(a.media), Path(a.out)
+    out = Path(a.out)
+    source, driving = source_image(), driving_video(90)
     torch.set_num_threads(1)
     from PIL import Image
     from selenium import webdriver
@@ -87,7 +91,7 @@ def main() -> None:
 
     try:
         drv.get(f"http://127.0.0.1:{port}/")
-        upload("edit-source", media / "lp_s12.jpg")
+        upload("edit-source", source)
         wait.until(lambda d: "fitted in" in d.find_element(By.ID, "edit-status").text)
         first = settle("#edit-preview", None)
         yaw = float(css("#edit-yaw input[type=number]")[0].get_attribute("value"))
@@ -99,8 +103,8 @@ def main() -> None:
         shot("web_edit.png")
 
         drv.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Reenact')]").click()
-        upload("reenact-source", media / "lp_s12.jpg")
-        upload("reenact-driving", media / "lp_d12.mp4")
+        upload("reenact-source", source)
+        upload("reenact-driving", driving)
         nmax = wait.until(lambda d: css("#reenact-max-frames input"))[0]
         nmax.send_keys(Keys.CONTROL, "a")
         nmax.send_keys("24", Keys.TAB)
