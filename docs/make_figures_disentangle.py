@@ -1,6 +1,12 @@
-"""Qualitative figure for docs/disentangle.md: LD-Net and 3DMM recombination on real faces.
+"""Qualitative figure for docs/disentangle.md: LD-Net and 3DMM recombination on photo landmarks.
 
     python docs/make_figures_disentangle.py      # writes docs/img/disentangle_real.png
+
+Only redistributable pictures (docs/figure_inputs.py): the targets are scikit-image's
+public-domain astronaut and the astronaut warped by facegeo's geometric renderer to another
+face shape (a random ICT identity, 1.5 sigma, seed 4); the drivers are three frames of the
+scripted performance (``synthetic_driving``: jaw open, smile + blink, raised brows with a
+head turn) rendered with a third face shape (seed 3), so the three identities differ.
 
 Top row: driving images with their dlib landmarks. Left column: target images with their
 landmarks. Other cells: the target image with, in its frame (see disentangle_landmarks),
@@ -11,6 +17,7 @@ yellow = 3DMM recombination.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -18,12 +25,16 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figure_inputs import astronaut  # noqa: E402
+
 CELL = 150
 # iBUG-68 polylines: (start, end, closed)
 PARTS = [(0, 17, False), (17, 22, False), (22, 27, False), (27, 31, False), (31, 36, False),
          (36, 42, True), (42, 48, True), (48, 60, True), (60, 68, True)]
-TARGETS = ["lp_s1.jpg", "lp_s12.jpg"]
-DRIVERS = ["lp_d9.jpg", "lp_d12.jpg", "lp_d8.jpg"]
+TARGETS = ["astronaut", "astronaut, identity seed 4"]
+DRIVERS = ["frame 16", "frame 43", "frame 73"]  # of a 90-frame performance, identity seed 3
+N_FRAMES = 90
 # BGR (OpenCV)
 COLORS = {"target": (40, 200, 40), "naive": (255, 120, 60), "ldnet": (40, 40, 255),
           "3dmm": (0, 220, 255)}
@@ -51,18 +62,39 @@ def cell(img: np.ndarray, box, sets):
     return im
 
 
+def other_identity(rr, src, fits, seed: int) -> torch.Tensor:
+    """``fits`` with a random ICT identity (1.5 sigma, ``seed``), rendered from the
+    astronaut by the geometric renderer and pasted into the full photo: (B, 3, 512, 512)."""
+    g = torch.Generator().manual_seed(seed)
+    ident = torch.randn(1, rr.model.n_id, generator=g).to(fits.id_coeffs) * 1.5
+    fits.id_coeffs = ident.expand(len(fits), -1)
+    return torch.stack(list(rr.render_stream(src, fits, paste=True)))
+
+
+def inputs() -> dict[str, torch.Tensor]:
+    """The TARGETS and DRIVERS pictures, (3, 512, 512) float RGB each."""
+    from facegeo.reenact import GeometricReenactor, synthetic_driving
+
+    torch.manual_seed(0)
+    rr = GeometricReenactor(size=256)
+    img = astronaut()
+    src = rr.fit_source(img)
+    perf = synthetic_driving(src.fit, rr.model, N_FRAMES)
+    drv = other_identity(rr, src, perf.index(torch.tensor([16, 43, 73])), seed=3)
+    tgt = other_identity(rr, src, src.fit.index(slice(0, 1)), seed=4)
+    return dict(zip(TARGETS + DRIVERS, [img, tgt[0], *drv]))
+
+
 def main():
     os.environ.setdefault("FACEGEO_ASSETS", str(ROOT.parent / "shared" / "assets"))
-    media = Path(os.environ.get("FACEGEO_MEDIA", str(ROOT.parent / "shared" / "media")))
     from facegeo.disentangle import denormalize_landmarks, disentangle_landmarks
     from facegeo.disentangle.data import normalize_landmarks
     from facegeo.landmarks import detect_landmarks
 
     imgs, lms = {}, {}
-    for name in TARGETS + DRIVERS:
-        img = cv2.imread(str(media / name), cv2.IMREAD_COLOR)
-        imgs[name] = img
-        arr = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255
+    for name, arr in inputs().items():
+        u8 = (arr.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        imgs[name] = np.ascontiguousarray(u8[:, :, ::-1])  # BGR (OpenCV)
         lms[name] = detect_landmarks(arr).float()
     W = CELL * (1 + len(DRIVERS))
     H = CELL * (1 + len(TARGETS))
