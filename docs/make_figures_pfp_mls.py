@@ -1,29 +1,29 @@
 """Figures for docs/models/pfp_mls.md.
 
-``overfit`` (default): the tiny pfp_mls model overfitted on CPU to four real (source,
-driving) pairs at 64x64 (same setting as tests/models/pfp_mls/test_pfp_mls.py, longer).
-Rows: one pair each. Columns: source with k_s, driving with k_d, source warped by the dense motion,
-prediction, occlusion map. Also prints the loss curve.
+The frames are docs/figure_inputs.py's astronaut driving clip: scikit-image's public-domain
+astronaut animated by facegeo's 3DMM-scripted performance (committed figures may not show
+the dev media or the corpus).
 
-``media-run``: a trained checkpoint (and its untrained initialisation) on held-out clips
-(self-reenactment: source = frame 0 of the clip) and on source portraits of other
-identities driven by those clips (cross-reenactment). Writes pfp_mls_media_self.png (rows:
-driving frames; columns: source with k_s, driving with k_d, untrained output, trained
-output, source warped by the trained dense motion, trained occlusion map) and
-pfp_mls_media_cross.png (rows: source portraits; columns: the portrait, then the
-reenactment for each driving frame, whose real frame heads the column).
+``overfit`` (default): the tiny pfp_mls model overfitted on CPU to four (source, driving)
+pairs of the clip's face crops at 64x64 (the setting of tests/models/pfp_mls/test_pfp_mls.py,
+longer, other frames). Rows: one pair each. Columns: source with k_s, driving with k_d,
+source warped by the dense motion, prediction, occlusion map. Also prints the loss curve.
+
+``self-run``: a trained checkpoint (default: the shipped weights, data/pfp_mls) and an
+untrained model of its config on the clip (self-reenactment: source = frame 0, the harness
+crop of apps/evaluate.py at the checkpoint's size). The astronaut is not in the training
+data, so this is a held-out identity. Writes pfp_mls_self.png (rows: driving frames;
+columns: source with k_s, driving with k_d, untrained output, trained output, source
+warped by the trained dense motion, trained occlusion map).
 
     python docs/make_figures_pfp_mls.py                     # ~1 min on one CPU core
-    python docs/make_figures_pfp_mls.py media-run --checkpoint RUN/checkpoints/step_N \
-        --init INIT/checkpoints/step_00000000 --data ROOT/test \
-        --portraits lp_s1.jpg lp_s12.jpg lp_d30.jpg          # ~30 s
-    # training identities (a folder linking some train clips): pfp_mls_media_self_seen.png
-    python docs/make_figures_pfp_mls.py media-run ... --data SEEN --tag _seen
+    python docs/make_figures_pfp_mls.py self-run [--checkpoint RUN/checkpoints/step_N] \
+        [--init INIT/checkpoints/step_00000000]             # ~30 s
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,24 +35,21 @@ from facegeo.coords import normalized_to_pixel
 from facegeo_models import pfp_mls
 
 OUT = Path(__file__).resolve().parent / "img" / "pfp_mls_overfit.png"
-MEDIA = Path(os.environ.get("FACEGEO_MEDIA", Path(__file__).resolve().parents[2] / "shared"
-                            / "media"))
+sys.path.insert(0, str(OUT.parents[1]))
+from figure_inputs import driving_frames, driving_video  # noqa: E402
+
+CLIP = 150  # frames of the driving clip
 COLORS = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
                    [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
                    [210, 245, 60], [250, 190, 190]], dtype=np.uint8)
 
 
-def decode(path, size: int, *, step: int, frames: int) -> torch.Tensor:
-    """``frames`` frames (every ``step``-th from the first) as (T, 3, size, size) centre
-    squares: facegeo.video decoding, facegeo.landmarks.crops cropping."""
-    from facegeo.landmarks.crops import crop_images
-    from facegeo.video import frames_to_tensor, read_video
-
-    x = frames_to_tensor(read_video(path, step=step, max_frames=frames)[0])
-    h, w = x.shape[-2:]
-    s = min(h, w)
-    box = torch.tensor([(w - s) // 2 + (s - 1) / 2, (h - s) // 2 + (s - 1) / 2, s])
-    return crop_images(x, box.expand(len(x), 3), size)
+def crops(indices: list[int], size: int) -> torch.Tensor:
+    """Frames ``indices`` of the driving clip's (T, 3, 256, 256) face crops, resized to
+    (len(indices), 3, size, size)."""
+    x = driving_frames(CLIP, full=False)[indices]
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False).clamp(0, 1)
 
 
 def to_uint8(x: torch.Tensor, scale: int) -> np.ndarray:
@@ -72,8 +69,8 @@ def draw_points(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def overfit() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    a = decode(MEDIA / "lp_d9.mp4", 64, step=40, frames=4)
-    b = decode(MEDIA / "lp_s18.mp4", 64, step=40, frames=4)
+    a = crops([0, 40, 80, 120], 64)
+    b = crops([20, 60, 100, 140], 64)
     batch = {"source": torch.cat([a[:2], b[:2]]), "driving": torch.cat([a[2:], b[2:]])}
     model = pfp_mls.from_config("tiny")
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.5, 0.999))
@@ -119,48 +116,40 @@ def pad(img: np.ndarray) -> np.ndarray:
     return np.pad(img, ((2, 2), (2, 2), (0, 0)), constant_values=255)
 
 
-def media_run(args) -> None:
+def self_run(args) -> None:
     from facegeo.landmarks.backends import get_detector
-    from facegeo_apps.evaluate import load_frame_folder, load_source
+    from facegeo_apps.evaluate import load_clip
 
     torch.set_num_threads(1)
     trained = pfp_mls.load_pretrained(args.checkpoint)
-    init = pfp_mls.load_pretrained(args.init)
+    if args.init:
+        init = pfp_mls.load_pretrained(args.init)
+    else:  # an untrained model of the same config and seed
+        from facegeo_models.common import checkpoint as ckpt
+
+        card = ckpt.read_model_card(Path(args.checkpoint or pfp_mls.PFPMLS.default_checkpoint()))
+        torch.manual_seed(int(card["config"].get("train", {}).get("seed", 0)))
+        init = pfp_mls.from_config(card["config"]).eval()
     size = trained.image_size
-    data = Path(args.data)
-    clips = sorted(p for p in data.iterdir() if p.is_dir())
-    rows, drivers = [], []
-    for clip in clips:
-        frames = load_frame_folder(clip, max(args.frames) + 1, size)
-        src, drv = frames[:1], frames[args.frames]
-        drivers.append(drv[:2])
-        with torch.no_grad():
-            out = trained.reenact(src, drv, return_all=True)
-            out0 = init.reenact(src, drv)
-        for i in range(drv.shape[0]):
-            ks = normalized_to_pixel(out["kp_source"][i], (size, size)).numpy()
-            kd = normalized_to_pixel(out["kp_driving"][i], (size, size)).numpy()
-            occ = F.interpolate(out["occlusion"][i:i + 1], size=(size, size),
-                                mode="bilinear")[0]
-            cols = [draw_points(to_uint8(src[0], 1), ks), draw_points(to_uint8(drv[i], 1), kd),
-                    to_uint8(out0[i], 1), to_uint8(out["prediction"][i], 1),
-                    to_uint8(out["deformed"][i], 1), to_uint8(occ, 1)]
-            rows.append(np.concatenate([pad(c) for c in cols], 1))
-    write_png(OUT.with_name(f"pfp_mls_media_self{args.tag}.png"), np.concatenate(rows, 0))
-    if not args.portraits:
-        return
-    det = get_detector("dlib")
-    drv = torch.cat(drivers)
-    header = [np.full((size + 4, size + 4, 3), 255, np.uint8)]
-    header += [pad(to_uint8(d, 1)) for d in drv]
-    rows = [np.concatenate(header, 1)]
-    for name in args.portraits:
-        src = load_source(Path(args.portrait_dir) / name, size, 0.4, det)
-        with torch.no_grad():
-            res = trained.reenact(src, drv)
-        rows.append(np.concatenate([pad(to_uint8(src[0], 1))]
-                                   + [pad(to_uint8(r, 1)) for r in res], 1))
-    write_png(OUT.with_name("pfp_mls_media_cross.png"), np.concatenate(rows, 0))
+    frames = load_clip(driving_video(CLIP), CLIP, size, 0.4, get_detector("dlib"))
+    src, drv = frames[:1], frames[args.frames]
+    with torch.no_grad():
+        out = trained.reenact(src, drv, return_all=True)
+        out0 = init.reenact(src, drv)
+    l1 = (out["prediction"] - drv).abs().mean(dim=(1, 2, 3))
+    l1_static = (src - drv).abs().mean(dim=(1, 2, 3))
+    print("frames", args.frames, "L1 trained", [round(float(v), 3) for v in l1],
+          "static source", [round(float(v), 3) for v in l1_static])
+    rows = []
+    for i in range(drv.shape[0]):
+        ks = normalized_to_pixel(out["kp_source"][i], (size, size)).numpy()
+        kd = normalized_to_pixel(out["kp_driving"][i], (size, size)).numpy()
+        occ = F.interpolate(out["occlusion"][i:i + 1], size=(size, size), mode="bilinear")[0]
+        cols = [draw_points(to_uint8(src[0], 1), ks), draw_points(to_uint8(drv[i], 1), kd),
+                to_uint8(out0[i], 1), to_uint8(out["prediction"][i], 1),
+                to_uint8(out["deformed"][i], 1), to_uint8(occ, 1)]
+        rows.append(np.concatenate([pad(c) for c in cols], 1))
+    write_png(OUT.with_name("pfp_mls_self.png"), np.concatenate(rows, 0))
 
 
 def main() -> None:
@@ -169,17 +158,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd")
     sub.add_parser("overfit")
-    m = sub.add_parser("media-run")
-    m.add_argument("--checkpoint", required=True, help="trained checkpoint folder")
-    m.add_argument("--init", required=True, help="checkpoint of the untrained model")
-    m.add_argument("--data", required=True, help="folder of preprocessed test clips")
-    m.add_argument("--frames", type=int, nargs="+", default=[40, 90, 150])
-    m.add_argument("--portraits", nargs="*", default=[])
-    m.add_argument("--portrait-dir", default=str(MEDIA))
-    m.add_argument("--tag", default="", help="suffix of the self-reenactment figure's name")
+    m = sub.add_parser("self-run")
+    m.add_argument("--checkpoint", default=None,
+                   help="trained checkpoint folder (default: the shipped weights)")
+    m.add_argument("--init", default=None, help="checkpoint of the untrained model (default: "
+                   "the checkpoint's config, freshly initialised with its seed)")
+    m.add_argument("--frames", type=int, nargs="+", default=[25, 72, 120],
+                   help="driving frames of the 150-frame clip (jaw open, smile + blink, "
+                   "raised brows)")
     args = p.parse_args()
-    if args.cmd == "media-run":
-        media_run(args)
+    if args.cmd == "self-run":
+        self_run(args)
     else:
         overfit()
 
