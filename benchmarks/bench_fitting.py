@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fitting.py                    # full run (batch 256, 1 thread)
     python benchmarks/bench_fitting.py --batch 64 --eos-faces 16 --no-real   # quick
+    python benchmarks/bench_fitting.py --figure           # docs/img/fitting_overlay.png only
 
 1. Synthetic ground truth: random ICT identity (standard normal), sparse random blendshape
    weights in [0, 1], pose (yaw +-40, pitch +-20, roll +-15 deg), weak-perspective projection into
@@ -14,8 +15,11 @@
    metrics and time per face, in the same run (the first ``--eos-faces`` faces).
 3. Real photos: dlib 68-point landmarks (``facegeo.landmarks.detect(..., detector="dlib")``) on
    every face of ../shared/media/*.jpg, fit with the sliding jawline; reports the
-   median reprojection error in % of the outer-eye-corner distance and saves an overlay image
-   (``docs/img/fitting_overlay.png``).
+   median reprojection error in % of the outer-eye-corner distance.
+4. ``--figure``: the overlay image of docs/fitting.md (``docs/img/fitting_overlay.png``), the
+   same fit on redistributable faces only (docs/figure_inputs.py: scikit-image's public-domain
+   astronaut, its mirrored smaller copy in ``two_faces()`` and frames of its 3DMM-scripted
+   performance ``driving_frames(150)``); the dev media are measured, never shown.
 """
 
 from __future__ import annotations
@@ -108,81 +112,123 @@ def run_ours(model, fitter, x, R_true, verts_true, repeats=3, **kw):
                    ms_per_face=best / x.shape[0] * 1000)
 
 
-def real_images(model, fitter, media: Path, out_png: Path | None):
-    import cv2
-
+def detect_all(images):
+    """``images``: (name, (H, W, 3) uint8 RGB) pairs -> dlib landmarks (N, 68, 2) of every
+    face and one (name, index in the image, image) per face."""
     from facegeo import landmarks as L
 
     pts, crops = [], []
-    for f in sorted(media.glob("*.jpg")):
-        img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+    for name, img in images:
         for k, face in enumerate(L.detect(img, detector="dlib")):
             pts.append(face.landmarks.float())
-            crops.append((f.name, k, img))
-    x = torch.stack(pts)
+            crops.append((name, k, img))
+    return torch.stack(pts), crops
+
+
+def real_images(fitter, media: Path):
+    import cv2
+
+    x, crops = detect_all((f.name, cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB))
+                          for f in sorted(media.glob("*.jpg")))
     r = fitter.fit(x)
     iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
     err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
     per_face = err.median(1).values
-    res = dict(faces=len(pts), median_err_pct_iod=err.median().item(),
+    res = dict(faces=len(crops), median_err_pct_iod=err.median().item(),
                mean_err_pct_iod=err.mean().item(),
                per_face_median_pct_iod={f"{n}#{k}": round(v, 2) for (n, k, _), v in
                                         zip(crops, per_face.tolist())},
                yaw_pitch_roll_deg={f"{n}#{k}": [round(a, 1) for a in ang] for (n, k, _), ang in
                                    zip(crops, r.angles.tolist())})
-    if out_png is not None:
-        verts = r.vertices(model)
-        proj = r.project(verts)
-        region = model.vertex_region
-        tri = model.triangles
-        if region is not None:
-            tri = tri[(region[tri] <= 1).all(1)]  # face regions only
-        tiles = []
-        for b, (_, _, img) in enumerate(crops):
-            lo = x[b].min(0).values
-            hi = x[b].max(0).values
-            c = (lo + hi) / 2
-            half = (hi - lo).max().item() * 0.75
-            x0, y0 = int(c[0] - half), int(c[1] - half)
-            side = int(2 * half)
-            pad = cv2.copyMakeBorder(img, side, side, side, side, cv2.BORDER_CONSTANT)
-            tile = pad[y0 + side:y0 + 2 * side, x0 + side:x0 + 2 * side].copy()
-            k = 256.0 / side
-            tile = np.ascontiguousarray(cv2.resize(tile, (256, 256)))
-            # front-facing triangles of the fitted mesh as a light wireframe
-            q = ((proj[b] - torch.tensor([x0, y0])) * k).numpy()
-            a, bb, cc = q[tri[:, 0]], q[tri[:, 1]], q[tri[:, 2]]
-            cross = (bb[:, 0] - a[:, 0]) * (cc[:, 1] - a[:, 1]) - (bb[:, 1] - a[:, 1]) * (
-                cc[:, 0] - a[:, 0])
-            front = tri[torch.from_numpy(cross < 0)][::2]  # y down: CCW in model -> CW here
-            layer = tile.copy()
-            polys = [np.round(q[t]).astype(np.int32) for t in front.tolist()]
-            cv2.polylines(layer, polys, True, (80, 170, 255), 1, cv2.LINE_AA)
-            tile = cv2.addWeighted(layer, 0.35, tile, 0.65, 0)
-            for p in x[b].tolist():
-                cv2.circle(tile, (int((p[0] - x0) * k), int((p[1] - y0) * k)), 2, (0, 255, 0), -1)
-            for p in r.landmarks2d[b].tolist():
-                cv2.circle(tile, (int((p[0] - x0) * k), int((p[1] - y0) * k)), 2, (255, 40, 40),
-                           -1)
-            tiles.append(tile)
-        cols = 4
-        tiles = [cv2.resize(t, (160, 160), interpolation=cv2.INTER_AREA) for t in tiles[:8]]
-        while len(tiles) % cols:
-            tiles.append(np.zeros_like(tiles[0]))
-        rows = [np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)]
-        grid = np.concatenate(rows, 0)
-        grid = (grid // 8) * 8 + 4  # 5 bits per channel: a much smaller PNG (< 300 KB)
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        from facegeo.assets import atomic_write
-
-        def write(tmp: Path) -> None:
-            ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_PNG_COMPRESSION, 9])
-            tmp.write_bytes(buf.tobytes())
-
-        atomic_write(out_png, write)
-        res["overlay"] = str(out_png)
     return res
+
+
+FIGURE_FRAMES = (26, 37, 60, 72, 112, 127)  # jaw open, turned, smile, blink, turned, brows
+
+
+def figure(model, fitter, out_png: Path) -> dict:
+    """docs/img/fitting_overlay.png from docs/figure_inputs.py's redistributable faces: the
+    astronaut, her mirrored smaller copy (two_faces) and FIGURE_FRAMES of the driving clip."""
+    sys.path.insert(0, str(REPO / "docs"))
+    from figure_inputs import astronaut, driving_frames, two_faces
+
+    def u8(t):
+        return np.ascontiguousarray((t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+
+    drv = driving_frames(150, full=True)
+    images = [("astronaut", u8(astronaut())), ("two_faces", u8(two_faces()))]
+    images += [(f"driving frame {i}", u8(drv[i])) for i in FIGURE_FRAMES]
+    x, crops = detect_all(images)
+    keep = [b for b, (n, k, _) in enumerate(crops) if n != "two_faces" or k == 1]
+    x, crops = x[keep], [crops[b] for b in keep]  # two_faces: its small mirrored copy
+    r = fitter.fit(x)
+    iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
+    err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
+    draw_overlay(model, r, x, crops, out_png)
+    res = dict(faces=[f"{n}#{k}" for n, k, _ in crops],
+               per_face_median_pct_iod=[round(v, 2) for v in err.median(1).values.tolist()],
+               overlay=str(out_png))
+    print(f"figure: {len(crops)} faces {res['faces']}, per face median reprojection error "
+          f"(% IOD) {res['per_face_median_pct_iod']}; wrote {out_png} "
+          f"({out_png.stat().st_size // 1024} KB)")
+    return res
+
+
+def draw_overlay(model, r, x, crops, out_png: Path) -> None:
+    """Up to 8 tiles, 4 per row: each face's crop with its dlib landmarks (green), fitted
+    landmarks (red) and the fitted mesh's front-facing face triangles (blue wireframe)."""
+    import cv2
+
+    verts = r.vertices(model)
+    proj = r.project(verts)
+    region = model.vertex_region
+    tri = model.triangles
+    if region is not None:
+        tri = tri[(region[tri] <= 1).all(1)]  # face regions only
+    tiles = []
+    for b, (_, _, img) in enumerate(crops):
+        lo = x[b].min(0).values
+        hi = x[b].max(0).values
+        c = (lo + hi) / 2
+        half = (hi - lo).max().item() * 0.75
+        x0, y0 = int(c[0] - half), int(c[1] - half)
+        side = int(2 * half)
+        pad = cv2.copyMakeBorder(img, side, side, side, side, cv2.BORDER_CONSTANT)
+        tile = pad[y0 + side:y0 + 2 * side, x0 + side:x0 + 2 * side].copy()
+        k = 256.0 / side
+        tile = np.ascontiguousarray(cv2.resize(tile, (256, 256)))
+        # front-facing triangles of the fitted mesh as a light wireframe
+        q = ((proj[b] - torch.tensor([x0, y0])) * k).numpy()
+        a, bb, cc = q[tri[:, 0]], q[tri[:, 1]], q[tri[:, 2]]
+        cross = (bb[:, 0] - a[:, 0]) * (cc[:, 1] - a[:, 1]) - (bb[:, 1] - a[:, 1]) * (
+            cc[:, 0] - a[:, 0])
+        front = tri[torch.from_numpy(cross < 0)][::2]  # y down: CCW in model -> CW here
+        layer = tile.copy()
+        polys = [np.round(q[t]).astype(np.int32) for t in front.tolist()]
+        cv2.polylines(layer, polys, True, (80, 170, 255), 1, cv2.LINE_AA)
+        tile = cv2.addWeighted(layer, 0.35, tile, 0.65, 0)
+        for p in x[b].tolist():
+            cv2.circle(tile, (int((p[0] - x0) * k), int((p[1] - y0) * k)), 2, (0, 255, 0), -1)
+        for p in r.landmarks2d[b].tolist():
+            cv2.circle(tile, (int((p[0] - x0) * k), int((p[1] - y0) * k)), 2, (255, 40, 40),
+                       -1)
+        tiles.append(tile)
+    cols = 4
+    tiles = [cv2.resize(t, (160, 160), interpolation=cv2.INTER_AREA) for t in tiles[:8]]
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)]
+    grid = np.concatenate(rows, 0)
+    grid = (grid // 8) * 8 + 4  # 5 bits per channel: a much smaller PNG (< 300 KB)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    from facegeo.assets import atomic_write
+
+    def write(tmp: Path) -> None:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        tmp.write_bytes(buf.tobytes())
+
+    atomic_write(out_png, write)
 
 
 def main(argv=None) -> int:
@@ -195,12 +241,20 @@ def main(argv=None) -> int:
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--media", default=os.environ.get("FACEGEO_MEDIA",
                                                       str(REPO.parent / "shared" / "media")))
-    ap.add_argument("--overlay", default=str(REPO / "docs" / "img" / "fitting_overlay.png"))
+    ap.add_argument("--figure", nargs="?", const=str(REPO / "docs" / "img" /
+                                                     "fitting_overlay.png"), default=None,
+                    help="only write the overlay figure (default docs/img/fitting_overlay.png)"
+                         " from the redistributable faces of docs/figure_inputs.py")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = MorphableModel.load()
     fitter = fitting.LandmarkFitter(model)
+    if args.figure:
+        res = figure(model, fitter, Path(args.figure))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return 0
     results = {"batch": args.batch, "threads": args.threads, "synthetic": {}}
     eos = mm = None
     if not args.no_eos:
@@ -242,16 +296,13 @@ def main(argv=None) -> int:
         print(f"  per round eos {[round(t, 1) for t in t_eos]}, "
               f"facegeo {[round(t, 2) for t in t_ours]}")
     if not args.no_real:
-        real = real_images(model, fitter, Path(args.media),
-                           Path(args.overlay) if args.overlay else None)
+        real = real_images(fitter, Path(args.media))
         results["real"] = real
         print(f"real photos: {real['faces']} faces, median reprojection error "
               f"{real['median_err_pct_iod']:.2f}% of the outer-eye-corner distance "
               f"(mean {real['mean_err_pct_iod']:.2f}%)")
         print("  per face median %:", real["per_face_median_pct_iod"])
         print("  yaw/pitch/roll deg:", real["yaw_pitch_roll_deg"])
-        if "overlay" in real:
-            print("  overlay:", real["overlay"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
