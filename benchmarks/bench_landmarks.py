@@ -14,7 +14,8 @@ For every driving video (``lp_d*.mp4``, all frames unless ``--max-frames``):
   and smoothed tracking, and the error the smoothing introduces (smoothed vs raw track).
 
 ``--sweep`` adds a One-Euro parameter sweep (SMS vs smoothing error) on the raw tracks;
-``--figures`` writes docs/img/landmarks_overlay.png and docs/img/landmarks_tracking.png;
+``--figures`` only writes docs/img/landmarks_overlay.png and docs/img/landmarks_tracking.png,
+from the redistributable inputs of docs/figure_inputs.py (the media are never shown);
 ``--synthetic`` measures accuracy against a known ground truth (photos moved by a smooth
 random similarity transform); ``--calibrate`` re-measures the HOG-box / landmark-box
 relation used by ``facegeo.landmarks.backends.box_from_landmarks``.
@@ -316,35 +317,41 @@ def _draw(img: np.ndarray, lm: torch.Tensor, color, r: int = 2) -> None:
         cv2.circle(img, (round(x), round(y)), r, color, -1, cv2.LINE_AA)
 
 
+OVERLAY_FRAME = 37  # of driving_frames(150): head turned, jaw still partly open
+
+
 def figures() -> None:
+    """docs/img/landmarks_overlay.png and landmarks_tracking.png from redistributable inputs
+    only (docs/figure_inputs.py: scikit-image's public-domain astronaut and her 3DMM-scripted
+    performance); the dev media are measured above, never shown."""
     import cv2
 
-    from facegeo.image_io import as_uint8_rgb, load_image, save_image
+    from facegeo.image_io import as_uint8_rgb, save_image
     from facegeo.landmarks import detect
-    from facegeo.landmarks.crops import crop_images, face_boxes
+    from facegeo.landmarks.crops import crop_images, face_boxes, points_to_crop
+
+    sys.path.insert(0, str(REPO / "docs"))
+    from figure_inputs import driving_frames, two_faces
 
     out_dir = REPO / "docs" / "img"
     out_dir.mkdir(parents=True, exist_ok=True)
-    # 1) overlay: two-face photo + a driving frame with its 256 crop
-    img = as_uint8_rgb(load_image(MEDIA / "3ddfa_trump_hillary.jpg")).copy()
+    # 1) overlay: two faces of different sizes + a driving frame with its 256 crop
+    img = as_uint8_rgb(two_faces()).copy()
     for i, f in enumerate(detect(img)):
         x0, y0, x1, y1 = f.box.round().int().tolist()
         cv2.rectangle(img, (x0, y0), (x1, y1), (255, 220, 0), 2)
-        cv2.putText(img, f"#{i} score {f.score:.2f}", (x0, y0 - 8), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.8, (255, 220, 0), 2, cv2.LINE_AA)
-        _draw(img, f.landmarks, (0, 255, 0), 3)
+        cv2.putText(img, f"#{i} score {f.score:.2f}", (x0, max(y0 - 8, 14)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 220, 0), 2, cv2.LINE_AA)
+        _draw(img, f.landmarks, (0, 255, 0), 2)
     h = 320
     left = cv2.resize(img, (round(img.shape[1] * h / img.shape[0]), h), cv2.INTER_AREA)
-    frames, _ = read_video(MEDIA / "lp_d10.mp4", max_frames=1)
-    fr = frames[0]
+    frame = OVERLAY_FRAME
+    fr = as_uint8_rgb(driving_frames(150, full=True)[frame]).copy()
     face = detect(fr)[0]
     box = face_boxes(face.landmarks[None])
     t = torch.from_numpy(fr).permute(2, 0, 1)[None].float() / 255
     crop = as_uint8_rgb(crop_images(t, box, 256)[0]).copy()
-    from facegeo.landmarks.crops import points_to_crop
-
     _draw(crop, points_to_crop(face.landmarks[None], box, 256)[0], (0, 255, 0), 2)
-    fr = fr.copy()
     cx, cy, s = box[0].tolist()
     cv2.rectangle(fr, (round(cx - s / 2), round(cy - s / 2)), (round(cx + s / 2),
                   round(cy + s / 2)), (255, 80, 80), 2)
@@ -354,24 +361,35 @@ def figures() -> None:
     canvas = np.concatenate([left, fr, crop], 1)
     save_image(out_dir / "landmarks_overlay.png", cv2.resize(
         canvas, (canvas.shape[1] * 2 // 3, canvas.shape[0] * 2 // 3), cv2.INTER_AREA))
-    # 2) trajectory plot: y of the chin (8) and the upper-lip centre (51), lp_d3 frames 0-150
-    frames, fps = read_video(MEDIA / "lp_d3.mp4", max_frames=150)
+    # 2) trajectories over the 256x256 face crops of the driving clip (jaw open, smile,
+    # blink): vertical distances, so that the scripted expressions, not the head's pitch,
+    # dominate: nose bridge (27) to chin (8), inner lips (62 -> 66), eyelids (37, 38 -> 41, 40)
+    frames = (driving_frames(150, full=False).permute(0, 2, 3, 1) * 255 + 0.5).to(
+        torch.uint8).numpy()
+    fps = 30.0
     ref = per_frame(frames, get_detector("dlib_hog"))
     res = LandmarkTracker("dlib", fps=fps).track(frames)
-    W, H, pad, legend = 900, 360, 40, 200
+    panels = (
+        (lambda lm: lm[:, 8, 1] - lm[:, 27, 1], "nose bridge to chin (jaw)"),
+        (lambda lm: lm[:, 66, 1] - lm[:, 62, 1], "mouth opening (inner lips)"),
+        (lambda lm: (lm[:, [41, 40], 1] - lm[:, [37, 38], 1]).mean(1),
+         "right eye opening (eyelids)"),
+    )
+    W, H, pad, legend = 900, 150 * len(panels) + 30, 40, 200
     plot = np.full((H, W, 3), 255, np.uint8)
     series = [(ref, (200, 60, 60), "per-frame detection"),
               (res.landmarks, (60, 60, 220), "tracked (raw)"),
               (res.smoothed, (30, 160, 30), "tracked + One-Euro (0-phase)")]
-    for k, (idx, label) in enumerate(((8, "chin y"), (51, "upper lip y"))):
-        ys = torch.cat([s[0][:, idx, 1] for s in series])
+    for k, (measure, label) in enumerate(panels):
+        ys = torch.cat([measure(s[0]) for s in series])
+        ys = ys[~ys.isnan()]  # frames without a detection
         lo, hi = float(ys.min()) - 2, float(ys.max()) + 2
-        top = pad // 2 + k * (H // 2)
-        hh = H // 2 - pad
-        cv2.putText(plot, f"{label}: {hi - lo:.0f} px range", (5, top + 12),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        top = pad // 2 + k * 150
+        hh = 150 - pad
+        cv2.putText(plot, f"{label}, px: {lo + 2:.0f} (bottom) to {hi - 2:.0f} (top)",
+                    (5, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         for s, col, _ in series:
-            y = s[:, idx, 1].numpy()
+            y = measure(s).numpy()
             xs = pad + np.arange(len(y)) * (W - 2 * pad - legend) / (len(y) - 1)
             yy = top + 15 + (hi - y) / (hi - lo) * (hh - 15)
             cv2.polylines(plot, [np.stack([xs, yy], 1).round().astype(np.int32)], False, col,
@@ -379,8 +397,8 @@ def figures() -> None:
     for i, (_, col, label) in enumerate(series):
         cv2.putText(plot, label, (W - legend, 40 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     col, 1, cv2.LINE_AA)
-    cv2.putText(plot, "lp_d3.mp4, frames 0-149", (pad, H - 8), cv2.FONT_HERSHEY_SIMPLEX,
-                0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(plot, "astronaut driving clip (256x256 face crops), frames 0-149",
+                (pad, H - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     save_image(out_dir / "landmarks_tracking.png", plot)
     for p in ("landmarks_overlay.png", "landmarks_tracking.png"):
         print(f"wrote docs/img/{p} ({(out_dir / p).stat().st_size // 1024} KB)")
