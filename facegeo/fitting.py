@@ -431,7 +431,8 @@ class LandmarkFitter:
                 (only pose and expression are fitted; e.g. a long video fitted in chunks
                 with the identity estimated once).
             smooth_pose, smooth_exp: temporal smoothness weights between consecutive inputs
-                (only with ``shared_identity``).
+                (only with ``shared_identity``); ``smooth_exp`` is one weight or one per
+                fitted expression coefficient (n_exp,).
             coarse_iterations, coarse_n_id: the first ``coarse_iterations`` iterations (at most
                 ``iterations - 2``) update only the first ``coarse_n_id`` identity components
                 (smaller, faster solves); the rest refine everything. 0 disables it.
@@ -465,6 +466,22 @@ class LandmarkFitter:
                 principal_point=part(principal_point, lo, hi, 2), **kwargs))
         return _concat_results(results)
 
+    def _per_coefficient(self, value, name: str) -> torch.Tensor:
+        """A weight given as one number or one per fitted expression coefficient ->
+        (n_exp,) tensor on the fitter's device."""
+        try:
+            w = torch.as_tensor(value, dtype=torch.float64).detach().cpu().flatten()
+        except (TypeError, ValueError, RuntimeError):
+            w = None
+        if w is None or w.numel() == 0 or not bool((torch.isfinite(w) & (w >= 0)).all()):
+            raise ValueError(f"{name} must be a finite non-negative number (or one per "
+                             f"expression coefficient), got {value!r}")
+        if w.numel() not in (1, self.n_exp):
+            raise ValueError(f"{name} has {w.numel()} weights; the fitter fits {self.n_exp} "
+                             "expression coefficients (give one number or one per "
+                             "coefficient)")
+        return w.to(self.device, self.dtype).expand(self.n_exp)
+
     def _fit_one(
         self,
         landmarks: torch.Tensor,
@@ -484,7 +501,7 @@ class LandmarkFitter:
         iterations: int = 6,
         shared_identity: bool = False,
         smooth_pose: float = 0.0,
-        smooth_exp: float = 0.0,
+        smooth_exp: float | torch.Tensor = 0.0,
         coarse_iterations: int = 3,
         coarse_n_id: int = 40,
         id_coeffs: torch.Tensor | None = None,
@@ -495,7 +512,7 @@ class LandmarkFitter:
         if contour not in ("slide", "fixed"):
             raise ValueError(f"contour must be 'slide' or 'fixed', got {contour!r}")
         for name, val in (("lambda_id", lambda_id), ("lambda_exp", lambda_exp),
-                          ("smooth_pose", smooth_pose), ("smooth_exp", smooth_exp)):
+                          ("smooth_pose", smooth_pose)):
             try:
                 ok = math.isfinite(float(val)) and float(val) >= 0
             except (TypeError, ValueError):
@@ -503,7 +520,8 @@ class LandmarkFitter:
             if not ok:
                 raise ValueError(f"{name} must be a finite non-negative number (prior / "
                                  f"smoothness weight), got {val!r}")
-        if (smooth_pose or smooth_exp) and not shared_identity:
+        smooth_exp = self._per_coefficient(smooth_exp, "smooth_exp")
+        if (smooth_pose or bool((smooth_exp > 0).any())) and not shared_identity:
             raise ValueError("temporal smoothness needs shared_identity=True (use fit_video)")
         if iterations < 0:
             raise ValueError("iterations must be >= 0")
@@ -606,10 +624,10 @@ class LandmarkFitter:
                 return e, g, h
             deg = torch.full((B,), 2.0, dtype=dt, device=dev)
             deg[0] = deg[-1] = 1.0
-            if smooth_exp > 0:
+            if bool((smooth_exp > 0).any()):
                 ex = coef_[:, Ki:]
                 d = ex[1:] - ex[:-1]
-                e = e + smooth_exp * (d * d).sum()
+                e = e + (smooth_exp * d * d).sum()
                 lap = torch.zeros_like(ex)
                 lap[1:] += d
                 lap[:-1] -= d
@@ -914,13 +932,15 @@ def fit_landmarks(model, landmarks: torch.Tensor, *, n_id: int | None = None,
 
 def fit_video(model, landmarks: torch.Tensor, *, n_id: int | None = None,
               n_exp: int | None = None, device=None, dtype: torch.dtype = torch.float32,
-              smooth_pose: float = 0.0, smooth_exp: float = 0.0, **kwargs) -> FitResult:
+              smooth_pose: float = 0.0, smooth_exp: float | torch.Tensor = 0.0,
+              **kwargs) -> FitResult:
     """Fit T frames (T, 68, 2) of ONE person: one shared identity, per-frame pose/expression.
 
     ``smooth_pose`` / ``smooth_exp`` add ``lambda * sum_t |x_t - x_(t-1)|^2`` between consecutive
     frames (rotation matrices (Frobenius), translation / log-scale normalised by the face size,
-    expression coefficients). Other ``kwargs`` as in :meth:`LandmarkFitter.fit`. The returned
-    ``id_coeffs`` has T identical rows."""
+    expression coefficients; ``smooth_exp`` may be a (n_exp,) tensor, one weight per
+    coefficient, e.g. 0 for the fast eyelid blendshapes). Other ``kwargs`` as in
+    :meth:`LandmarkFitter.fit`. The returned ``id_coeffs`` has T identical rows."""
     _image_size_to_hw(kwargs, "fit_video")
     dev = device if device is not None else landmarks.device
     fitter = _fitter_for(model, n_id, n_exp, dev, dtype)

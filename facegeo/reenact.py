@@ -273,13 +273,21 @@ class FaceConditioner:
         device: where fitting (and rendering) runs.
         fit_iterations: Levenberg-Marquardt iterations for the driving fit.
         smooth_pose, smooth_exp: temporal smoothness of the driving fit.
+        smooth_eyes: the smoothness weight of the eye blendshapes instead (the ``eyes``
+            group of :func:`facegeo.controls.expression_groups`: blink, squint, wide, look).
+            Default 0: a blink lasts 3-5 frames, and ``smooth_exp`` on the lids halves it
+            (on four media driving clips the eye opening of the fitted target follows the
+            driver's with Pearson r 0.89 at 0.05 and 0.95 at 0, the rendered output's
+            0.60 and 0.75; docs/reenact.md). ``None`` = ``smooth_exp`` for them too. Models
+            without named blendshapes use ``smooth_exp`` throughout.
         identity_frames, fit_chunk, fit_overlap: the chunked driving fit of long clips
             (:meth:`fit_driving`).
         detector: landmark backend.
     """
 
     def __init__(self, model=None, *, size: int = 256, device=None, fit_iterations: int = 10,
-                 smooth_pose: float = 0.5, smooth_exp: float = 0.05, identity_frames: int = 32,
+                 smooth_pose: float = 0.5, smooth_exp: float = 0.05,
+                 smooth_eyes: float | None = 0.0, identity_frames: int = 32,
                  fit_chunk: int = 128, fit_overlap: int = 8, detector: str = "dlib"):
         if not isinstance(size, int) or size < 32:
             raise ValueError(f"size must be an integer >= 32, got {size!r}")
@@ -294,6 +302,7 @@ class FaceConditioner:
         self.fit_iterations = fit_iterations
         self.smooth_pose = smooth_pose
         self.smooth_exp = smooth_exp
+        self.smooth_eyes = smooth_eyes
         self.identity_frames, self.fit_chunk, self.fit_overlap = (identity_frames, fit_chunk,
                                                                   fit_overlap)
         self.detector = detector
@@ -353,6 +362,19 @@ class FaceConditioner:
         lm_c = points_to_crop(lm, box[None], self.size)
         return SourceState(crop_img, img, box, lm_c, self.fit_landmarks(lm_c) if fit else None)
 
+    def expression_smoothness(self) -> float | torch.Tensor:
+        """The driving fit's ``smooth_exp``: one number, or (K_exp,) weights with
+        ``smooth_eyes`` on the eye blendshapes (named-blendshape models)."""
+        if self.smooth_eyes is None or self.smooth_eyes == self.smooth_exp:
+            return self.smooth_exp
+        from facegeo.controls import expression_groups
+
+        try:
+            eyes = expression_groups(self.model)["eyes"]
+        except ValueError:  # a PCA expression basis: no eye group
+            return self.smooth_exp
+        return torch.where(eyes, float(self.smooth_eyes), float(self.smooth_exp))
+
     def fit_driving(self, track: DrivingTrack, boxes: torch.Tensor | None = None) -> FaceFit:
         """Fit the driving frames (one identity for the clip) in crop pixels; held frames
         copy the last good frame's parameters.
@@ -379,7 +401,7 @@ class FaceConditioner:
         good = track.good.to(self.device)
         gidx = good.nonzero().squeeze(1)
         kw = dict(device=self.device, iterations=self.fit_iterations,
-                  smooth_pose=self.smooth_pose, smooth_exp=self.smooth_exp)
+                  smooth_pose=self.smooth_pose, smooth_exp=self.expression_smoothness())
         n = gidx.numel()
         if n == 1:
             fit = FaceFit.from_result(fit_landmarks(self.model, lm[gidx], device=self.device))

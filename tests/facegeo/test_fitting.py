@@ -241,6 +241,26 @@ def test_video_shares_identity(model, fitter):
     jit_s = (rs.exp_coeffs[1:] - rs.exp_coeffs[:-1]).abs().mean()
     assert jit_s < jit
     assert torch.isfinite(rs.landmarks2d).all()
+    # one weight per coefficient: a uniform vector is the scalar; zero weights leave
+    # those coefficients as free as without smoothing
+    ru = fitting.fit_video(model, xs, smooth_exp=torch.full((model.n_exp,), 1e-2),
+                           smooth_pose=1e-2)
+    assert torch.allclose(ru.exp_coeffs, rs.exp_coeffs, atol=1e-5)
+    free = torch.zeros(model.n_exp, dtype=torch.bool)
+    free[::2] = True
+    rp = fitting.fit_video(model, xs, smooth_exp=torch.where(free, 0.0, 1.0), smooth_pose=1e-2)
+    rb = fitting.fit_video(model, xs, smooth_exp=1.0, smooth_pose=1e-2)
+
+    def jitter(r, cols):
+        return (r.exp_coeffs[1:, cols] - r.exp_coeffs[:-1, cols]).abs().mean()
+
+    assert jitter(rp, free) > 1.5 * jitter(rb, free)
+    assert jitter(rp, ~free) < jitter(rv, ~free)
+    with pytest.raises(ValueError, match="smooth_exp has 3 weights"):
+        fitting.fit_video(model, xs, smooth_exp=torch.ones(3))
+    with pytest.raises(ValueError, match="smooth_exp"):
+        fitting.fit_video(model, xs, smooth_exp=torch.tensor([1.0, -1.0]).repeat(
+            model.n_exp // 2 + 1)[:model.n_exp])
 
 
 def _eos_model(model):

@@ -84,6 +84,50 @@ def test_fixed_identity_fit_recovers_pose_and_keeps_the_identity(model):
         fit_video(model, lm, id_coeffs=torch.zeros(3))
 
 
+def test_a_short_blink_survives_the_driving_fit(model):
+    """A 3-frame blink (eyeBlink 1) in a synthetic clip: the default driving fit
+    (``smooth_eyes=0``: the eye blendshapes are not smoothed over time) closes the fitted
+    eyes as far as the landmarks; smoothing them as the rest of the expression
+    (``smooth_eyes=None``) leaves them open for most of it."""
+    from facegeo.controls import expression_groups
+    from facegeo.metrics import eye_opening
+
+    t, size = 30, 128
+    names = list(model.exp_names)
+    exp = torch.zeros(t, model.n_exp)
+    for side in ("L", "R"):
+        exp[14:17, names.index(f"eyeBlink_{side}")] = 1.0
+    v = model.vertices(torch.zeros(1, model.n_id).expand(t, -1), exp)[:, model.landmarks68.long()]
+    scale = torch.full((t,), 0.6 * size / float(v[0, :, 0].max() - v[0, :, 0].min()))
+    lm = T.weak_perspective_project(v, torch.eye(3).expand(t, 3, 3),
+                                    torch.tensor([size / 2, size / 2]).expand(t, 2), scale)
+    track = DrivingTrack(lm, torch.ones(t, dtype=torch.bool), (size, size), 30.0)
+    box = torch.tensor([(size - 1) / 2, (size - 1) / 2, float(size)]).expand(t, 3)
+    truth = eye_opening(lm)
+    assert truth[15] < 0.25 * truth[0]
+
+    def fitted_opening(cond):
+        return eye_opening(_project(model, cond.fit_driving(track, box)))
+
+    sharp = FaceConditioner(model, size=size)
+    w = sharp.expression_smoothness()
+    eyes = expression_groups(model)["eyes"]
+    assert torch.equal(w[eyes], torch.zeros(int(eyes.sum())))
+    assert torch.equal(w[~eyes], torch.full((int((~eyes).sum()),), 0.05))
+    assert FaceConditioner(model, smooth_eyes=None).expression_smoothness() == 0.05
+    e_sharp = fitted_opening(sharp)
+    e_smooth = fitted_opening(FaceConditioner(model, size=size, smooth_eyes=None))
+    assert (e_sharp[14:17] - truth[14:17]).abs().max() < 0.05
+    assert e_smooth[14:17].mean() > truth[14:17].mean() + 0.05
+    assert (e_sharp[:10] - truth[:10]).abs().max() < 0.03  # open frames unchanged
+
+
+def _project(model, fit):
+    """(T, 68, 2) crop-pixel landmarks of a FaceFit (weak perspective)."""
+    v = model.vertices(fit.id_coeffs, fit.exp_coeffs)[:, model.landmarks68.long()]
+    return T.weak_perspective_project(v, fit.rotation, fit.translation, fit.scale)
+
+
 def test_chunked_driving_fit_matches_the_joint_fit(model):
     """A long clip fitted in chunks (identity estimated once, fixed) is as accurate as the
     joint fit of all frames, and has no jump at the chunk borders."""
