@@ -1,7 +1,8 @@
 """Evaluation: do the eyes and the mouth of the geometric reenactment follow the driver?
 
     python benchmarks/eval_reenact_eyes_mouth.py [--size 256] [--frames 90] [--step 2]
-                                                 [--legacy] [--json out.json]
+                                                 [--legacy] [--smoothed-eyes]
+                                                 [--pairs S:D,...] [--json out.json]
 
 For each (source portrait, driving clip) pair of $FACEGEO_MEDIA (default ../shared/media),
 relative mode: the driver's tracked 68 landmarks give per frame the eye opening (mean over
@@ -11,7 +12,11 @@ Cech 2016) and the mouth opening (inner-lip height |p62-p66| over the mouth widt
 frame. Printed per pair: Pearson correlation of output vs driver for eyes and mouth, and
 identity: the mean dlib cosine (facegeo.facerec.dlib_embeddings) of the output frames to
 the source crop. ``--legacy`` renders with the v1 settings (``head_proxy=False,
-hole_fill=False``) for the before/after comparison.
+hole_fill=False``) for the before/after comparison; ``--smoothed-eyes`` fits the driver
+with the eye blendshapes smoothed like the rest (``smooth_eyes=None``, the fit before
+2026-12-03). ``--pairs`` replaces the four default pairs (``source:driving`` file names in
+$FACEGEO_MEDIA), e.g. the second set of docs/reenact.md:
+``lp_d8.jpg:lp_d11.mp4,lp_d30.jpg:lp_d13.mp4,3ddfa_emma.jpg:lp_d9.mp4,lp_d12.jpg:lp_s20.mp4``.
 """
 
 from __future__ import annotations
@@ -79,16 +84,25 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=90)
     ap.add_argument("--step", type=int, default=2)
     ap.add_argument("--legacy", action="store_true")
+    ap.add_argument("--smoothed-eyes", action="store_true")
+    ap.add_argument("--pairs", help="comma-separated source:driving file names")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     media = Path(os.environ.get("FACEGEO_MEDIA", str(REPO.parent / "shared" / "media")))
     opts = dict(head_proxy=False, hole_fill=False) if a.legacy else {}
+    if a.smoothed_eyes:
+        opts["smooth_eyes"] = None
+    pairs = PAIRS
+    if a.pairs:
+        pairs = [tuple(x.split(":")) for x in a.pairs.split(",")]
+        if any(len(p) != 2 for p in pairs):
+            ap.error("--pairs: expected source:driving,source:driving...")
     rr = GeometricReenactor(size=a.size, **opts)
     rows = []
     print(f"{'source':<22}{'driving':<12}{'frames':>7}{'eye r':>8}{'mouth r':>9}{'identity':>10}")
-    for s, d in PAIRS:
+    for s, d in pairs:
         r = evaluate_pair(rr, media / s, media / d, a.frames, a.step)
         rows.append(r)
         print(f"{s:<22}{d:<12}{r['frames']:7d}{r['eye_corr']:8.3f}{r['mouth_corr']:9.3f}"
