@@ -278,8 +278,9 @@ class FaceConditioner:
             Default 0: a blink lasts 3-5 frames, and ``smooth_exp`` on the lids halves it
             (on four media pairs the eye opening of the fitted target follows the
             driver's with Pearson r 0.89 at 0.05 and 0.97 at 0, the rendered output's
-            0.60 and 0.78; 0.685 and 0.728 on four other pairs; docs/reenact.md). ``None`` = ``smooth_exp`` for them too. Models
-            without named blendshapes use ``smooth_exp`` throughout.
+            0.60 and 0.78; 0.685 and 0.728 on four other pairs; docs/reenact.md).
+            ``None`` = ``smooth_exp`` for them too. Models without named blendshapes use
+            ``smooth_exp`` throughout.
         identity_frames, fit_chunk, fit_overlap: the chunked driving fit of long clips
             (:meth:`fit_driving`).
         detector: landmark backend.
