@@ -55,8 +55,8 @@ from facegeo.landmarks.crops import (
 from ..common.blocks import DownBlock2d, Hourglass, dsnt, dsnt_regularizer
 
 __all__ = ["RefinerConfig", "LandmarkRefiner", "crop_transforms",
-           "flow_pairs", "sbr_loss", "RefinerData", "train_refiner", "load_refiner",
-           "save_refiner"]
+           "flow_pairs", "sbr_loss", "RefinerData", "relabel_corpus", "train_refiner",
+           "load_refiner", "save_refiner"]
 
 #: crop box around the initial landmarks (a tighter box than the 256 training crops: the
 #: refiner sees the face, not the background)
@@ -323,6 +323,59 @@ class RefinerData:
             imgs.append(self.dataset.load_frames(v, idx))
             lms.append(self.dataset.load_landmarks(v, idx))
         return torch.stack(imgs), torch.stack(lms)
+
+
+def relabel_corpus(src: str | Path, dst: str | Path, weights: str | Path,
+                   splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """A copy of a preprocessed corpus whose ``landmarks.npy`` are the refiner's, for
+    training s2d on the landmarks it is run with (the paper's Table 5): every other file
+    of each clip folder is a symbolic link to the original; ``conditioning.json`` names
+    the new landmark source. Resumable (finished clips are skipped); shows progress.
+
+    Args:
+        src: root written by ``apps/train.py preprocess`` (``<split>/<clip>/``).
+        dst: new root (created).
+        weights: refiner ``.safetensors``.
+
+    Returns:
+        ``dst``.
+    """
+    import os
+
+    from tqdm import tqdm
+
+    from facegeo.image_io import load_image
+
+    src, dst = Path(src), Path(dst)
+    ref = load_refiner(weights)
+    for split in splits:
+        if not (src / split).is_dir():
+            continue
+        clips = sorted(p for p in (src / split).iterdir() if (p / "landmarks.npy").is_file())
+        for c in tqdm(clips, desc=f"relabel {split}", unit="clip"):
+            o = dst / split / c.name
+            if (o / "conditioning.json").is_file():
+                continue
+            o.mkdir(parents=True, exist_ok=True)
+            for f in c.iterdir():
+                keep = f.name not in ("landmarks.npy", "conditioning.json")
+                if keep and not (o / f.name).exists():
+                    os.symlink(f.resolve(), o / f.name)
+            lm = torch.from_numpy(np.load(c / "landmarks.npy")).float()
+            frames = (load_image(c / f"{t:06d}.png") for t in range(len(lm)))
+            np.save(o / "landmarks.npy", ref.refine(frames, lm).numpy().astype(np.float32))
+            rec = json.loads((c / "conditioning.json").read_text())
+            rec["items"]["landmarks"]["source"] = (f"facegeo_models.s2d.refiner "
+                                                   f"({Path(weights).name}) on: "
+                                                   f"{rec['items']['landmarks'].get('source')}")
+            tmp = o / "conditioning.json.tmp"
+            tmp.write_text(json.dumps(rec, indent=1))
+            tmp.replace(o / "conditioning.json")  # last: marks the clip done
+    for f in src.iterdir():
+        if f.is_file() and not (dst / f.name).exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            os.symlink(f.resolve(), dst / f.name)
+    return dst
 
 
 def augment(images: torch.Tensor, landmarks: torch.Tensor, size: int,

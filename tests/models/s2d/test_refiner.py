@@ -5,6 +5,7 @@ on a real media clip against per-frame dlib."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,26 @@ def test_shipped_refiner_on_a_real_clip(media_dir):
     d = float((out - ref).norm(dim=-1).mean()) / iod
     assert d < 0.06, d                                 # within 6 % of the eye distance
     assert metrics.sms(out) < metrics.sms(ref)
+
+
+def test_relabel_corpus_writes_refiner_landmarks_and_links_the_rest(clip_root, tmp_path):
+    """The relabelled copy loads as a dataset, its landmarks are the refiner's on the same
+    frames, everything else is the original's."""
+    from facegeo_models.common.data import VideoFolderDataset
+
+    weights = Path(__file__).resolve().parents[3] / "data" / "s2d" / "refiner.safetensors"
+    dst = R.relabel_corpus(clip_root, tmp_path / "relabelled", weights)
+    c0, c1 = clip_root / "train" / "d10", dst / "train" / "d10"
+    lm0 = torch.from_numpy(np.load(c0 / "landmarks.npy")).float()
+    from facegeo.image_io import load_image
+
+    want = R.load_refiner(weights).refine([load_image(c0 / f"{t:06d}.png")
+                                           for t in range(len(lm0))], lm0)
+    assert torch.allclose(torch.from_numpy(np.load(c1 / "landmarks.npy")), want, atol=1e-4)
+    assert (c1 / "000003.png").is_symlink() and (c1 / "000003.png").resolve() == \
+        (c0 / "000003.png").resolve()
+    assert "refiner" in json.loads((c1 / "conditioning.json").read_text())["items"][
+        "landmarks"]["source"]
+    ds = VideoFolderDataset(dst, "train", conditioning=["landmarks"])
+    assert ds.num_frames(0) == len(lm0)
+    assert R.relabel_corpus(clip_root, dst, weights) == dst  # resumable: nothing redone
