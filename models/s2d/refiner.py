@@ -327,15 +327,19 @@ class RefinerData:
 
 def relabel_corpus(src: str | Path, dst: str | Path, weights: str | Path,
                    splits: tuple[str, ...] = ("train", "test")) -> Path:
-    """A copy of a preprocessed corpus whose ``landmarks.npy`` are the refiner's, for
-    training s2d on the landmarks it is run with (the paper's Table 5): every other file
-    of each clip folder is a symbolic link to the original; ``conditioning.json`` names
-    the new landmark source. Resumable (finished clips are skipped); shows progress.
+    """A copy of a preprocessed corpus whose landmarks are the refiner's, for training s2d
+    on the landmarks it is run with (the paper's Table 5): every other file of each clip
+    folder is a symbolic link to the original; ``conditioning.json`` names the new
+    landmark source. Clips are read by
+    :class:`facegeo_models.common.data.VideoFolderDataset` (its conditioning checks: a clip
+    without cached landmarks is a FileNotFoundError naming it). Resumable (finished clips
+    are skipped); shows progress.
 
     Args:
         src: root written by ``apps/train.py preprocess`` (``<split>/<clip>/``).
         dst: new root (created).
         weights: refiner ``.safetensors``.
+        splits: the split folders of ``src`` to copy (absent ones are skipped).
 
     Returns:
         ``dst``.
@@ -344,30 +348,33 @@ def relabel_corpus(src: str | Path, dst: str | Path, weights: str | Path,
 
     from tqdm import tqdm
 
-    from facegeo.image_io import load_image
+    from ..common.data import VideoFolderDataset
 
     src, dst = Path(src), Path(dst)
     ref = load_refiner(weights)
     for split in splits:
         if not (src / split).is_dir():
             continue
-        clips = sorted(p for p in (src / split).iterdir() if (p / "landmarks.npy").is_file())
-        for c in tqdm(clips, desc=f"relabel {split}", unit="clip"):
+        ds = VideoFolderDataset(src, split, conditioning=["landmarks"])
+        for v in tqdm(range(ds.num_videos()), desc=f"relabel {split}", unit="clip"):
+            c = ds.items[v]
             o = dst / split / c.name
             if (o / "conditioning.json").is_file():
                 continue
+            rec = json.loads(json.dumps(ds.records[v]))     # a copy to edit
+            entry = rec.setdefault("items", {}).setdefault("landmarks", {})
+            lm_name = str(entry.get("file", "landmarks.npy"))
             o.mkdir(parents=True, exist_ok=True)
             for f in c.iterdir():
-                keep = f.name not in ("landmarks.npy", "conditioning.json")
+                keep = f.name not in (lm_name, "conditioning.json")
                 if keep and not (o / f.name).exists():
                     os.symlink(f.resolve(), o / f.name)
-            lm = torch.from_numpy(np.load(c / "landmarks.npy")).float()
-            frames = (load_image(c / f"{t:06d}.png") for t in range(len(lm)))
-            np.save(o / "landmarks.npy", ref.refine(frames, lm).numpy().astype(np.float32))
-            rec = json.loads((c / "conditioning.json").read_text())
-            rec["items"]["landmarks"]["source"] = (f"facegeo_models.s2d.refiner "
-                                                   f"({Path(weights).name}) on: "
-                                                   f"{rec['items']['landmarks'].get('source')}")
+            n = ds.num_frames(v)
+            frames = (ds.load_frames(v, [t])[0] for t in range(n))
+            lm = ds.load_landmarks(v, list(range(n)))
+            np.save(o / lm_name, ref.refine(frames, lm).numpy().astype(np.float32))
+            entry["source"] = (f"facegeo_models.s2d.refiner ({Path(weights).name}) on: "
+                               f"{entry.get('source')}")
             tmp = o / "conditioning.json.tmp"
             tmp.write_text(json.dumps(rec, indent=1))
             tmp.replace(o / "conditioning.json")  # last: marks the clip done
