@@ -466,16 +466,26 @@ class LandmarkFitter:
                 principal_point=part(principal_point, lo, hi, 2), **kwargs))
         return _concat_results(results)
 
-    def _per_coefficient(self, value, name: str) -> torch.Tensor:
-        """A weight given as one number or one per fitted expression coefficient ->
-        (n_exp,) tensor on the fitter's device."""
+    def _weight(self, value, name: str, per_coefficient: bool = False):
+        """A finite non-negative prior / smoothness weight; with ``per_coefficient`` one
+        number or one per fitted expression coefficient -> (n_exp,) tensor on the
+        fitter's device.
+
+        Raises:
+            ValueError naming ``name``: NaN, inf, negative, not a number, or (per
+            coefficient) a vector of the wrong length.
+        """
         try:
             w = torch.as_tensor(value, dtype=torch.float64).detach().cpu().flatten()
         except (TypeError, ValueError, RuntimeError):
             w = None
-        if w is None or w.numel() == 0 or not bool((torch.isfinite(w) & (w >= 0)).all()):
-            raise ValueError(f"{name} must be a finite non-negative number (or one per "
-                             f"expression coefficient), got {value!r}")
+        ok = w is not None and w.numel() >= 1 and (per_coefficient or w.numel() == 1)
+        if not ok or not bool((torch.isfinite(w) & (w >= 0)).all()):
+            what = " (or one per expression coefficient)" if per_coefficient else ""
+            raise ValueError(f"{name} must be a finite non-negative number{what} (prior / "
+                             f"smoothness weight), got {value!r}")
+        if not per_coefficient:
+            return float(w[0])
         if w.numel() not in (1, self.n_exp):
             raise ValueError(f"{name} has {w.numel()} weights; the fitter fits {self.n_exp} "
                              "expression coefficients (give one number or one per "
@@ -513,15 +523,10 @@ class LandmarkFitter:
             raise ValueError(f"contour must be 'slide' or 'fixed', got {contour!r}")
         for name, val in (("lambda_id", lambda_id), ("lambda_exp", lambda_exp),
                           ("smooth_pose", smooth_pose)):
-            try:
-                ok = math.isfinite(float(val)) and float(val) >= 0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{name} must be a finite non-negative number (prior / "
-                                 f"smoothness weight), got {val!r}")
-        smooth_exp = self._per_coefficient(smooth_exp, "smooth_exp")
-        if (smooth_pose or bool((smooth_exp > 0).any())) and not shared_identity:
+            self._weight(val, name)
+        smooth_exp = self._weight(smooth_exp, "smooth_exp", per_coefficient=True)
+        smooth_exp_on = bool((smooth_exp > 0).any())
+        if (smooth_pose or smooth_exp_on) and not shared_identity:
             raise ValueError("temporal smoothness needs shared_identity=True (use fit_video)")
         if iterations < 0:
             raise ValueError("iterations must be >= 0")
@@ -624,7 +629,7 @@ class LandmarkFitter:
                 return e, g, h
             deg = torch.full((B,), 2.0, dtype=dt, device=dev)
             deg[0] = deg[-1] = 1.0
-            if bool((smooth_exp > 0).any()):
+            if smooth_exp_on:
                 ex = coef_[:, Ki:]
                 d = ex[1:] - ex[:-1]
                 e = e + (smooth_exp * d * d).sum()

@@ -317,7 +317,7 @@ def locate_pupils(images, landmarks68, *, patch_width: int = 48, margin: float =
     src = gray.repeat_interleave(2, 0)
     patches = warp_affine(src, m, (ph, pw), padding_mode="border")     # (2B, 1, ph, pw)
     rings = torch.stack([lm[:, list(r)] for _, _, r in _EYES], 1).reshape(2 * b, 6, 2)
-    poly = apply_affine(m, rings)                                            # (2B, 6, 2)
+    poly = apply_affine(m, rings)                                      # (2B, 6, 2)
     cen = poly.mean(1, keepdim=True)
     grid = pixel_grid(ph, pw, device=gray.device).reshape(1, -1, 2).expand(2 * b, -1, -1)
     inside = points_in_polygon(grid, cen + (1 - inset) * (poly - cen))     # (2B, P)
