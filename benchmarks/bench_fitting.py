@@ -125,14 +125,20 @@ def detect_all(images):
     return torch.stack(pts), crops
 
 
+def reprojection_error_pct(r, x: torch.Tensor) -> torch.Tensor:
+    """(N, 68) distances of the fitted to the detected (N, 68, 2) landmarks, in % of each
+    face's outer-eye-corner distance."""
+    iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
+    return (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
+
+
 def real_images(fitter, media: Path):
     import cv2
 
     x, crops = detect_all((f.name, cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB))
                           for f in sorted(media.glob("*.jpg")))
     r = fitter.fit(x)
-    iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
-    err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
+    err = reprojection_error_pct(r, x)
     per_face = err.median(1).values
     res = dict(faces=len(crops), median_err_pct_iod=err.median().item(),
                mean_err_pct_iod=err.mean().item(),
@@ -152,8 +158,7 @@ def figure(model, fitter, out_png: Path) -> dict:
     sys.path.insert(0, str(REPO / "docs"))
     from figure_inputs import astronaut, driving_frames, two_faces
 
-    def u8(t):
-        return np.ascontiguousarray((t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    from facegeo.image_io import to_uint8_hwc as u8
 
     drv = driving_frames(150, full=True)
     images = [("astronaut", u8(astronaut())), ("two_faces", u8(two_faces()))]
@@ -162,8 +167,7 @@ def figure(model, fitter, out_png: Path) -> dict:
     keep = [b for b, (n, k, _) in enumerate(crops) if n != "two_faces" or k == 1]
     x, crops = x[keep], [crops[b] for b in keep]  # two_faces: its small mirrored copy
     r = fitter.fit(x)
-    iod = (x[:, 36] - x[:, 45]).norm(dim=-1)
-    err = (r.landmarks2d - x).norm(dim=-1) / iod[:, None] * 100
+    err = reprojection_error_pct(r, x)
     draw_overlay(model, r, x, crops, out_png)
     res = dict(faces=[f"{n}#{k}" for n, k, _ in crops],
                per_face_median_pct_iod=[round(v, 2) for v in err.median(1).values.tolist()],

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from facegeo import metrics
+from facegeo.image_io import to_uint8_hwc
 from facegeo.landmarks import get_detector, inter_ocular_distance
 from facegeo.landmarks.tracking import LandmarkTracker, TrackResult, one_euro_smooth
 from facegeo.video import read_video
@@ -364,8 +365,7 @@ def figures() -> None:
     # 2) trajectories over the 256x256 face crops of the driving clip (jaw open, smile,
     # blink): vertical distances, so that the scripted expressions, not the head's pitch,
     # dominate: nose bridge (27) to chin (8), inner lips (62 -> 66), eyelids (37, 38 -> 41, 40)
-    frames = (driving_frames(150, full=False).permute(0, 2, 3, 1) * 255 + 0.5).to(
-        torch.uint8).numpy()
+    frames = to_uint8_hwc(driving_frames(150, full=False))
     fps = 30.0
     ref = per_frame(frames, get_detector("dlib_hog"))
     res = LandmarkTracker("dlib", fps=fps).track(frames)

@@ -97,6 +97,7 @@ def source_image() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / "astronaut.png"
     if not path.exists():
-        a = (astronaut().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        Image.fromarray(a).save(path)
+        from facegeo.image_io import to_uint8_hwc
+
+        Image.fromarray(to_uint8_hwc(astronaut())).save(path)
     return path

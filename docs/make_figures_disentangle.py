@@ -89,12 +89,12 @@ def main():
     os.environ.setdefault("FACEGEO_ASSETS", str(ROOT.parent / "shared" / "assets"))
     from facegeo.disentangle import denormalize_landmarks, disentangle_landmarks
     from facegeo.disentangle.data import normalize_landmarks
+    from facegeo.image_io import to_uint8_hwc
     from facegeo.landmarks import detect_landmarks
 
     imgs, lms = {}, {}
     for name, arr in inputs().items():
-        u8 = (arr.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        imgs[name] = np.ascontiguousarray(u8[:, :, ::-1])  # BGR (OpenCV)
+        imgs[name] = np.ascontiguousarray(to_uint8_hwc(arr)[:, :, ::-1])  # BGR (OpenCV)
         lms[name] = detect_landmarks(arr).float()
     W = CELL * (1 + len(DRIVERS))
     H = CELL * (1 + len(TARGETS))

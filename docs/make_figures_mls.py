@@ -24,6 +24,7 @@ import torch
 
 from facegeo import mls
 from facegeo.assets import atomic_write
+from facegeo.image_io import to_uint8_hwc
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 512
@@ -79,8 +80,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "docs" / "img" / "mls_smile.png"))
     args = ap.parse_args()
 
-    rgb = np.ascontiguousarray((astronaut().permute(1, 2, 0).numpy() * 255 + 0.5)
-                               .astype(np.uint8))
+    rgb = to_uint8_hwc(astronaut())
     # square crop around the face (from a first landmark pass), resized to SIZE x SIZE
     lm0 = detect_68(rgb)
     centre = 0.5 * (lm0.min(0) + lm0.max(0))

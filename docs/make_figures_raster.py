@@ -27,6 +27,7 @@ import torch
 
 import facegeo.assets
 from facegeo.assets import atomic_write
+from facegeo.image_io import to_uint8_hwc
 from facegeo.raster import (
     draw_landmark_lines,
     flow_to_color,
@@ -97,9 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.outdir)
 
-    rgb = np.ascontiguousarray(
-        (astronaut().permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    )
+    rgb = to_uint8_hwc(astronaut())
     lm0 = detect_68(rgb)
     centre = 0.5 * (lm0.min(0) + lm0.max(0)) - [0, 0.15 * np.ptp(lm0[:, 1])]
     half = 0.95 * np.ptp(lm0, 0).max()
