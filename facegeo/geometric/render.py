@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from facegeo.coords import pixel_grid, pixel_to_normalized
+from facegeo.coords import normalized_to_pixel, pixel_grid, pixel_to_normalized
 
 __all__ = ["face_flow", "head_flow", "silhouette_weight", "compose", "mouth_fill",
            "polygon_mask", "min_stretch", "soften_stretched", "eyelid_fill"]
@@ -43,21 +43,14 @@ def face_flow(faces: torch.Tensor, src_v: torch.Tensor, tgt_v: torch.Tensor, H: 
     Returns:
         src_xy (B, H, W, 2) (identity off the mesh), covered (B, H, W) bool, depth (B, H, W).
     """
-    from facegeo.raster import rasterize
+    from facegeo.raster import interpolate, rasterize
 
     B = tgt_v.shape[0]
     frag = rasterize(tgt_v, faces, H, W, cull_backfaces=True, backend=backend)
-    hw = H * W
-    b = torch.div(frag.pix, hw, rounding_mode="floor")
-    V = src_v.shape[1]
-    sv = src_v.expand(B, -1, -1) if src_v.shape[0] == 1 else src_v
-    corner = (faces[frag.pix_face] + (b * V)[:, None]).reshape(-1)
-    tri = sv.reshape(-1, 3).index_select(0, corner).view(-1, 3, 3)
-    xy = (frag.pix_bary.detach().unsqueeze(-1) * tri[..., :2]).sum(1)
-    grid = pixel_grid(H, W, device=tgt_v.device, dtype=xy.dtype)
-    src_xy = grid.unsqueeze(0).expand(B, -1, -1, -1).reshape(-1, 2).clone()
-    src_xy[frag.pix] = xy
-    return src_xy.view(B, H, W, 2), frag.mask, frag.depth
+    grid = pixel_grid(H, W, device=tgt_v.device, dtype=src_v.dtype)
+    src_xy = interpolate(src_v[..., :2], frag, faces,
+                         background=grid.unsqueeze(0).expand(B, -1, -1, -1))
+    return src_xy, frag.mask, frag.depth
 
 
 def head_flow(head, target: tuple, source: tuple, H: int, W: int, *, step: int = 4,
@@ -114,17 +107,26 @@ def compose(image: torch.Tensor, face_xy: torch.Tensor, outer_xy: torch.Tensor,
             weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Blend the two flows and warp.
 
+    The flows may be a smaller map (h, w) of the same picture (pixel centres at integers
+    in the map's own pixels): the blended map is upsampled bilinearly to the image size
+    (the backward map is smooth; the source is still sampled at full resolution).
+
     Args:
-        image: (1 or B, 3, H, W) source; face_xy, outer_xy: (B, H, W, 2) source positions;
-            weight: (B, H, W) (1 = face flow).
+        image: (1 or B, 3, H, W) source; face_xy, outer_xy: (B, h, w, 2) source positions
+            (pixels of the h x w map); weight: (B, h, w) (1 = face flow).
 
     Returns:
-        frames (B, 3, H, W), src_xy (B, H, W, 2), grid (B, H, W, 2) (``grid_sample``
-        coordinates of src_xy).
+        frames (B, 3, H, W), src_xy (B, H, W, 2) (source pixels), grid (B, H, W, 2)
+        (``grid_sample`` coordinates of src_xy).
     """
-    B, H, W = weight.shape
+    B, h, w = weight.shape
+    H, W = image.shape[-2:]
     src_xy = torch.lerp(outer_xy, face_xy, weight[..., None])
-    grid = pixel_to_normalized(src_xy, (H, W))
+    grid = pixel_to_normalized(src_xy, (h, w))  # the same for any resolution
+    if (h, w) != (H, W):
+        grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(H, W), mode="bilinear",
+                             align_corners=False).permute(0, 2, 3, 1).contiguous()
+        src_xy = normalized_to_pixel(grid, (H, W))
     img = image.expand(B, -1, -1, -1) if image.shape[0] == 1 else image
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out, src_xy, grid

@@ -392,3 +392,29 @@ def barycentrics(vflat, corners, xy, persp, pix, npix, nthreads):
     nt = max(1, min(int(nthreads), n // 4096))
     _run(nt, _bary_tasks, vflat, corners, xy, persp, pix, pix_bary, bary_img, depth_img)
     return pix_bary, bary_img, depth_img
+
+
+@njit(cache=True, nogil=True)
+def _interp_tasks(attrs, faces, pix, pix_face, bary, hw, out, start, step):
+    """``out[pix[n]] = sum_k bary[n, k] attrs[b, faces[pix_face[n], k]]`` for the
+    ``start``-th of ``step`` contiguous chunks of the sparse view (``b = pix[n] // hw``,
+    or 0 when ``attrs`` has one row shared by the batch); the products are summed in the
+    torch path's order."""
+    shared = attrs.shape[0] == 1
+    n_pix = pix.size
+    for n in range(n_pix * start // step, n_pix * (start + 1) // step):
+        p = pix[n]
+        b = 0 if shared else p // hw
+        f = pix_face[n]
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        w0, w1, w2 = bary[n, 0], bary[n, 1], bary[n, 2]
+        for c in range(attrs.shape[2]):
+            out[p, c] = w0 * attrs[b, i0, c] + w1 * attrs[b, i1, c] + w2 * attrs[b, i2, c]
+
+
+def interpolate(attrs, faces, pix, pix_face, bary, hw, out, nthreads):
+    """Attribute interpolation without autograd, in place: ``out`` (npix, C) holds the
+    background and gets the covered pixels (see ``core.interpolate``); ``attrs`` (1 or B,
+    A, C) and ``bary`` (N, 3) in the dtype of ``out``."""
+    nt = max(1, min(int(nthreads), pix.size // 4096))
+    _run(nt, _interp_tasks, attrs, faces, pix, pix_face, bary, hw, out)
