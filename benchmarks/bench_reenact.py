@@ -75,7 +75,7 @@ def main() -> None:
     src_img = load_image(media / a.source)
     rows = []
     for size in a.sizes:
-        rr = GeometricReenactor(size=size, **(dict(head_proxy=False, hole_fill=False)
+        rr = GeometricReenactor(size=size, **(dict(head_proxy=False, hole_fill=False, map_size=None)
                                                if a.legacy else {}))
         rr.fit_source(src_img)  # warm-up: detector, fitter caches
         track_driving(frames[:2], fps)

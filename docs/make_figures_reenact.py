@@ -225,7 +225,7 @@ def v2_figures(tile: int) -> None:
     f = src.fit
     tf = FaceFit(T.euler_to_matrix(torch.tensor([[25.0, 0.0, 0.0]])) @ f.rotation, f.scale,
                  f.translation, f.id_coeffs, f.exp_coeffs)
-    xy, cov = v2._face_flow(v2.image_vertices(f), v2.image_vertices(tf), 256)
+    xy, cov = v2._mesh_flow(v2.image_vertices(f), v2.image_vertices(tf), 256, 256)[:2]
     outer, _ = head_flow(v2.head_ellipsoid(f), (tf.rotation, tf.scale, tf.translation),
                          (f.rotation, f.scale, f.translation), 256, 256, step=v2.proxy_step)
     m = silhouette_weight(cov, v2.blend_px)
