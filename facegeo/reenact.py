@@ -505,8 +505,8 @@ class GeometricReenactor(FaceConditioner, Reenactor):
             is always sampled at full resolution (``None``: the map at full size). Dense
             motion at a lower resolution than the image, as FOMM (64 px) and LivePortrait
             do; 256 keeps every triangle of the face mesh a few pixels wide. At 512 it
-            halves the render time; mean absolute difference to the full-size map 0.002
-            (docs/reenact.md).
+            cuts the render time by a third; mean absolute difference to the full-size
+            map 0.0006 (docs/reenact.md).
         blend_px: width (pixels at size S) of the ramp from the outer motion to the mesh
             flow inside the face silhouette.
         mouth_color: RGB painted into the target's mouth opening where the source's mouth is
@@ -664,11 +664,12 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         return self.mesh.vertices(fit.id_coeffs.to(self.device, torch.float32),
                                   fit.exp_coeffs.to(self.device, torch.float32))
 
-    def image_vertices(self, fit: FaceFit) -> torch.Tensor:
-        """(B, V_face, 3) image-space face mesh of ``fit`` (see :func:`posed_vertices`)."""
+    def image_vertices(self, fit: FaceFit, face: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, V_face, 3) image-space face mesh of ``fit`` (see :func:`posed_vertices`);
+        ``face``: its model-frame vertices when already computed (:meth:`face_vertices`)."""
         f = fit.to(self.device)
-        return posed_vertices(self.face_vertices(f), f.rotation.float(), f.scale.float(),
-                              f.translation.float())
+        face = self.face_vertices(f) if face is None else face
+        return posed_vertices(face, f.rotation.float(), f.scale.float(), f.translation.float())
 
     def head_ellipsoid(self, fit: FaceFit):
         """The head proxy of a one-row fit (:meth:`facegeo.geometric.HeadEllipsoid.
@@ -775,13 +776,13 @@ class GeometricReenactor(FaceConditioner, Reenactor):
         t0 = time.perf_counter()
         img = source_image.to(self.device)
         S = img.shape[-1]
-        src_v = self.image_vertices(source)
-        tgt_v = self.image_vertices(targets)
+        src_f, tgt_f = self.face_vertices(source), self.face_vertices(targets)
+        src_v, tgt_v = self.image_vertices(source, src_f), self.image_vertices(targets, tgt_f)
         h = min(S, self.map_size)  # the backward map's size
         k = h / S
         sm, tm = (source, targets) if h == S else (source.resized(k), targets.resized(k))
-        src_vm, tgt_vm = ((src_v, tgt_v) if h == S
-                          else (self.image_vertices(sm), self.image_vertices(tm)))
+        src_vm, tgt_vm = ((src_v, tgt_v) if h == S else
+                          (self.image_vertices(sm, src_f), self.image_vertices(tm, tgt_f)))
         xy, cov = self._mesh_flow(src_vm, tgt_vm, h, h)[:2]
         t1 = time.perf_counter()
         if self.head_proxy:
